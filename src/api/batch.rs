@@ -1,0 +1,161 @@
+//! `PredictionBatch`: one prediction batch of the pipeline, mirrored as a Kubernetes object.
+//!
+//! The spec says where the batch's truth lives; the status is what the controller observed and
+//! decided. For `source: status` batches, workers (or their coordinator) report progress in
+//! `status.report`, a field the controller only reads.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::schema::GameDate;
+
+/// Where a batch's progress is read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum BatchSource {
+    /// A Firestore document in the original's `prediction_batches` shape.
+    Firestore,
+    /// The object's own `status.report`, patched by the workers.
+    Status,
+}
+
+/// One prediction batch: expectations and where its progress is observed.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "healing.pipeline.dev",
+    version = "v1alpha1",
+    kind = "PredictionBatch",
+    plural = "predictionbatches",
+    shortname = "pb",
+    category = "pipeline",
+    namespaced,
+    status = "PredictionBatchStatus",
+    doc = "A prediction batch the controller watches for stalls and heals",
+    printcolumn(name = "Game-Date", type_ = "string", json_path = ".spec.gameDate"),
+    printcolumn(name = "Expected", type_ = "integer", json_path = ".status.expected"),
+    printcolumn(name = "Completed", type_ = "integer", json_path = ".status.completed"),
+    printcolumn(name = "Pct", type_ = "number", json_path = ".status.completionPercent"),
+    printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
+    printcolumn(name = "Source", type_ = "string", json_path = ".spec.source", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.source != 'firestore' || has(self.documentPath)")
+        .message("documentPath is required when source is firestore")
+        .field_path(".documentPath")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("self.source != 'status' || has(self.expectedPlayers)")
+        .message("expectedPlayers is required when source is status")
+        .field_path(".expectedPlayers")
+        .reason(Reason::FieldValueRequired))]
+pub struct PredictionBatchSpec {
+    /// The pipeline's batch id, e.g. `batch_2026-11-24_1795480001`.
+    #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("batchId is immutable"))]
+    pub batch_id: String,
+    pub game_date: GameDate,
+    #[x_kube(validation = Rule::new("self == oldSelf").message("source is immutable"))]
+    pub source: BatchSource,
+    /// Firestore document path (`prediction_batches/<batch_id>`); for `source: firestore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 1500), regex(pattern = r"^[^/\s]+/[^/\s]+(/[^/\s]+/[^/\s]+)*$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("documentPath is immutable"))]
+    pub document_path: Option<String>,
+    /// Players the batch must cover; for `source: status` (Firestore documents carry their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub expected_players: Option<u32>,
+    /// The pipeline's correlation id for this batch, copied into healing events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub correlation_id: Option<String>,
+}
+
+/// Progress reported by workers for `source: status` batches.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerReport {
+    /// Players finished with predictions.
+    #[schemars(range(min = 0))]
+    pub completed: u32,
+    /// Players finished without predictions, by reason (e.g. `player_injury_out: 3`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped: BTreeMap<String, u32>,
+    /// Players whose last attempt failed and who are still outstanding, by the failure reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failing: BTreeMap<String, u32>,
+    /// A sample of the outstanding players, for the healing record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub missing_players: Vec<String>,
+    /// When any player last finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress_time: Option<Time>,
+}
+
+/// The controller's reading of a batch, as `kubectl get pb` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum BatchState {
+    /// Not yet observed.
+    Pending,
+    /// Workers are still finishing players.
+    Progressing,
+    /// No progress for the policy's stall period at or above the minimum completion.
+    Stalled,
+    /// Every expected player finished.
+    Complete,
+    /// Completed by the controller after a stall.
+    AutoCompleted,
+    /// Older than the policy's maximum age without completing; left alone.
+    Expired,
+    /// The source could not be read or made no sense; see the conditions.
+    Invalid,
+}
+
+/// What the controller observed and did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PredictionBatchStatus {
+    /// Written by workers for `source: status`; never by the controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<WorkerReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<BatchState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<u32>,
+    /// Players counted as done: finished with predictions or skipped for a permanent reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub completion_percent: Option<f64>,
+    /// Skipped players by reason (permanent reasons count as completed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped: BTreeMap<String, u32>,
+    /// Outstanding players by their last failure reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failing: BTreeMap<String, u32>,
+    /// When the batch was created at its source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_created_at: Option<Time>,
+    /// The source's own update time (Firestore `update_time`), the precondition for a heal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_update_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress_time: Option<Time>,
+    /// The instant the batch becomes (or became) stalled if nothing changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_at: Option<Time>,
+    /// The HealingEvent of the last heal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_healing_event: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Progressing, Stalled, Complete, AutoCompleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,160 @@
+//! `HealingEvent`: the audit record of one healing action, and the outbox for its export.
+//!
+//! The spec is the intent, written before the action and never changed; the status is the
+//! outcome and each sink's export state. The object is named by its `healingId`, so creating
+//! it twice (a retry, a restart, a second replica) fails with a conflict instead of recording
+//! twice.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::schema::{SNAKE_CASE_PATTERN, free_form_object};
+
+/// Stable root-cause key: a snake_case category, optionally `:` and a subject, e.g.
+/// `no_progress`, `feature_store_timeout`, `missing_rows:nba_raw.nbac_schedule`.
+pub const ROOT_CAUSE_PATTERN: &str = r"^[a-z][a-z0-9_]{0,62}(:[A-Za-z0-9_.:/-]{1,190})?$";
+
+/// One healing action: what was seen, why, and what was done.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "healing.pipeline.dev",
+    version = "v1alpha1",
+    kind = "HealingEvent",
+    plural = "healingevents",
+    shortname = "he",
+    category = "pipeline",
+    namespaced,
+    status = "HealingEventStatus",
+    doc = "The audit record of one healing action, exported to Firestore and BigQuery",
+    validation = Rule::new("self.metadata.name == self.spec.healingId")
+        .message("metadata.name must equal spec.healingId"),
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.healingType"),
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.target.name"),
+    printcolumn(name = "Root-Cause", type_ = "string", json_path = ".spec.rootCause"),
+    printcolumn(name = "Success", type_ = "boolean", json_path = ".status.success"),
+    printcolumn(name = "Dry-Run", type_ = "boolean", json_path = ".spec.dryRun"),
+    printcolumn(name = "Outcome", type_ = "string", json_path = ".status.outcome", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self == oldSelf")
+    .message("spec is immutable: a healing event is an audit record"))]
+pub struct HealingEventSpec {
+    /// Deterministic id of the action; also the object's name and the sinks' idempotency key.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub healing_id: String,
+    /// When the action was decided.
+    pub timestamp: Time,
+    /// `batch_cleanup`, `phase_rerun`, `retry`, `fallback`, `circuit_breaker_reset`, ...
+    #[schemars(regex(pattern = SNAKE_CASE_PATTERN))]
+    pub healing_type: String,
+    /// Why, in words (may name ids and numbers; `rootCause` is the stable key).
+    #[schemars(length(min = 1, max = 2048))]
+    pub trigger_reason: String,
+    /// What was (or, for dry-run, would have been) done.
+    #[schemars(length(min = 1, max = 2048))]
+    pub action_taken: String,
+    /// Stable key that groups events with the same cause.
+    #[schemars(length(max = 254), regex(pattern = ROOT_CAUSE_PATTERN))]
+    pub root_cause: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub correlation_id: Option<String>,
+    /// The object that was healed.
+    pub target: TargetRef,
+    /// A dry-run event records what would have been done; nothing was changed.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// When the condition that called for the heal began (the stall threshold instant);
+    /// heal latency is measured from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_time: Option<Time>,
+    /// The target's state before the action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub before_state: Option<serde_json::Value>,
+    /// Anything else worth keeping (the original's `metadata` column, e.g. missing players).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub details: Option<serde_json::Value>,
+}
+
+/// A reference to the healed object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[schemars(length(min = 1, max = 63))]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+/// How the action ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum Outcome {
+    /// Recorded; the action has not finished yet.
+    Pending,
+    Succeeded,
+    Failed,
+    /// The target changed before the action (a late completion won); nothing was done.
+    Superseded,
+    /// Deliberately not acted on (dry-run, paused type, open circuit).
+    Skipped,
+}
+
+/// A sink's export state for this event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum ExportState {
+    Pending,
+    Exported,
+    Failing,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SinkExport {
+    pub state: ExportState,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exported_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Time>,
+}
+
+/// The action's outcome and each sink's export state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealingEventStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success: Option<bool>,
+    /// The target's state after the action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub after_state: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Seconds from `spec.thresholdTime` to the outcome being recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heal_latency_seconds: Option<f64>,
+    /// Export state per sink (`firestore`, `bigquery`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exports: BTreeMap<String, SinkExport>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

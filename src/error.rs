@@ -1,0 +1,32 @@
+//! The crate's error type. Each variant knows whether retrying can help, so reconcilers
+//! requeue transient failures with backoff and surface permanent ones as conditions.
+
+/// Everything that can go wrong, by where it happens.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+
+    #[error("rendering YAML: {0}")]
+    SerializeYaml(#[source] serde_yaml::Error),
+
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+
+    #[error("invalid {what}: {message}")]
+    Invalid { what: String, message: String },
+}
+
+impl Error {
+    /// Whether the same call may succeed later without anything being changed by a person.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Kube(kube::Error::Api(status)) => {
+                // 409 conflicts, 429 throttling and 5xx are worth retrying; other 4xx are not.
+                status.code == 409 || status.code == 429 || status.code >= 500
+            }
+            Error::Kube(_) | Error::Io(..) => true,
+            Error::SerializeYaml(_) | Error::Invalid { .. } => false,
+        }
+    }
+}

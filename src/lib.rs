@@ -1,0 +1,8 @@
+//! pipeline-healer: a Kubernetes controller that keeps a batch prediction pipeline healthy and
+//! accounts for every healing action. See README.md and ../shared/design.md for the shape.
+
+pub mod api;
+pub mod crdgen;
+mod error;
+
+pub use error::Error;

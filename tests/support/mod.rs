@@ -1,0 +1,150 @@
+//! Real components for integration tests: one control plane (and, for tests that ask, one
+//! pair of emulators) per test binary, started by the project's own hack/ scripts on first
+//! use and torn down by the scripts' watcher when the test binary exits, however it exits.
+//! Every test gets a namespace of its own.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{LazyLock, Once};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+pub fn project_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Installs the process-wide TLS provider: kube and the Google clients both pull in rustls
+/// with different providers, and rustls refuses to pick one on its own.
+pub fn init_crypto() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
+/// Runs `hack/<script> up` tied to this process and returns its `export NAME=value` lines.
+fn start(script: &str) -> Vec<(String, String)> {
+    let out = Command::new("bash")
+        .arg(project_root().join("hack").join(script))
+        .arg("up")
+        .env("PH_OWNER_PID", std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("running hack/{script}: {e}"));
+    assert!(out.status.success(), "hack/{script} up failed: {}", out.status);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn var(exports: &[(String, String)], name: &str) -> String {
+    exports
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("{name} was not printed by the script"))
+}
+
+/// This binary's control plane.
+pub struct Cluster {
+    pub kubeconfig: PathBuf,
+}
+
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: LazyLock<Cluster> = LazyLock::new(|| {
+        let exports = start("cluster.sh");
+        Cluster { kubeconfig: PathBuf::from(var(&exports, "KUBECONFIG")) }
+    });
+    &CLUSTER
+}
+
+impl Cluster {
+    /// A client for the current test's runtime (clients must not outlive the runtime whose
+    /// connections they pool, and each `#[tokio::test]` has its own).
+    pub async fn client(&self) -> Client {
+        init_crypto();
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig");
+        Client::try_from(config).expect("client")
+    }
+
+    /// `kubectl` against this cluster.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", &self.kubeconfig);
+        cmd
+    }
+}
+
+/// A fresh namespace for one test; it goes away with the cluster.
+pub struct TestNamespace {
+    pub client: Client,
+    pub name: String,
+}
+
+pub async fn namespace(test: &str) -> TestNamespace {
+    let client = cluster().client().await;
+    let slug: String = test
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .take(40)
+        .collect();
+    let name = format!("{}-{:06x}", slug.trim_matches('-'), rand_u32() & 0xff_ffff);
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name}
+    }))
+    .expect("namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
+    TestNamespace { client, name }
+}
+
+impl TestNamespace {
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.finish() as u32
+}
+
+/// This binary's Firestore and BigQuery emulators.
+pub struct Emulators {
+    pub project: String,
+    /// host:port
+    pub firestore: String,
+    /// host:port
+    pub bigquery: String,
+}
+
+pub fn emulators() -> &'static Emulators {
+    static EMULATORS: LazyLock<Emulators> = LazyLock::new(|| {
+        let exports = start("emulators.sh");
+        Emulators {
+            project: var(&exports, "GOOGLE_CLOUD_PROJECT"),
+            firestore: var(&exports, "FIRESTORE_EMULATOR_HOST"),
+            bigquery: var(&exports, "BIGQUERY_EMULATOR_HOST"),
+        }
+    });
+    &EMULATORS
+}
