@@ -4,5 +4,6 @@
 pub mod api;
 pub mod crdgen;
 mod error;
+pub mod sink;
 
 pub use error::Error;

@@ -30,8 +30,7 @@ use super::schema::{ColumnName, GameDate, TableName, free_form_object};
 #[x_kube(
     validation = Rule::new("self.processors.all(p, self.processors.exists_one(q, q.name == p.name))")
         .message("processor names must be unique")
-        .field_path(".processors")
-        .reason(Reason::FieldValueDuplicate),
+        .field_path(".processors"),
     validation = Rule::new("self.processors.all(p, !has(p.dependsOn) || p.dependsOn.all(d, self.processors.exists(q, q.name == d)))")
         .message("every dependsOn entry must name a processor of this PhaseRun")
         .field_path(".processors"),
@@ -70,7 +69,7 @@ fn one() -> u32 {
 #[serde(rename_all = "camelCase")]
 pub struct Processor {
     /// e.g. `PlayerDailyCache`.
-    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,62}$"))]
+    #[schemars(length(max = 63), regex(pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,62}$"))]
     pub name: String,
     pub table: TableName,
     pub date_column: ColumnName,

@@ -1,0 +1,3 @@
+//! Where healing events go besides the cluster: BigQuery and Firestore (and Slack alerts).
+
+pub mod row;
