@@ -4,6 +4,7 @@
 pub mod api;
 pub mod crdgen;
 mod error;
+pub mod gcp;
 pub mod sink;
 
 pub use error::Error;
