@@ -14,7 +14,10 @@ pub fn render() -> Result<Vec<(String, String)>, Error> {
         .into_iter()
         .map(|crd| {
             let yaml = serde_yaml::to_string(&crd).map_err(Error::SerializeYaml)?;
-            Ok((format!("{}.yaml", crd.name_any()), format!("{HEADER}{yaml}")))
+            Ok((
+                format!("{}.yaml", crd.name_any()),
+                format!("{HEADER}{yaml}"),
+            ))
         })
         .collect()
 }
@@ -35,7 +38,9 @@ pub fn write(dir: &Path) -> Result<Vec<String>, Error> {
 pub fn stale(dir: &Path) -> Result<Vec<String>, Error> {
     Ok(render()?
         .into_iter()
-        .filter(|(name, yaml)| std::fs::read_to_string(dir.join(name)).ok().as_deref() != Some(yaml))
+        .filter(|(name, yaml)| {
+            std::fs::read_to_string(dir.join(name)).ok().as_deref() != Some(yaml)
+        })
         .map(|(name, _)| name)
         .collect())
 }

@@ -35,7 +35,10 @@ fn crds(dir: &std::path::Path, check: bool) -> ExitCode {
     let result = if check {
         pipeline_healer::crdgen::stale(dir).map(|stale| {
             for name in &stale {
-                eprintln!("{}: out of date; run `pipeline-healer crds`", dir.join(name).display());
+                eprintln!(
+                    "{}: out of date; run `pipeline-healer crds`",
+                    dir.join(name).display()
+                );
             }
             stale.is_empty()
         })

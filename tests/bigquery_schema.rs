@@ -43,7 +43,14 @@ fn the_originals_nine_columns_come_first_unchanged() {
     ];
     let file = schema_file();
     for (i, (name, ty, mode)) in original.iter().enumerate() {
-        assert_eq!((file[i].name.as_str(), file[i].r#type.as_str(), file[i].mode.as_str()), (*name, *ty, *mode));
+        assert_eq!(
+            (
+                file[i].name.as_str(),
+                file[i].r#type.as_str(),
+                file[i].mode.as_str()
+            ),
+            (*name, *ty, *mode)
+        );
     }
     // Every added column is nullable, so the original's inserts still fit.
     assert!(file[original.len()..].iter().all(|c| c.mode == "NULLABLE"));

@@ -41,9 +41,11 @@ async fn both_emulators_answer_through_the_projects_crates() {
 }
 
 async fn firestore_round_trip(project: &str) {
-    let db = firestore::FirestoreDb::with_options(firestore::FirestoreDbOptions::new(project.to_owned()))
-        .await
-        .expect("connect to the Firestore emulator");
+    let db = firestore::FirestoreDb::with_options(firestore::FirestoreDbOptions::new(
+        project.to_owned(),
+    ))
+    .await
+    .expect("connect to the Firestore emulator");
     let doc = BatchDoc {
         batch_id: "batch_2026-11-24_1795480001".into(),
         game_date: "2026-11-24".into(),
@@ -79,10 +81,20 @@ fn schema_from_file() -> TableSchema {
 }
 
 async fn bigquery_parameterised_query(project: &str, host: &str) {
-    let bq = pipeline_healer::gcp::bigquery_client(Some(host)).await.expect("client");
-    bq.dataset().create(Dataset::new(project, "nba_orchestration")).await.expect("dataset");
+    let bq = pipeline_healer::gcp::bigquery_client(Some(host))
+        .await
+        .expect("client");
+    bq.dataset()
+        .create(Dataset::new(project, "nba_orchestration"))
+        .await
+        .expect("dataset");
     bq.table()
-        .create(Table::new(project, "nba_orchestration", "healing_events", schema_from_file()))
+        .create(Table::new(
+            project,
+            "nba_orchestration",
+            "healing_events",
+            schema_from_file(),
+        ))
         .await
         .expect("table from schemas/healing_events.json");
 
@@ -106,14 +118,22 @@ async fn bigquery_parameterised_query(project: &str, host: &str) {
         heal_latency_seconds: Some(0.42),
     };
     let mut insert = TableDataInsertAllRequest::new();
-    insert.add_row(Some("he-1".into()), row("he-1", "batch_cleanup")).unwrap();
-    insert.add_row(Some("he-2".into()), row("he-2", "retry")).unwrap();
+    insert
+        .add_row(Some("he-1".into()), row("he-1", "batch_cleanup"))
+        .unwrap();
+    insert
+        .add_row(Some("he-2".into()), row("he-2", "retry"))
+        .unwrap();
     let response = bq
         .tabledata()
         .insert_all(project, "nba_orchestration", "healing_events", insert)
         .await
         .expect("insertAll");
-    assert!(response.insert_errors.as_ref().is_none_or(|e| e.is_empty()), "{:?}", response.insert_errors);
+    assert!(
+        response.insert_errors.as_ref().is_none_or(|e| e.is_empty()),
+        "{:?}",
+        response.insert_errors
+    );
 
     // The healing type travels as a named parameter, never inside the SQL text.
     let mut query = QueryRequest::new(
@@ -122,7 +142,11 @@ async fn bigquery_parameterised_query(project: &str, host: &str) {
     query.parameter_mode = Some("NAMED".into());
     query.query_parameters = Some(vec![QueryParameter {
         name: Some("healing_type".into()),
-        parameter_type: Some(QueryParameterType { r#type: "STRING".into(), array_type: None, struct_types: None }),
+        parameter_type: Some(QueryParameterType {
+            r#type: "STRING".into(),
+            array_type: None,
+            struct_types: None,
+        }),
         parameter_value: Some(QueryParameterValue {
             value: Some("batch_cleanup".into()),
             array_values: None,
@@ -134,7 +158,10 @@ async fn bigquery_parameterised_query(project: &str, host: &str) {
     let mut ids = Vec::new();
     while rs.next_row() {
         ids.push(rs.get_string_by_name("healing_id").unwrap().unwrap());
-        assert_eq!(rs.get_f64_by_name("heal_latency_seconds").unwrap(), Some(0.42));
+        assert_eq!(
+            rs.get_f64_by_name("heal_latency_seconds").unwrap(),
+            Some(0.42)
+        );
     }
     assert_eq!(ids, ["he-1"]);
 }

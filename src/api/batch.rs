@@ -37,10 +37,23 @@ pub enum BatchSource {
     printcolumn(name = "Game-Date", type_ = "string", json_path = ".spec.gameDate"),
     printcolumn(name = "Expected", type_ = "integer", json_path = ".status.expected"),
     printcolumn(name = "Completed", type_ = "integer", json_path = ".status.completed"),
-    printcolumn(name = "Pct", type_ = "number", json_path = ".status.completionPercent"),
+    printcolumn(
+        name = "Pct",
+        type_ = "number",
+        json_path = ".status.completionPercent"
+    ),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
-    printcolumn(name = "Source", type_ = "string", json_path = ".spec.source", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Source",
+        type_ = "string",
+        json_path = ".spec.source",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -62,7 +75,10 @@ pub struct PredictionBatchSpec {
     pub source: BatchSource,
     /// Firestore document path (`prediction_batches/<batch_id>`); for `source: firestore`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 3, max = 1500), regex(pattern = r"^[^/\s]+/[^/\s]+(/[^/\s]+/[^/\s]+)*$"))]
+    #[schemars(
+        length(min = 3, max = 1500),
+        regex(pattern = r"^[^/\s]+/[^/\s]+(/[^/\s]+/[^/\s]+)*$")
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("documentPath is immutable"))]
     pub document_path: Option<String>,
     /// Players the batch must cover; for `source: status` (Firestore documents carry their own).

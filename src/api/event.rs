@@ -44,7 +44,10 @@ pub const ROOT_CAUSE_PATTERN: &str = r"^[a-z][a-z0-9_]{0,62}(:[A-Za-z0-9_.:/-]{1
     .message("spec is immutable: a healing event is an audit record"))]
 pub struct HealingEventSpec {
     /// Deterministic id of the action; also the object's name and the sinks' idempotency key.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     pub healing_id: String,
     /// When the action was decided.
     pub timestamp: Time,

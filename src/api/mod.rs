@@ -1,6 +1,10 @@
 //! The custom resources of `healing.pipeline.dev/v1alpha1`, one module per kind, and the
 //! schema pieces they share.
 
+// kube's `printcolumn(type_ = "string", ...)` arguments repeat across columns; clippy takes
+// the repeats for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod batch;
 pub mod event;
 pub mod phase;
@@ -30,7 +34,11 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {
-            if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+            if let Some(schema) = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
                 normalize_integer_formats(schema);
             }
         }
@@ -42,7 +50,10 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
 /// `int64` and warns on every apply about the rest. The minimums schemars also emits keep the
 /// values non-negative, and int64 holds every u32.
 fn normalize_integer_formats(schema: &mut JSONSchemaProps) {
-    if matches!(schema.format.as_deref(), Some("uint8" | "uint16" | "uint32" | "uint")) {
+    if matches!(
+        schema.format.as_deref(),
+        Some("uint8" | "uint16" | "uint32" | "uint")
+    ) {
         schema.format = Some("int64".into());
     }
     let children = schema

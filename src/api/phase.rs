@@ -22,9 +22,17 @@ use super::schema::{ColumnName, GameDate, TableName, free_form_object};
     doc = "One pipeline phase for one date, checked for completeness and healed by minimal re-runs",
     printcolumn(name = "Phase", type_ = "string", json_path = ".spec.phase"),
     printcolumn(name = "Date", type_ = "string", json_path = ".spec.date"),
-    printcolumn(name = "Missing", type_ = "string", json_path = ".status.missingProcessors"),
+    printcolumn(
+        name = "Missing",
+        type_ = "string",
+        json_path = ".status.missingProcessors"
+    ),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(

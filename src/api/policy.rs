@@ -36,9 +36,17 @@ pub const ORIGINAL_PERMANENT_SKIP_REASONS: [&str; 9] = [
     status = "HealingPolicyStatus",
     doc = "Healing thresholds for the namespace; absent fields take the defaults",
     printcolumn(name = "Stall-After", type_ = "string", json_path = ".spec.stallAfter"),
-    printcolumn(name = "Min-Pct", type_ = "number", json_path = ".spec.minCompletionPercent"),
+    printcolumn(
+        name = "Min-Pct",
+        type_ = "number",
+        json_path = ".spec.minCompletionPercent"
+    ),
     printcolumn(name = "Dry-Run", type_ = "boolean", json_path = ".spec.dryRun"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct HealingPolicySpec {
@@ -234,7 +242,8 @@ mod defaults {
 
     fn duration(text: &str) -> PositiveDuration {
         // Literal constants below; covered by the `defaults_parse` test.
-        text.parse().unwrap_or_else(|e| panic!("built-in default: {e}"))
+        text.parse()
+            .unwrap_or_else(|e| panic!("built-in default: {e}"))
     }
     pub fn stall_after() -> PositiveDuration {
         duration("15m")
@@ -246,7 +255,10 @@ mod defaults {
         duration("24h")
     }
     pub fn permanent_skip_reasons() -> Vec<String> {
-        ORIGINAL_PERMANENT_SKIP_REASONS.iter().map(|r| r.to_string()).collect()
+        ORIGINAL_PERMANENT_SKIP_REASONS
+            .iter()
+            .map(|r| r.to_string())
+            .collect()
     }
     pub fn retention() -> PositiveDuration {
         duration("720h")
@@ -255,10 +267,16 @@ mod defaults {
         duration("1h")
     }
     pub fn yellow() -> CountBand {
-        CountBand { count: 3, window: one_hour() }
+        CountBand {
+            count: 3,
+            window: one_hour(),
+        }
     }
     pub fn red() -> CountBand {
-        CountBand { count: 10, window: duration("24h") }
+        CountBand {
+            count: 10,
+            window: duration("24h"),
+        }
     }
     pub fn failure_rate_percent() -> f64 {
         20.0

@@ -174,7 +174,11 @@ impl GameDate {
 impl FromStr for GameDate {
     type Err = InvalidValue;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = |reason| InvalidValue { what: "date", value: s.to_owned(), reason };
+        let invalid = |reason| InvalidValue {
+            what: "date",
+            value: s.to_owned(),
+            reason,
+        };
         if !DATE_RE.is_match(s) {
             return Err(invalid("must be YYYY-MM-DD"));
         }
@@ -250,7 +254,11 @@ impl PositiveDuration {
 impl FromStr for PositiveDuration {
     type Err = InvalidValue;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = |reason| InvalidValue { what: "duration", value: s.to_owned(), reason };
+        let invalid = |reason| InvalidValue {
+            what: "duration",
+            value: s.to_owned(),
+            reason,
+        };
         if s.len() > 32 || !DURATION_RE.is_match(s) {
             return Err(invalid("must be a Go duration such as 90s, 15m or 1h30m"));
         }
@@ -260,7 +268,10 @@ impl FromStr for PositiveDuration {
         if value.is_zero() || value > std::time::Duration::from_secs(100 * 365 * 24 * 3600) {
             return Err(invalid("must be positive and at most 100 years"));
         }
-        Ok(Self { text: s.to_owned(), value })
+        Ok(Self {
+            text: s.to_owned(),
+            value,
+        })
     }
 }
 string_newtype!(PositiveDuration);
@@ -334,13 +345,19 @@ mod tests {
         assert!("game_date_est".parse::<ColumnName>().is_ok());
         assert!("_x1".parse::<ColumnName>().is_ok());
         for bad in ["", "1col", "game date", "a;b", "a`", "a.b"] {
-            assert!(bad.parse::<ColumnName>().is_err(), "{bad:?} must be refused");
+            assert!(
+                bad.parse::<ColumnName>().is_err(),
+                "{bad:?} must be refused"
+            );
         }
     }
 
     #[test]
     fn dates_must_exist() {
-        assert_eq!("2026-11-24".parse::<GameDate>().unwrap().to_string(), "2026-11-24");
+        assert_eq!(
+            "2026-11-24".parse::<GameDate>().unwrap().to_string(),
+            "2026-11-24"
+        );
         for bad in ["2026-02-30", "2026-13-01", "24/11/2026", "2026-1-1", ""] {
             assert!(bad.parse::<GameDate>().is_err(), "{bad:?} must be refused");
         }
@@ -359,7 +376,10 @@ mod tests {
     #[test]
     fn durations_must_be_positive_and_well_formed() {
         for bad in ["0s", "0", "-5m", "15", "fifteen", "15 m", "", "1000000h"] {
-            assert!(bad.parse::<PositiveDuration>().is_err(), "{bad:?} must be refused");
+            assert!(
+                bad.parse::<PositiveDuration>().is_err(),
+                "{bad:?} must be refused"
+            );
         }
         assert!(serde_json::from_str::<PositiveDuration>("\"-1h\"").is_err());
     }

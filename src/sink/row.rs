@@ -43,8 +43,8 @@ impl HealingEventRow {
     /// The table columns this type serialises to, derived from its JSON Schema, so the schema
     /// file can be checked against the code rather than kept in step by hand.
     pub fn columns() -> Vec<Column> {
-        let schema = serde_json::to_value(schemars::schema_for!(HealingEventRow))
-            .unwrap_or_default();
+        let schema =
+            serde_json::to_value(schemars::schema_for!(HealingEventRow)).unwrap_or_default();
         let required: Vec<&str> = schema["required"]
             .as_array()
             .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
@@ -70,8 +70,16 @@ impl HealingEventRow {
                     ("integer", _) => "INTEGER",
                     _ => "UNKNOWN",
                 };
-                let mode = if required.contains(&name.as_str()) { "REQUIRED" } else { "NULLABLE" };
-                Column { name: name.clone(), r#type: bq_type.into(), mode: mode.into() }
+                let mode = if required.contains(&name.as_str()) {
+                    "REQUIRED"
+                } else {
+                    "NULLABLE"
+                };
+                Column {
+                    name: name.clone(),
+                    r#type: bq_type.into(),
+                    mode: mode.into(),
+                }
             })
             .collect()
     }

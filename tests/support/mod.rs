@@ -36,7 +36,11 @@ fn start(script: &str) -> Vec<(String, String)> {
         .stderr(Stdio::inherit())
         .output()
         .unwrap_or_else(|e| panic!("running hack/{script}: {e}"));
-    assert!(out.status.success(), "hack/{script} up failed: {}", out.status);
+    assert!(
+        out.status.success(),
+        "hack/{script} up failed: {}",
+        out.status
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.strip_prefix("export "))
@@ -61,7 +65,9 @@ pub struct Cluster {
 pub fn cluster() -> &'static Cluster {
     static CLUSTER: LazyLock<Cluster> = LazyLock::new(|| {
         let exports = start("cluster.sh");
-        Cluster { kubeconfig: PathBuf::from(var(&exports, "KUBECONFIG")) }
+        Cluster {
+            kubeconfig: PathBuf::from(var(&exports, "KUBECONFIG")),
+        }
     });
     &CLUSTER
 }
@@ -96,7 +102,13 @@ pub async fn namespace(test: &str) -> TestNamespace {
     let client = cluster().client().await;
     let slug: String = test
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(40)
         .collect();
     let name = format!("{}-{:06x}", slug.trim_matches('-'), rand_u32() & 0xff_ffff);
@@ -124,7 +136,12 @@ impl TestNamespace {
 fn rand_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
     h.finish() as u32
 }
 
