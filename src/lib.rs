@@ -2,9 +2,13 @@
 //! accounts for every healing action. See README.md and ../shared/design.md for the shape.
 
 pub mod api;
+pub mod controller;
 pub mod crdgen;
+pub mod decide;
 mod error;
 pub mod gcp;
 pub mod sink;
+pub mod source;
+pub mod telemetry;
 
 pub use error::Error;

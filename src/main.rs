@@ -2,6 +2,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pipeline_healer::controller;
+use pipeline_healer::telemetry::{LogFormat, init_logging};
 
 /// A self-healing controller for batch prediction pipelines on Kubernetes.
 #[derive(Parser)]
@@ -13,6 +15,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controller. Kubernetes access as kubectl has it: in-cluster, or KUBECONFIG.
+    Run {
+        /// Watch one namespace only (default: all namespaces).
+        #[arg(long, env = "PIPELINE_HEALER_NAMESPACE")]
+        namespace: Option<String>,
+        /// Log format.
+        #[arg(
+            long,
+            env = "PIPELINE_HEALER_LOG_FORMAT",
+            value_enum,
+            default_value = "text"
+        )]
+        log_format: LogFormat,
+        /// This replica's name, reported on Kubernetes Events (the chart sets the pod name).
+        #[arg(long, env = "POD_NAME")]
+        instance: Option<String>,
+    },
     /// Write the CustomResourceDefinitions as YAML, one file per CRD.
     Crds {
         /// Directory to write `<plural>.healing.pipeline.dev.yaml` into.
@@ -27,7 +46,58 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run {
+            namespace,
+            log_format,
+            instance,
+        } => {
+            init_logging(log_format);
+            run(controller::Config {
+                namespace,
+                instance,
+                ..Default::default()
+            })
+        }
         Command::Crds { dir, check } => crds(&dir, check),
+    }
+}
+
+fn run(config: controller::Config) -> ExitCode {
+    pipeline_healer::gcp::install_crypto_provider();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let client = match kube::Client::try_default().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reach Kubernetes (in-cluster config or KUBECONFIG)");
+                return ExitCode::FAILURE;
+            }
+        };
+        controller::run(client, config, shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
     }
 }
 

@@ -91,10 +91,15 @@ pub struct PredictionBatchSpec {
     pub correlation_id: Option<String>,
 }
 
-/// Progress reported by workers for `source: status` batches.
+/// A batch's progress as its source reports it: the workers for `source: status`, the
+/// controller's Firestore mirror for `source: firestore`. The decision reads only this.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct WorkerReport {
+pub struct BatchReport {
+    /// Players the batch must cover, when the source says (else `spec.expectedPlayers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub expected: Option<u32>,
     /// Players finished with predictions.
     #[schemars(range(min = 0))]
     pub completed: u32,
@@ -111,6 +116,12 @@ pub struct WorkerReport {
     /// When any player last finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_progress_time: Option<Time>,
+    /// When the batch was created at its source (else the object's creation time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Time>,
+    /// The source already counts the batch complete.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub complete: bool,
 }
 
 /// The controller's reading of a batch, as `kubectl get pb` shows it.
@@ -136,9 +147,10 @@ pub enum BatchState {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PredictionBatchStatus {
-    /// Written by workers for `source: status`; never by the controller.
+    /// The source's progress: written by workers for `source: status`, by the controller's
+    /// mirror for `source: firestore`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub report: Option<WorkerReport>,
+    pub report: Option<BatchReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<BatchState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,20 +161,6 @@ pub struct PredictionBatchStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub completion_percent: Option<f64>,
-    /// Skipped players by reason (permanent reasons count as completed).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub skipped: BTreeMap<String, u32>,
-    /// Outstanding players by their last failure reason.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub failing: BTreeMap<String, u32>,
-    /// When the batch was created at its source.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_created_at: Option<Time>,
-    /// The source's own update time (Firestore `update_time`), the precondition for a heal.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_update_time: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_progress_time: Option<Time>,
     /// The instant the batch becomes (or became) stalled if nothing changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stall_at: Option<Time>,

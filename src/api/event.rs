@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -49,8 +49,8 @@ pub struct HealingEventSpec {
         regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     )]
     pub healing_id: String,
-    /// When the action was decided.
-    pub timestamp: Time,
+    /// When the action was decided (microseconds, as BigQuery keeps them).
+    pub timestamp: MicroTime,
     /// `batch_cleanup`, `phase_rerun`, `retry`, `fallback`, `circuit_breaker_reset`, ...
     #[schemars(regex(pattern = SNAKE_CASE_PATTERN))]
     pub healing_type: String,
@@ -74,7 +74,7 @@ pub struct HealingEventSpec {
     /// When the condition that called for the heal began (the stall threshold instant);
     /// heal latency is measured from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threshold_time: Option<Time>,
+    pub threshold_time: Option<MicroTime>,
     /// The target's state before the action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_object")]

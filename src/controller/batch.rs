@@ -1,0 +1,472 @@
+//! The PredictionBatch reconciler: observe -> decide -> (record intent -> act -> record
+//! outcome) -> write status -> requeue for the exact instant the verdict can next change.
+//!
+//! Healing is safe against crashes, retries and a second replica:
+//! - the HealingEvent is created first, named by a deterministic healing id, so a second
+//!   attempt at the same heal finds it instead of recording again;
+//! - the action carries a precondition (the batch's resourceVersion), and it writes the
+//!   healing id into the batch along with the completion, so a conflict can tell "a worker
+//!   reported progress first" (the heal is superseded) from "this heal already happened";
+//! - a batch healed by an event whose outcome was never recorded (a crash between action and
+//!   record) has the outcome recorded on the next reconcile.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::Context;
+use crate::Error;
+use crate::api::batch::{BatchSource, BatchState};
+use crate::api::event::{HealingEventSpec, HealingEventStatus, Outcome, TargetRef};
+use crate::api::{HealingEvent, PredictionBatch};
+use crate::decide::batch_status::{Summary, awaiting_report, summarize};
+use crate::decide::conditions;
+use crate::decide::healing_id::healing_id;
+use crate::decide::stall::{Stall, StallPolicy, Verdict, decide};
+use crate::source::report::observe;
+
+pub const HEALING_TYPE: &str = "batch_cleanup";
+
+pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = batch.namespace().unwrap_or_default();
+    let policy_spec = ctx.policy_for(&ns);
+    let policy = StallPolicy::from(&policy_spec);
+    let now = Timestamp::now();
+    let healed_by = batch
+        .status
+        .as_ref()
+        .and_then(|s| s.last_healing_event.clone());
+    let Some(observation) = observe(&batch) else {
+        write_status(&ctx, &batch, &awaiting_report(batch.spec.source), now).await?;
+        return Ok(Action::await_change());
+    };
+    let verdict = decide(&observation, &policy, now);
+
+    if let Some(id) = &healed_by {
+        // Recover from a crash between the action and the record of its outcome.
+        finish_pending_event(&ctx, &ns, id, &batch).await?;
+    }
+    if let Verdict::Stalled(stall) = &verdict
+        && batch.spec.source == BatchSource::Status
+    {
+        match heal(&ctx, &batch, stall, &policy, policy_spec.dry_run, now).await? {
+            // The batch changed (completed, or progressed first): its watch event reconciles.
+            HealProgress::Finished(Outcome::Succeeded | Outcome::Superseded) => {
+                return Ok(Action::await_change());
+            }
+            // Another actor is mid-heal: look again once it would count as abandoned.
+            HealProgress::InProgressElsewhere => {
+                return Ok(Action::requeue(ctx.config.abandoned_heal_after));
+            }
+            // Dry-run, or a heal that ended earlier: show the stall.
+            HealProgress::Finished(_) | HealProgress::FinishedEarlier => {}
+        }
+    }
+    // Firestore-sourced batches are healed through their document (the mirror's job).
+    write_status(
+        &ctx,
+        &batch,
+        &summarize(&verdict, healed_by.as_deref()),
+        now,
+    )
+    .await?;
+    Ok(requeue_for(verdict.next_check(), now))
+}
+
+/// Wake exactly when the verdict can next change (plus a hair, so the decision sees the
+/// threshold crossed); otherwise only on a change to the batch or its policy.
+fn requeue_for(next: Option<Timestamp>, now: Timestamp) -> Action {
+    match next {
+        Some(at) => {
+            let wait = at.duration_since(now).max(jiff::SignedDuration::ZERO);
+            let wait = Duration::try_from(wait).unwrap_or_default() + Duration::from_millis(5);
+            Action::requeue(wait)
+        }
+        None => Action::await_change(),
+    }
+}
+
+pub fn error_policy(batch: Arc<PredictionBatch>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(batch = %batch.name_any(), namespace = ?batch.namespace(), %error, transient = error.is_transient(), "reconcile failed");
+    if error.is_transient() {
+        Action::requeue(Duration::from_secs(5))
+    } else {
+        Action::await_change()
+    }
+}
+
+/// The identity a heal is keyed by: the Firestore document, or the object's uid.
+fn identity(batch: &PredictionBatch) -> String {
+    match (&batch.spec.source, &batch.spec.document_path) {
+        (BatchSource::Firestore, Some(path)) => path.clone(),
+        _ => batch.uid().unwrap_or_else(|| batch.name_any()),
+    }
+}
+
+fn target_of(batch: &PredictionBatch) -> TargetRef {
+    TargetRef {
+        api_version: Some(PredictionBatch::api_version(&()).into_owned()),
+        kind: PredictionBatch::kind(&()).into_owned(),
+        namespace: batch.namespace(),
+        name: batch.name_any(),
+        uid: batch.uid(),
+    }
+}
+
+/// The HealingEvent recording the intent to heal `stall`.
+pub fn intent(
+    batch: &PredictionBatch,
+    stall: &Stall,
+    dry_run: bool,
+    now: Timestamp,
+) -> HealingEvent {
+    let episode = stall.progress.last_progress.as_millisecond().to_string();
+    let id = healing_id(HEALING_TYPE, &identity(batch), &[&episode]);
+    let report = batch.status.as_ref().and_then(|s| s.report.as_ref());
+    let spec = HealingEventSpec {
+        healing_id: id.clone(),
+        timestamp: MicroTime(now),
+        healing_type: HEALING_TYPE.into(),
+        trigger_reason: stall.trigger_reason.clone(),
+        action_taken: if dry_run {
+            "Would mark the batch complete (dry-run; nothing changed)".into()
+        } else {
+            format!(
+                "Marked the batch complete at {:.1}%",
+                stall.progress.percent
+            )
+        },
+        root_cause: stall.root_cause.clone(),
+        correlation_id: batch.spec.correlation_id.clone(),
+        target: target_of(batch),
+        dry_run,
+        threshold_time: Some(MicroTime(stall.threshold_at)),
+        before_state: Some(json!({
+            "batch_id": batch.spec.batch_id,
+            "game_date": batch.spec.game_date,
+            "expected_players": stall.progress.expected,
+            "completed_players": stall.progress.completed,
+            "completion_percent": stall.progress.percent,
+            "stall_minutes": stall.stalled_for.as_secs() / 60,
+            "last_progress_time": stall.progress.last_progress,
+        })),
+        details: Some(json!({
+            "missing_players": report.map(|r| r.missing_players.clone()).unwrap_or_default(),
+            "failing_by_reason": report.map(|r| r.failing.clone()).unwrap_or_default(),
+            "silent_players": stall.silent_players,
+        })),
+    };
+    let mut event = HealingEvent::new(&id, spec);
+    event.metadata.namespace = batch.namespace();
+    event
+}
+
+/// Where a heal stands after [`heal`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealProgress {
+    /// This call recorded the outcome.
+    Finished(Outcome),
+    /// The HealingEvent already has an outcome: nothing more to do.
+    FinishedEarlier,
+    /// Another actor recorded the intent recently and is presumably acting.
+    InProgressElsewhere,
+}
+
+/// How often a heal retries its action when the batch changed in ways that do not matter
+/// (the controller's own status writes, a label) before it gives up for this reconcile.
+const ACT_ATTEMPTS: usize = 5;
+
+/// Intent, action, outcome for a `source: status` batch observed as `batch`.
+pub async fn heal(
+    ctx: &Context,
+    batch: &PredictionBatch,
+    stall: &Stall,
+    policy: &StallPolicy,
+    dry_run: bool,
+    now: Timestamp,
+) -> Result<HealProgress, Error> {
+    let ns = batch.namespace().unwrap_or_default();
+    let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), &ns);
+    let event = intent(batch, stall, dry_run, now);
+    let id = event.name_any();
+    match events.create(&PostParams::default(), &event).await {
+        Ok(_) => {
+            info!(batch = %batch.name_any(), healing_id = %id, root_cause = %stall.root_cause, "stall detected; healing recorded")
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let existing = events.get(&id).await?;
+            let pending = existing
+                .status
+                .as_ref()
+                .and_then(|s| s.outcome)
+                .is_none_or(|o| o == Outcome::Pending);
+            if !pending {
+                return Ok(HealProgress::FinishedEarlier);
+            }
+            let age = existing
+                .creation_timestamp()
+                .map(|t| now.duration_since(t.0))
+                .unwrap_or_default();
+            if age
+                < jiff::SignedDuration::try_from(ctx.config.abandoned_heal_after)
+                    .unwrap_or_default()
+            {
+                info!(batch = %batch.name_any(), healing_id = %id, "another actor is carrying out this heal");
+                return Ok(HealProgress::InProgressElsewhere);
+            }
+            info!(batch = %batch.name_any(), healing_id = %id, "taking over an abandoned heal");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if dry_run {
+        let status = outcome_status(
+            Outcome::Skipped,
+            false,
+            "dry-run: nothing changed",
+            None,
+            stall,
+            now,
+        );
+        record_outcome(ctx, batch, &id, status, None).await?;
+        return Ok(HealProgress::Finished(Outcome::Skipped));
+    }
+
+    let batches: Api<PredictionBatch> = Api::namespaced(ctx.client.clone(), &ns);
+    let completed = (
+        outcome_status(
+            Outcome::Succeeded,
+            true,
+            "batch marked complete",
+            Some(after_state(stall)),
+            stall,
+            now,
+        ),
+        Some((
+            EventType::Normal,
+            "AutoCompleted",
+            stall.trigger_reason.clone(),
+        )),
+    );
+    let mut observed = batch.clone();
+    let mut attempt = 0;
+    let (status, note) = loop {
+        attempt += 1;
+        // Act: complete the batch, recording which heal did it, only if the object is still
+        // the version the decision was made on.
+        let patch = json!({
+            "metadata": {"resourceVersion": observed.resource_version()},
+            "status": {"state": BatchState::AutoCompleted, "lastHealingEvent": id},
+        });
+        match batches
+            .patch_status(
+                &batch.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => break completed,
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let current = batches.get(&batch.name_any()).await?;
+                let healed_by = current
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.last_healing_event.as_deref());
+                if healed_by == Some(id.as_str()) {
+                    // Another replica's identical action won; the outcome is the same, and it
+                    // publishes the Kubernetes Event.
+                    break (completed.0, None);
+                }
+                // Does the batch as it is now still call for this very heal?
+                let still_this_heal =
+                    match observe(&current).map(|o| decide(&o, policy, Timestamp::now())) {
+                        Some(Verdict::Stalled(now_stall)) => {
+                            intent(&current, &now_stall, dry_run, now).name_any() == id
+                        }
+                        _ => false,
+                    };
+                if still_this_heal && attempt < ACT_ATTEMPTS {
+                    observed = current;
+                    continue;
+                }
+                let message = "the batch progressed before the heal (a late completion wins); nothing was done";
+                break (
+                    outcome_status(Outcome::Superseded, false, message, None, stall, now),
+                    Some((EventType::Normal, "HealSuperseded", message.to_owned())),
+                );
+            }
+            Err(e) => {
+                let message = format!("marking the batch complete failed: {e}");
+                let status = outcome_status(Outcome::Failed, false, &message, None, stall, now);
+                record_outcome(
+                    ctx,
+                    batch,
+                    &id,
+                    status,
+                    Some((EventType::Warning, "HealFailed", message)),
+                )
+                .await?;
+                return Err(e.into());
+            }
+        }
+    };
+    let outcome = status.outcome.unwrap_or(Outcome::Pending);
+    record_outcome(ctx, batch, &id, status, note).await?;
+    Ok(HealProgress::Finished(outcome))
+}
+
+fn after_state(stall: &Stall) -> serde_json::Value {
+    json!({
+        "is_complete": true,
+        "auto_completed": true,
+        "auto_completion_reason": format!("Stalled at {:.1}% for {} minutes", stall.progress.percent, stall.stalled_for.as_secs() / 60),
+    })
+}
+
+fn outcome_status(
+    outcome: Outcome,
+    success: bool,
+    message: &str,
+    after: Option<serde_json::Value>,
+    stall: &Stall,
+    now: Timestamp,
+) -> HealingEventStatus {
+    HealingEventStatus {
+        outcome: Some(outcome),
+        success: Some(success),
+        after_state: after,
+        message: Some(message.to_owned()),
+        finished_at: Some(Time(now)),
+        heal_latency_seconds: Some(
+            now.duration_since(stall.threshold_at)
+                .as_secs_f64()
+                .max(0.0),
+        ),
+        ..Default::default()
+    }
+}
+
+/// Writes the outcome on the HealingEvent and, when given, a Kubernetes Event on the batch.
+async fn record_outcome(
+    ctx: &Context,
+    batch: &PredictionBatch,
+    id: &str,
+    status: HealingEventStatus,
+    note: Option<(EventType, &str, String)>,
+) -> Result<(), Error> {
+    let ns = batch.namespace().unwrap_or_default();
+    let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({"status": status});
+    events
+        .patch_status(id, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    info!(batch = %batch.name_any(), healing_id = %id, outcome = ?status.outcome, "heal outcome recorded");
+    if let Some((type_, reason, note)) = note {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(format!("{note} (HealingEvent {id})")),
+            action: "Heal".into(),
+            secondary: None,
+        };
+        ctx.recorder.publish(&event, &batch.object_ref(&())).await?;
+    }
+    Ok(())
+}
+
+/// A batch healed by `id` whose event still reads Pending: the actor stopped after acting.
+async fn finish_pending_event(
+    ctx: &Context,
+    ns: &str,
+    id: &str,
+    batch: &PredictionBatch,
+) -> Result<(), Error> {
+    let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(event) = events.get_opt(id).await? else {
+        return Ok(());
+    };
+    if event
+        .status
+        .as_ref()
+        .and_then(|s| s.outcome)
+        .is_some_and(|o| o != Outcome::Pending)
+    {
+        return Ok(());
+    }
+    let now = Timestamp::now();
+    // A young Pending event belongs to an actor that is recording its outcome right now.
+    let age = event
+        .creation_timestamp()
+        .map(|t| now.duration_since(t.0))
+        .unwrap_or_default();
+    if age < jiff::SignedDuration::try_from(ctx.config.abandoned_heal_after).unwrap_or_default() {
+        return Ok(());
+    }
+    let threshold = event.spec.threshold_time.as_ref().map_or(now, |t| t.0);
+    let status = HealingEventStatus {
+        outcome: Some(Outcome::Succeeded),
+        success: Some(true),
+        message: Some("batch marked complete (outcome recorded after a restart)".into()),
+        finished_at: Some(Time(now)),
+        heal_latency_seconds: Some(now.duration_since(threshold).as_secs_f64().max(0.0)),
+        ..Default::default()
+    };
+    let note = Some((
+        EventType::Normal,
+        "AutoCompleted",
+        "batch completed after a stall".to_owned(),
+    ));
+    record_outcome(ctx, batch, id, status, note).await
+}
+
+/// Server-side apply of the controller's part of the status.
+async fn write_status(
+    ctx: &Context,
+    batch: &PredictionBatch,
+    summary: &Summary,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let existing = batch
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let conditions = conditions::merge(existing, &summary.conditions, batch.meta().generation, now);
+    let mut fields = json!({
+        "state": summary.state,
+        "expected": summary.expected,
+        "completed": summary.completed,
+        "completionPercent": summary.percent,
+        "stallAt": summary.stall_at.map(Time),
+        "observedGeneration": batch.meta().generation,
+        "conditions": conditions,
+    });
+    // Absent, not null: in an apply, an omitted field we own is removed, which is what a
+    // cleared value means.
+    if let Some(map) = fields.as_object_mut() {
+        map.retain(|_, v| !v.is_null());
+    }
+    let status = json!({
+        "apiVersion": PredictionBatch::api_version(&()),
+        "kind": PredictionBatch::kind(&()),
+        "status": fields,
+    });
+    let batches: Api<PredictionBatch> =
+        Api::namespaced(ctx.client.clone(), &batch.namespace().unwrap_or_default());
+    batches
+        .patch_status(
+            &batch.name_any(),
+            &PatchParams::apply(super::MANAGER).force(),
+            &Patch::Apply(&status),
+        )
+        .await?;
+    Ok(())
+}

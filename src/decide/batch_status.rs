@@ -1,0 +1,251 @@
+//! What a PredictionBatch's status should say for a verdict: the summary `kubectl get pb`
+//! shows and the conditions. Pure; the reconciler writes it.
+
+use jiff::Timestamp;
+
+use super::conditions::Desired;
+use super::stall::Verdict;
+use crate::api::batch::{BatchSource, BatchState};
+
+/// The controller-owned part of a batch's status, before conditions are merged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    pub state: BatchState,
+    pub expected: Option<u64>,
+    pub completed: Option<u64>,
+    pub percent: Option<f64>,
+    pub stall_at: Option<Timestamp>,
+    pub conditions: Vec<Desired>,
+}
+
+const PROGRESSING: &str = "Progressing";
+const STALLED: &str = "Stalled";
+const COMPLETE: &str = "Complete";
+const AUTO_COMPLETED: &str = "AutoCompleted";
+
+/// A batch whose source has not reported yet.
+pub fn awaiting_report(source: BatchSource) -> Summary {
+    let message = match source {
+        BatchSource::Status => "no progress reported by the workers yet (status.report)",
+        BatchSource::Firestore => "no observation of the Firestore document yet",
+    };
+    Summary {
+        state: BatchState::Pending,
+        expected: None,
+        completed: None,
+        percent: None,
+        stall_at: None,
+        conditions: vec![Desired::new(PROGRESSING, false, "AwaitingReport", message)],
+    }
+}
+
+/// `healed`: the batch was completed by the controller (it carries the healing id).
+pub fn summarize(verdict: &Verdict, healed: Option<&str>) -> Summary {
+    let progress = match verdict {
+        Verdict::Complete { progress } => progress.as_ref(),
+        Verdict::Progressing { progress, .. } | Verdict::StuckBelowMinimum { progress, .. } => {
+            Some(progress)
+        }
+        Verdict::Stalled(s) => Some(&s.progress),
+        Verdict::Expired { .. } | Verdict::Invalid { .. } => None,
+    };
+    let round = |p: f64| (p * 10.0).round() / 10.0;
+    let mut summary = Summary {
+        state: BatchState::Pending,
+        expected: progress.map(|p| p.expected),
+        completed: progress.map(|p| p.completed),
+        percent: progress.map(|p| round(p.percent)),
+        stall_at: None,
+        conditions: Vec::new(),
+    };
+    match verdict {
+        Verdict::Complete { .. } => {
+            let (state, reason, message) = match healed {
+                Some(id) => (
+                    BatchState::AutoCompleted,
+                    "StallHealed",
+                    format!("completed by the controller; see HealingEvent {id}"),
+                ),
+                None => (
+                    BatchState::Complete,
+                    "AllPlayersDone",
+                    "every expected player finished".to_owned(),
+                ),
+            };
+            summary.state = state;
+            summary.conditions = vec![
+                Desired::new(PROGRESSING, false, reason, message.clone()),
+                Desired::new(STALLED, false, reason, ""),
+                Desired::new(COMPLETE, true, reason, message.clone()),
+                Desired::new(
+                    AUTO_COMPLETED,
+                    healed.is_some(),
+                    reason,
+                    if healed.is_some() {
+                        message
+                    } else {
+                        String::new()
+                    },
+                ),
+            ];
+        }
+        Verdict::Progressing {
+            progress, stall_at, ..
+        } => {
+            summary.state = BatchState::Progressing;
+            summary.stall_at = *stall_at;
+            let message = match stall_at {
+                Some(at) => format!(
+                    "{:.1}% done; stalled at {at} without progress",
+                    progress.percent
+                ),
+                None => format!(
+                    "{:.1}% done; below the minimum completion for auto-completion",
+                    progress.percent
+                ),
+            };
+            summary.conditions = vec![
+                Desired::new(PROGRESSING, true, "PlayersFinishing", message),
+                Desired::new(STALLED, false, "PlayersFinishing", ""),
+                Desired::new(COMPLETE, false, "PlayersOutstanding", ""),
+            ];
+        }
+        Verdict::StuckBelowMinimum {
+            progress, since, ..
+        } => {
+            summary.state = BatchState::Stalled;
+            let message = format!(
+                "no progress since {since} at {:.1}%, below the minimum completion: not auto-completed",
+                progress.percent
+            );
+            summary.conditions = vec![
+                Desired::new(PROGRESSING, false, "NoProgress", message.clone()),
+                Desired::new(STALLED, true, "BelowMinimumCompletion", message),
+                Desired::new(COMPLETE, false, "PlayersOutstanding", ""),
+            ];
+        }
+        Verdict::Stalled(stall) => {
+            summary.state = BatchState::Stalled;
+            summary.stall_at = Some(stall.threshold_at);
+            summary.conditions = vec![
+                Desired::new(
+                    PROGRESSING,
+                    false,
+                    "NoProgress",
+                    stall.trigger_reason.clone(),
+                ),
+                Desired::new(STALLED, true, "NoProgress", stall.trigger_reason.clone()),
+                Desired::new(COMPLETE, false, "PlayersOutstanding", ""),
+            ];
+        }
+        Verdict::Expired { age } => {
+            summary.state = BatchState::Expired;
+            let message = format!(
+                "incomplete after {}h: older than the policy's maximum age, left alone",
+                age.as_secs() / 3600
+            );
+            summary.conditions = vec![
+                Desired::new(PROGRESSING, false, "Expired", message.clone()),
+                Desired::new(STALLED, false, "Expired", message),
+            ];
+        }
+        Verdict::Invalid { reason } => {
+            summary.state = BatchState::Invalid;
+            summary.conditions = vec![Desired::new(
+                PROGRESSING,
+                false,
+                "InvalidSource",
+                reason.clone(),
+            )];
+        }
+    }
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::HealingPolicySpec;
+    use crate::decide::stall::{BatchObservation, StallPolicy, decide};
+    use jiff::{SignedDuration, Timestamp};
+
+    fn verdict(done: u64, minutes_since_progress: i64) -> Verdict {
+        let last: Timestamp = "2026-11-24T20:00:00Z".parse().unwrap();
+        let obs = BatchObservation {
+            expected: Some(450),
+            completed: done,
+            created_at: Some(last - SignedDuration::from_hours(1)),
+            last_progress: Some(last),
+            ..Default::default()
+        };
+        let policy = StallPolicy::from(&HealingPolicySpec::default());
+        decide(
+            &obs,
+            &policy,
+            last + SignedDuration::from_mins(minutes_since_progress),
+        )
+    }
+
+    fn condition<'a>(s: &'a Summary, type_: &str) -> &'a Desired {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_}"))
+    }
+
+    #[test]
+    fn progressing_shows_when_it_will_stall() {
+        let s = summarize(&verdict(414, 5), None);
+        assert_eq!(s.state, BatchState::Progressing);
+        assert_eq!(s.percent, Some(92.0));
+        assert_eq!(s.stall_at, Some("2026-11-24T20:15:00Z".parse().unwrap()));
+        assert!(condition(&s, PROGRESSING).status);
+        assert!(!condition(&s, STALLED).status);
+    }
+
+    #[test]
+    fn stalled_carries_the_reason_in_its_condition() {
+        let s = summarize(&verdict(414, 16), None);
+        assert_eq!(s.state, BatchState::Stalled);
+        assert!(condition(&s, STALLED).status);
+        assert!(condition(&s, STALLED).message.contains("92.0%"));
+    }
+
+    #[test]
+    fn healed_is_auto_completed_and_names_the_event() {
+        let s = summarize(&verdict(450, 0), Some("batch-cleanup-x-1"));
+        assert_eq!(s.state, BatchState::AutoCompleted);
+        assert!(condition(&s, AUTO_COMPLETED).status);
+        assert!(
+            condition(&s, COMPLETE)
+                .message
+                .contains("batch-cleanup-x-1")
+        );
+        let s = summarize(&verdict(450, 0), None);
+        assert_eq!(s.state, BatchState::Complete);
+        assert!(!condition(&s, AUTO_COMPLETED).status);
+    }
+
+    #[test]
+    fn stuck_below_minimum_is_shown_as_stalled_but_says_why_not_healed() {
+        let s = summarize(&verdict(300, 30), None);
+        assert_eq!(s.state, BatchState::Stalled);
+        assert_eq!(condition(&s, STALLED).reason, "BelowMinimumCompletion");
+    }
+
+    #[test]
+    fn invalid_and_awaiting_have_no_numbers() {
+        let s = summarize(
+            &Verdict::Invalid {
+                reason: "expected_players is 0".into(),
+            },
+            None,
+        );
+        assert_eq!(s.state, BatchState::Invalid);
+        assert_eq!(s.percent, None);
+        assert_eq!(condition(&s, PROGRESSING).message, "expected_players is 0");
+        let s = awaiting_report(BatchSource::Firestore);
+        assert_eq!(s.state, BatchState::Pending);
+        assert_eq!(condition(&s, PROGRESSING).reason, "AwaitingReport");
+    }
+}

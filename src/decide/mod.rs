@@ -1,0 +1,7 @@
+//! Pure decisions: functions of (observation, policy, now) with no I/O. The reconcilers
+//! gather the inputs, call these, and carry out what they return.
+
+pub mod batch_status;
+pub mod conditions;
+pub mod healing_id;
+pub mod stall;

@@ -1,0 +1,3 @@
+//! Observation: turning what a source says into the decision's input.
+
+pub mod report;

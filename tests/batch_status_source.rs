@@ -1,0 +1,379 @@
+//! Stalled-batch healing for `source: status` batches, on a real API server with the
+//! controller running in-process (one or two instances, as replicas would).
+
+mod support;
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector;
+use pipeline_healer::api::batch::BatchState;
+use pipeline_healer::api::event::Outcome;
+use pipeline_healer::api::{HealingEvent, HealingPolicy, PredictionBatch};
+use pipeline_healer::controller::{self, Config, Context};
+use pipeline_healer::decide::stall::{Stall, StallPolicy, Verdict, decide};
+use pipeline_healer::source::report::observe;
+use serde_json::json;
+use support::{TestNamespace, namespace};
+use tokio::task::JoinHandle;
+
+/// A policy with a short stall period, so tests cross it in seconds.
+async fn policy(ns: &TestNamespace, stall_after: &str, dry_run: bool) {
+    let hp: HealingPolicy = serde_json::from_value(json!({
+        "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "HealingPolicy",
+        "metadata": {"name": "default"},
+        "spec": {"stallAfter": stall_after, "dryRun": dry_run}
+    }))
+    .unwrap();
+    ns.api::<HealingPolicy>()
+        .create(&PostParams::default(), &hp)
+        .await
+        .unwrap();
+}
+
+/// A `source: status` batch of 10 players; the workers report 9 done, the last at `last`.
+async fn batch(ns: &TestNamespace, name: &str, last: Timestamp) -> PredictionBatch {
+    let pb: PredictionBatch = serde_json::from_value(json!({
+        "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "PredictionBatch",
+        "metadata": {"name": name},
+        "spec": {"batchId": format!("batch_2026-11-24_{name}"), "gameDate": "2026-11-24", "source": "status", "expectedPlayers": 10}
+    }))
+    .unwrap();
+    let api = ns.api::<PredictionBatch>();
+    api.create(&PostParams::default(), &pb).await.unwrap();
+    report(ns, name, 9, last).await
+}
+
+/// What a worker does: patch its progress report into the status.
+async fn report(
+    ns: &TestNamespace,
+    name: &str,
+    completed: u32,
+    last: Timestamp,
+) -> PredictionBatch {
+    let patch = json!({"status": {"report": {
+        "completed": completed,
+        "failing": {"feature_store_timeout": 10 - completed},
+        "missingPlayers": ["lebronjames"],
+        "lastProgressTime": last.to_string(),
+    }}});
+    ns.api::<PredictionBatch>()
+        .patch_status(
+            name,
+            &PatchParams::apply("worker").force(),
+            &Patch::Apply(&with_kind(patch)),
+        )
+        .await
+        .unwrap()
+}
+
+/// The default policy and the stall it finds in `batch` now.
+fn stalled(batch: &PredictionBatch) -> (StallPolicy, Stall) {
+    let policy = StallPolicy::from(&pipeline_healer::api::HealingPolicySpec::default());
+    match decide(
+        &observe(batch).expect("reported"),
+        &policy,
+        Timestamp::now(),
+    ) {
+        Verdict::Stalled(stall) => (policy, stall),
+        other => panic!("not stalled: {other:?}"),
+    }
+}
+
+fn with_kind(mut v: serde_json::Value) -> serde_json::Value {
+    v["apiVersion"] = json!("healing.pipeline.dev/v1alpha1");
+    v["kind"] = json!("PredictionBatch");
+    v
+}
+
+fn start_controller(
+    ns: &TestNamespace,
+    instance: &str,
+    abandoned_after: Duration,
+) -> JoinHandle<()> {
+    let config = Config {
+        namespace: Some(ns.name.clone()),
+        instance: Some(instance.into()),
+        abandoned_heal_after: abandoned_after,
+    };
+    let client = ns.client.clone();
+    tokio::spawn(controller::run(client, config, std::future::pending()))
+}
+
+/// Polls `check` until it returns Some, for at most `secs` seconds.
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn healing_events(ns: &TestNamespace) -> Vec<HealingEvent> {
+    ns.api::<HealingEvent>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+}
+
+async fn k8s_events(ns: &TestNamespace, reason: &str) -> Vec<K8sEvent> {
+    let api: Api<K8sEvent> = Api::namespaced(ns.client.clone(), &ns.name);
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
+}
+
+async fn state(ns: &TestNamespace, name: &str) -> Option<BatchState> {
+    ns.api::<PredictionBatch>()
+        .get(name)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.state)
+}
+
+#[tokio::test]
+async fn a_stalled_batch_is_healed_at_the_threshold_and_recorded() {
+    let ns = namespace("status-heal").await;
+    policy(&ns, "3s", false).await;
+    let last = Timestamp::now();
+    batch(&ns, "b1", last).await;
+    let _controller = start_controller(&ns, "replica-a", Duration::from_secs(30));
+
+    // Before the threshold: progressing, with the instant it will stall.
+    let pb = eventually(10, "the batch to be observed", || async {
+        let pb = ns.api::<PredictionBatch>().get("b1").await.unwrap();
+        (pb.status.as_ref().and_then(|s| s.state) == Some(BatchState::Progressing)).then_some(pb)
+    })
+    .await;
+    let status = pb.status.unwrap();
+    assert_eq!(status.completion_percent, Some(90.0));
+    // metav1.Time carries whole seconds on the wire.
+    assert_eq!(
+        status.stall_at.unwrap().0.as_second(),
+        (last + jiff::SignedDuration::from_secs(3)).as_second()
+    );
+    assert!(
+        healing_events(&ns).await.is_empty(),
+        "healed before the threshold"
+    );
+
+    let event = eventually(20, "the heal", || async {
+        healing_events(&ns)
+            .await
+            .into_iter()
+            .find(|e| e.status.as_ref().and_then(|s| s.outcome) == Some(Outcome::Succeeded))
+    })
+    .await;
+    assert_eq!(event.spec.healing_type, "batch_cleanup");
+    assert_eq!(event.spec.root_cause, "feature_store_timeout");
+    assert_eq!(event.spec.target.name, "b1");
+    assert!(!event.spec.dry_run);
+    assert_eq!(
+        event.spec.before_state.as_ref().unwrap()["completed_players"],
+        9
+    );
+    let latency = event.status.as_ref().unwrap().heal_latency_seconds.unwrap();
+    println!("heal latency from the threshold instant: {latency:.3}s");
+    assert!(latency >= 0.0);
+
+    let pb = eventually(10, "AutoCompleted", || async {
+        let pb = ns.api::<PredictionBatch>().get("b1").await.unwrap();
+        (pb.status.as_ref().and_then(|s| s.state) == Some(BatchState::AutoCompleted)).then_some(pb)
+    })
+    .await;
+    let status = pb.status.unwrap();
+    assert_eq!(
+        status.last_healing_event.as_deref(),
+        Some(event.spec.healing_id.as_str())
+    );
+    let auto = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "AutoCompleted")
+        .unwrap();
+    assert_eq!(auto.status, "True");
+    let notes = eventually(10, "the Kubernetes Event", || async {
+        let e = k8s_events(&ns, "AutoCompleted").await;
+        (!e.is_empty()).then_some(e)
+    })
+    .await;
+    assert_eq!(notes.len(), 1);
+    assert_eq!(healing_events(&ns).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_completion_arriving_before_the_heal_wins() {
+    let ns = namespace("status-late").await;
+    let last = Timestamp::now() - jiff::SignedDuration::from_mins(20);
+    let observed = batch(&ns, "b1", last).await;
+    // The controller decided on `observed`...
+    let (policy, stall) = stalled(&observed);
+    // ...and the last player finishes before the action runs.
+    report(&ns, "b1", 10, Timestamp::now()).await;
+
+    let ctx = Context::new(ns.client.clone(), Config::default(), reflector::store().0);
+    let progress =
+        controller::batch::heal(&ctx, &observed, &stall, &policy, false, Timestamp::now())
+            .await
+            .unwrap();
+    assert_eq!(
+        progress,
+        controller::batch::HealProgress::Finished(Outcome::Superseded)
+    );
+
+    let events = healing_events(&ns).await;
+    assert_eq!(events.len(), 1);
+    let status = events[0].status.as_ref().unwrap();
+    assert_eq!(status.outcome, Some(Outcome::Superseded));
+    assert_eq!(status.success, Some(false));
+    let pb = ns.api::<PredictionBatch>().get("b1").await.unwrap();
+    assert_ne!(
+        pb.status.as_ref().and_then(|s| s.state),
+        Some(BatchState::AutoCompleted)
+    );
+    assert!(pb.status.unwrap().last_healing_event.is_none());
+    assert_eq!(k8s_events(&ns, "HealSuperseded").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_restart_between_intent_and_action_heals_once() {
+    let ns = namespace("status-restart").await;
+    let last = Timestamp::now() - jiff::SignedDuration::from_mins(20);
+    let observed = batch(&ns, "b1", last).await;
+    // A previous instance recorded its intent and died before acting.
+    let (_, stall) = stalled(&observed);
+    let intent = controller::batch::intent(&observed, &stall, false, Timestamp::now());
+    ns.api::<HealingEvent>()
+        .create(&PostParams::default(), &intent)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let _controller = start_controller(&ns, "restarted", Duration::from_secs(1));
+    eventually(20, "AutoCompleted", || async {
+        (state(&ns, "b1").await == Some(BatchState::AutoCompleted)).then_some(())
+    })
+    .await;
+    let events = healing_events(&ns).await;
+    assert_eq!(
+        events.len(),
+        1,
+        "healed again instead of carrying the recorded heal through"
+    );
+    assert_eq!(events[0].metadata.name, intent.metadata.name);
+    eventually(10, "the outcome", || async {
+        let e = healing_events(&ns).await;
+        (e[0].status.as_ref().and_then(|s| s.outcome) == Some(Outcome::Succeeded)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_controllers_heal_once() {
+    let ns = namespace("status-two").await;
+    policy(&ns, "2s", false).await;
+    let _a = start_controller(&ns, "replica-a", Duration::from_secs(30));
+    let _b = start_controller(&ns, "replica-b", Duration::from_secs(30));
+    for name in ["b1", "b2", "b3"] {
+        batch(&ns, name, Timestamp::now()).await;
+    }
+    for name in ["b1", "b2", "b3"] {
+        eventually(20, "AutoCompleted", || async {
+            (state(&ns, name).await == Some(BatchState::AutoCompleted)).then_some(())
+        })
+        .await;
+    }
+    // Give a slower replica time to do anything it was going to do twice.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events = healing_events(&ns).await;
+    assert_eq!(
+        events.len(),
+        3,
+        "{:#?}",
+        events.iter().map(|e| &e.metadata.name).collect::<Vec<_>>()
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.status.as_ref().and_then(|s| s.outcome) == Some(Outcome::Succeeded))
+    );
+    assert_eq!(k8s_events(&ns, "AutoCompleted").await.len(), 3);
+}
+
+#[tokio::test]
+async fn dry_run_records_and_changes_nothing() {
+    let ns = namespace("status-dry").await;
+    policy(&ns, "2s", true).await;
+    batch(&ns, "b1", Timestamp::now()).await;
+    let _controller = start_controller(&ns, "replica-a", Duration::from_secs(30));
+    let event = eventually(20, "the dry-run event", || async {
+        healing_events(&ns)
+            .await
+            .into_iter()
+            .find(|e| e.status.as_ref().and_then(|s| s.outcome).is_some())
+    })
+    .await;
+    assert!(event.spec.dry_run);
+    assert_eq!(
+        event.status.as_ref().unwrap().outcome,
+        Some(Outcome::Skipped)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pb = ns.api::<PredictionBatch>().get("b1").await.unwrap();
+    let status = pb.status.unwrap();
+    assert_eq!(status.state, Some(BatchState::Stalled));
+    assert!(status.last_healing_event.is_none());
+    assert_eq!(
+        status.report.unwrap().completed,
+        9,
+        "the workers' report was touched"
+    );
+    assert_eq!(
+        healing_events(&ns).await.len(),
+        1,
+        "dry-run recorded more than once"
+    );
+}
+
+#[tokio::test]
+async fn a_change_that_is_not_progress_does_not_supersede_the_heal() {
+    let ns = namespace("status-noise").await;
+    let last = Timestamp::now() - jiff::SignedDuration::from_mins(20);
+    let observed = batch(&ns, "b1", last).await;
+    let (policy, stall) = stalled(&observed);
+    // Someone labels the batch (and so bumps its resourceVersion) before the action.
+    let label = json!({"metadata": {"labels": {"team": "predictions"}}});
+    ns.api::<PredictionBatch>()
+        .patch("b1", &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .unwrap();
+
+    let ctx = Context::new(ns.client.clone(), Config::default(), reflector::store().0);
+    let progress =
+        controller::batch::heal(&ctx, &observed, &stall, &policy, false, Timestamp::now())
+            .await
+            .unwrap();
+    assert_eq!(
+        progress,
+        controller::batch::HealProgress::Finished(Outcome::Succeeded)
+    );
+    assert_eq!(state(&ns, "b1").await, Some(BatchState::AutoCompleted));
+}
