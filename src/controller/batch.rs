@@ -129,7 +129,11 @@ pub fn intent(
     now: Timestamp,
 ) -> HealingEvent {
     let episode = stall.progress.last_progress.as_millisecond().to_string();
-    let id = healing_id(HEALING_TYPE, &identity(batch), &[&episode]);
+    let id = healing_id(
+        HEALING_TYPE,
+        &batch.spec.batch_id,
+        &[&identity(batch), &episode],
+    );
     let report = batch.status.as_ref().and_then(|s| s.report.as_ref());
     let spec = HealingEventSpec {
         healing_id: id.clone(),
@@ -368,7 +372,8 @@ async fn record_outcome(
     events
         .patch_status(id, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
-    info!(batch = %batch.name_any(), healing_id = %id, outcome = ?status.outcome, "heal outcome recorded");
+    let outcome = status.outcome.unwrap_or(Outcome::Pending);
+    info!(batch = %batch.name_any(), healing_id = %id, ?outcome, "heal outcome recorded");
     if let Some((type_, reason, note)) = note {
         let event = Event {
             type_,

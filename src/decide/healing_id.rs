@@ -33,11 +33,13 @@ fn dns_label(s: &str, max: usize) -> String {
     out.trim_end_matches('-').to_owned()
 }
 
-/// `<type>-<readable subject>-<hash of every part>`: readable in `kubectl get he`, unique by
-/// the hash (the readable part may be truncated), and a valid object name (< 100 chars).
-pub fn healing_id(healing_type: &str, subject: &str, episode: &[&str]) -> String {
+/// `<type>-<readable subject>-<hash>`: readable in `kubectl get he`, and a valid object name
+/// (< 100 chars). The hash covers the type, the subject and `identity` (what the heal acts
+/// on and which episode of trouble it answers), so it is unique even where the readable part
+/// is truncated or two targets share a name.
+pub fn healing_id(healing_type: &str, subject: &str, identity: &[&str]) -> String {
     let mut parts = vec![healing_type, subject];
-    parts.extend_from_slice(episode);
+    parts.extend_from_slice(identity);
     let hash = fnv1a(&parts);
     let kind = dns_label(healing_type, 24);
     let subject = dns_label(subject, 60);
