@@ -29,7 +29,7 @@ use crate::api::event::{HealingEventSpec, HealingEventStatus, Outcome, TargetRef
 use crate::api::{HealingEvent, PredictionBatch};
 use crate::decide::batch_status::{Summary, awaiting_report, summarize};
 use crate::decide::conditions;
-use crate::decide::healing_id::healing_id;
+use crate::decide::naming::healing_id;
 use crate::decide::stall::{Stall, StallPolicy, Verdict, decide};
 use crate::source::report::observe;
 

@@ -3,5 +3,5 @@
 
 pub mod batch_status;
 pub mod conditions;
-pub mod healing_id;
+pub mod naming;
 pub mod stall;

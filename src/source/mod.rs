@@ -1,3 +1,4 @@
 //! Observation: turning what a source says into the decision's input.
 
+pub mod firestore_doc;
 pub mod report;

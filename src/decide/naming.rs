@@ -1,7 +1,10 @@
-//! Deterministic healing ids. A healing action's id is derived from what it heals and which
-//! episode of trouble it answers, so every replica, retry or restart that decides the same
-//! heal computes the same id, and creating its HealingEvent a second time conflicts instead of
-//! recording (and acting) twice.
+//! Deterministic names.
+//!
+//! - Healing ids: derived from what a heal acts on and which episode of trouble it answers,
+//!   so every replica, retry or restart that decides the same heal computes the same id, and
+//!   creating its HealingEvent a second time conflicts instead of recording (and acting) twice.
+//! - Mirrored object names: Firestore document ids such as `batch_2026-11-24_1795480001` are
+//!   not valid object names; each maps to one name, the same on every replica.
 
 /// FNV-1a, 64 bit: tiny, and stable across Rust releases (unlike `DefaultHasher`), which
 /// matters because ids must stay equal across controller versions.
@@ -50,9 +53,77 @@ pub fn healing_id(healing_type: &str, subject: &str, identity: &[&str]) -> Strin
     }
 }
 
+/// The PredictionBatch name for a Firestore document id. Ids of lower-case letters, digits,
+/// `_` and `-` (the original's forms) map readably, `_` becoming `-`; anything else is
+/// sanitised and gets a hash suffix. Two ids that differ only in `_` against `-` would share a
+/// name: the mirror sees the existing object's `documentPath` differ and reports it.
+pub fn object_name_for_document(doc_id: &str) -> String {
+    let bytes = doc_id.as_bytes();
+    let readable = !bytes.is_empty()
+        && bytes.len() <= 200
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-')
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric();
+    if readable {
+        return doc_id.replace('_', "-");
+    }
+    let label = dns_label(doc_id, 180);
+    let hash = fnv1a(&[doc_id]);
+    if label.is_empty() {
+        format!("doc-{hash:016x}")
+    } else {
+        format!("{label}-{hash:016x}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_originals_ids_map_readably() {
+        for (id, name) in [
+            ("batch_2026-11-24_1795480001", "batch-2026-11-24-1795480001"),
+            (
+                "regen_2026-11-24_line_move_1795490000",
+                "regen-2026-11-24-line-move-1795490000",
+            ),
+            (
+                "linecheck_2026-11-24_1795481234",
+                "linecheck-2026-11-24-1795481234",
+            ),
+        ] {
+            assert_eq!(object_name_for_document(id), name);
+        }
+    }
+
+    #[test]
+    fn other_ids_are_sanitised_with_a_hash_so_they_stay_distinct() {
+        let a = object_name_for_document("Batch_2026");
+        let b = object_name_for_document("batch_2026 ");
+        assert!(
+            a.starts_with("batch-2026-") && b.starts_with("batch-2026-"),
+            "{a} {b}"
+        );
+        assert_ne!(a, b);
+        assert_ne!(a, object_name_for_document("batch_2026"));
+        for id in ["", "_", "ü", &"x".repeat(400), "-lead", "trail_"] {
+            let name = object_name_for_document(id);
+            assert!(name.len() <= 253 && !name.is_empty(), "{id:?} -> {name}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "{name}"
+            );
+            assert!(
+                name.as_bytes()[0].is_ascii_alphanumeric()
+                    && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric(),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn the_same_heal_gets_the_same_id() {
