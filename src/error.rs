@@ -15,9 +15,16 @@ pub enum Error {
 
     #[error("invalid {what}: {message}")]
     Invalid { what: String, message: String },
+
+    #[error("firestore: {0}")]
+    Firestore(#[source] Box<firestore::errors::FirestoreError>),
 }
 
 impl Error {
+    pub fn firestore(e: firestore::errors::FirestoreError) -> Self {
+        Error::Firestore(Box::new(e))
+    }
+
     /// Whether the same call may succeed later without anything being changed by a person.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -26,6 +33,10 @@ impl Error {
                 status.code == 409 || status.code == 429 || status.code >= 500
             }
             Error::Kube(_) | Error::Io(..) => true,
+            Error::Firestore(e) => !matches!(
+                **e,
+                firestore::errors::FirestoreError::InvalidParametersError(_)
+            ),
             Error::SerializeYaml(_) | Error::Invalid { .. } => false,
         }
     }

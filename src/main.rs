@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pipeline_healer::controller;
+use pipeline_healer::source::firestore::MirrorConfig;
 use pipeline_healer::telemetry::{LogFormat, init_logging};
 
 /// A self-healing controller for batch prediction pipelines on Kubernetes.
@@ -31,6 +32,20 @@ enum Command {
         /// This replica's name, reported on Kubernetes Events (the chart sets the pod name).
         #[arg(long, env = "POD_NAME")]
         instance: Option<String>,
+        /// Google Cloud project whose Firestore holds the batches; without it, Firestore
+        /// batches are not mirrored. FIRESTORE_EMULATOR_HOST points it at the emulator.
+        #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
+        firestore_project: Option<String>,
+        /// Firestore collection of the batch documents.
+        #[arg(
+            long,
+            env = "PIPELINE_HEALER_BATCH_COLLECTION",
+            default_value = "prediction_batches"
+        )]
+        batch_collection: String,
+        /// Namespace of the mirrored PredictionBatch objects (default: --namespace, else `default`).
+        #[arg(long, env = "PIPELINE_HEALER_MIRROR_NAMESPACE")]
+        mirror_namespace: Option<String>,
     },
     /// Write the CustomResourceDefinitions as YAML, one file per CRD.
     Crds {
@@ -50,19 +65,35 @@ fn main() -> ExitCode {
             namespace,
             log_format,
             instance,
+            firestore_project,
+            batch_collection,
+            mirror_namespace,
         } => {
             init_logging(log_format);
-            run(controller::Config {
+            let mirror = firestore_project.map(|project| {
+                let namespace = mirror_namespace
+                    .or_else(|| namespace.clone())
+                    .unwrap_or_else(|| "default".into());
+                (
+                    project,
+                    MirrorConfig {
+                        collection: batch_collection,
+                        namespace,
+                    },
+                )
+            });
+            let config = controller::Config {
                 namespace,
                 instance,
                 ..Default::default()
-            })
+            };
+            run(config, mirror)
         }
         Command::Crds { dir, check } => crds(&dir, check),
     }
 }
 
-fn run(config: controller::Config) -> ExitCode {
+fn run(config: controller::Config, mirror: Option<(String, MirrorConfig)>) -> ExitCode {
     pipeline_healer::gcp::install_crypto_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -79,8 +110,23 @@ fn run(config: controller::Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        controller::run(client, config, shutdown_signal()).await;
-        ExitCode::SUCCESS
+        let firestore = match mirror {
+            None => None,
+            Some((project, mirror)) => match firestore::FirestoreDb::with_options(firestore::FirestoreDbOptions::new(project)).await {
+                Ok(db) => Some(controller::FirestoreSource { db, mirror }),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot reach Firestore (credentials, project, or FIRESTORE_EMULATOR_HOST)");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
+        match controller::run(client, config, firestore, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "the controller stopped");
+                ExitCode::FAILURE
+            }
+        }
     })
 }
 

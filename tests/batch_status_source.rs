@@ -99,7 +99,11 @@ fn start_controller(
         abandoned_heal_after: abandoned_after,
     };
     let client = ns.client.clone();
-    tokio::spawn(controller::run(client, config, std::future::pending()))
+    tokio::spawn(async move {
+        controller::run(client, config, None, std::future::pending())
+            .await
+            .unwrap();
+    })
 }
 
 /// Polls `check` until it returns Some, for at most `secs` seconds.
@@ -229,7 +233,12 @@ async fn a_completion_arriving_before_the_heal_wins() {
     // ...and the last player finishes before the action runs.
     report(&ns, "b1", 10, Timestamp::now()).await;
 
-    let ctx = Context::new(ns.client.clone(), Config::default(), reflector::store().0);
+    let ctx = Context::new(
+        ns.client.clone(),
+        Config::default(),
+        reflector::store().0,
+        None,
+    );
     let progress =
         controller::batch::heal(&ctx, &observed, &stall, &policy, false, Timestamp::now())
             .await
@@ -366,7 +375,12 @@ async fn a_change_that_is_not_progress_does_not_supersede_the_heal() {
         .await
         .unwrap();
 
-    let ctx = Context::new(ns.client.clone(), Config::default(), reflector::store().0);
+    let ctx = Context::new(
+        ns.client.clone(),
+        Config::default(),
+        reflector::store().0,
+        None,
+    );
     let progress =
         controller::batch::heal(&ctx, &observed, &stall, &policy, false, Timestamp::now())
             .await

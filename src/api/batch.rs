@@ -70,7 +70,9 @@ pub struct PredictionBatchSpec {
     #[schemars(length(min = 1, max = 256))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("batchId is immutable"))]
     pub batch_id: String,
-    pub game_date: GameDate,
+    /// Absent only for mirrored documents whose `game_date` cannot be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub game_date: Option<GameDate>,
     #[x_kube(validation = Rule::new("self == oldSelf").message("source is immutable"))]
     pub source: BatchSource,
     /// Firestore document path (`prediction_batches/<batch_id>`); for `source: firestore`.
@@ -122,6 +124,15 @@ pub struct BatchReport {
     /// The source already counts the batch complete.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub complete: bool,
+    /// The healing id that auto-completed the batch at its source (Firestore's
+    /// `auto_completion_healing_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_completed_by: Option<String>,
+    /// The source's version of what was observed (Firestore's `update_time`, exact): a heal
+    /// of a Firestore batch only applies while the document is still at this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub source_version: Option<String>,
 }
 
 /// The controller's reading of a batch, as `kubectl get pb` shows it.
@@ -151,6 +162,10 @@ pub struct PredictionBatchStatus {
     /// mirror for `source: firestore`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<BatchReport>,
+    /// Why the source could not be read (a malformed Firestore document), field by field.
+    /// Written by the mirror; cleared once the source reads again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<BatchState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

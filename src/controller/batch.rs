@@ -31,7 +31,10 @@ use crate::decide::batch_status::{Summary, awaiting_report, summarize};
 use crate::decide::conditions;
 use crate::decide::naming::healing_id;
 use crate::decide::stall::{Stall, StallPolicy, Verdict, decide};
+use crate::source::firestore_doc::{HEALED_BY_FIELD, fields_of, parse as parse_doc, proto_time};
 use crate::source::report::observe;
+use firestore::FirestoreWritePrecondition;
+use firestore::errors::FirestoreError;
 
 pub const HEALING_TYPE: &str = "batch_cleanup";
 
@@ -54,9 +57,7 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
         // Recover from a crash between the action and the record of its outcome.
         finish_pending_event(&ctx, &ns, id, &batch).await?;
     }
-    if let Verdict::Stalled(stall) = &verdict
-        && batch.spec.source == BatchSource::Status
-    {
+    if let Verdict::Stalled(stall) = &verdict {
         match heal(&ctx, &batch, stall, &policy, policy_spec.dry_run, now).await? {
             // The batch changed (completed, or progressed first): its watch event reconciles.
             HealProgress::Finished(Outcome::Succeeded | Outcome::Superseded) => {
@@ -70,7 +71,6 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
             HealProgress::Finished(_) | HealProgress::FinishedEarlier => {}
         }
     }
-    // Firestore-sourced batches are healed through their document (the mirror's job).
     write_status(
         &ctx,
         &batch,
@@ -243,28 +243,91 @@ pub async fn heal(
         return Ok(HealProgress::Finished(Outcome::Skipped));
     }
 
-    let batches: Api<PredictionBatch> = Api::namespaced(ctx.client.clone(), &ns);
-    let completed = (
-        outcome_status(
-            Outcome::Succeeded,
-            true,
-            "batch marked complete",
-            Some(after_state(stall)),
-            stall,
-            now,
-        ),
-        Some((
-            EventType::Normal,
-            "AutoCompleted",
-            stall.trigger_reason.clone(),
-        )),
+    let acted = match batch.spec.source {
+        BatchSource::Status => act_on_status(ctx, batch, &id, policy, now).await,
+        BatchSource::Firestore => act_on_firestore(ctx, batch, stall, &id, policy, now).await,
+    };
+    let completed = outcome_status(
+        Outcome::Succeeded,
+        true,
+        "batch marked complete",
+        Some(after_state(stall)),
+        stall,
+        now,
     );
+    let (status, note) = match acted {
+        Ok(Acted::Applied) => (
+            completed,
+            Some((
+                EventType::Normal,
+                "AutoCompleted",
+                stall.trigger_reason.clone(),
+            )),
+        ),
+        // Another replica's identical action won; it publishes the Kubernetes Event.
+        Ok(Acted::AppliedElsewhere) => (completed, None),
+        Ok(Acted::Superseded) => {
+            let message =
+                "the batch progressed before the heal (a late completion wins); nothing was done";
+            (
+                outcome_status(Outcome::Superseded, false, message, None, stall, now),
+                Some((EventType::Normal, "HealSuperseded", message.to_owned())),
+            )
+        }
+        Err(e) => {
+            let message = format!("completing the batch failed: {e}");
+            let status = outcome_status(Outcome::Failed, false, &message, None, stall, now);
+            record_outcome(
+                ctx,
+                batch,
+                &id,
+                status,
+                Some((EventType::Warning, "HealFailed", message)),
+            )
+            .await?;
+            return Err(e);
+        }
+    };
+    let outcome = status.outcome.unwrap_or(Outcome::Pending);
+    record_outcome(ctx, batch, &id, status, note).await?;
+    Ok(HealProgress::Finished(outcome))
+}
+
+/// What an action did.
+enum Acted {
+    Applied,
+    /// The same heal (same healing id) was applied by another actor.
+    AppliedElsewhere,
+    /// The batch changed in a way that no longer calls for this heal.
+    Superseded,
+}
+
+/// Whether `fresh`, the batch as it is now, still calls for the heal named `id`.
+fn still_calls_for(
+    fresh: &PredictionBatch,
+    policy: &StallPolicy,
+    id: &str,
+    now: Timestamp,
+) -> bool {
+    match observe(fresh).map(|o| decide(&o, policy, Timestamp::now())) {
+        Some(Verdict::Stalled(stall)) => intent(fresh, &stall, false, now).name_any() == id,
+        _ => false,
+    }
+}
+
+/// Completes a `source: status` batch on the object itself, recording which heal did it,
+/// only if the object is still the version the decision was made on.
+async fn act_on_status(
+    ctx: &Context,
+    batch: &PredictionBatch,
+    id: &str,
+    policy: &StallPolicy,
+    now: Timestamp,
+) -> Result<Acted, Error> {
+    let batches: Api<PredictionBatch> =
+        Api::namespaced(ctx.client.clone(), &batch.namespace().unwrap_or_default());
     let mut observed = batch.clone();
-    let mut attempt = 0;
-    let (status, note) = loop {
-        attempt += 1;
-        // Act: complete the batch, recording which heal did it, only if the object is still
-        // the version the decision was made on.
+    for _ in 0..ACT_ATTEMPTS {
         let patch = json!({
             "metadata": {"resourceVersion": observed.resource_version()},
             "status": {"state": BatchState::AutoCompleted, "lastHealingEvent": id},
@@ -277,54 +340,141 @@ pub async fn heal(
             )
             .await
         {
-            Ok(_) => break completed,
+            Ok(_) => return Ok(Acted::Applied),
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 let current = batches.get(&batch.name_any()).await?;
-                let healed_by = current
+                if current
                     .status
                     .as_ref()
-                    .and_then(|s| s.last_healing_event.as_deref());
-                if healed_by == Some(id.as_str()) {
-                    // Another replica's identical action won; the outcome is the same, and it
-                    // publishes the Kubernetes Event.
-                    break (completed.0, None);
+                    .and_then(|s| s.last_healing_event.as_deref())
+                    == Some(id)
+                {
+                    return Ok(Acted::AppliedElsewhere);
                 }
-                // Does the batch as it is now still call for this very heal?
-                let still_this_heal =
-                    match observe(&current).map(|o| decide(&o, policy, Timestamp::now())) {
-                        Some(Verdict::Stalled(now_stall)) => {
-                            intent(&current, &now_stall, dry_run, now).name_any() == id
-                        }
-                        _ => false,
-                    };
-                if still_this_heal && attempt < ACT_ATTEMPTS {
-                    observed = current;
-                    continue;
+                // A change that is not progress (a label, our own status write): try again.
+                if !still_calls_for(&current, policy, id, now) {
+                    return Ok(Acted::Superseded);
                 }
-                let message = "the batch progressed before the heal (a late completion wins); nothing was done";
-                break (
-                    outcome_status(Outcome::Superseded, false, message, None, stall, now),
-                    Some((EventType::Normal, "HealSuperseded", message.to_owned())),
-                );
+                observed = current;
             }
-            Err(e) => {
-                let message = format!("marking the batch complete failed: {e}");
-                let status = outcome_status(Outcome::Failed, false, &message, None, stall, now);
-                record_outcome(
-                    ctx,
-                    batch,
-                    &id,
-                    status,
-                    Some((EventType::Warning, "HealFailed", message)),
-                )
-                .await?;
-                return Err(e.into());
-            }
+            Err(e) => return Err(e.into()),
         }
+    }
+    Ok(Acted::Superseded)
+}
+
+/// The original's auto-completion fields, plus the healing id that wrote them.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AutoCompletion {
+    is_complete: bool,
+    #[serde(with = "firestore::serialize_as_timestamp")]
+    completion_time: Timestamp,
+    auto_completed: bool,
+    auto_completion_reason: String,
+    auto_completion_healing_id: String,
+    #[serde(with = "firestore::serialize_as_timestamp")]
+    updated_at: Timestamp,
+}
+
+/// Completes a `source: firestore` batch in its document, only while the document is still
+/// at the update time observed (Firestore's precondition), so a late completion wins.
+async fn act_on_firestore(
+    ctx: &Context,
+    batch: &PredictionBatch,
+    stall: &Stall,
+    id: &str,
+    policy: &StallPolicy,
+    now: Timestamp,
+) -> Result<Acted, Error> {
+    let invalid = |message: &str| Error::Invalid {
+        what: format!("batch {}", batch.name_any()),
+        message: message.to_owned(),
     };
-    let outcome = status.outcome.unwrap_or(Outcome::Pending);
-    record_outcome(ctx, batch, &id, status, note).await?;
-    Ok(HealProgress::Finished(outcome))
+    let db = ctx.firestore.as_ref().ok_or_else(|| {
+        invalid("its source is Firestore, but the controller runs without --firestore-project")
+    })?;
+    let path = batch.spec.document_path.as_deref().unwrap_or_default();
+    let Some((collection, doc_id)) = path.split_once('/').filter(|(_, d)| !d.contains('/')) else {
+        return Err(invalid(
+            "only documents of top-level collections (collection/document) can be healed",
+        ));
+    };
+    let mut version = batch
+        .status
+        .as_ref()
+        .and_then(|s| s.report.as_ref())
+        .and_then(|r| r.source_version.as_deref())
+        .and_then(|v| v.parse::<Timestamp>().ok())
+        .ok_or_else(|| {
+            invalid("no document version was observed to make the heal conditional on")
+        })?;
+    let write = AutoCompletion {
+        is_complete: true,
+        completion_time: now,
+        auto_completed: true,
+        auto_completion_reason: format!(
+            "Stalled at {:.1}% for {} minutes",
+            stall.progress.percent,
+            stall.stalled_for.as_secs() / 60
+        ),
+        auto_completion_healing_id: id.to_owned(),
+        updated_at: now,
+    };
+    for _ in 0..ACT_ATTEMPTS {
+        let result = db
+            .fluent()
+            .update()
+            .fields([
+                "is_complete",
+                "completion_time",
+                "auto_completed",
+                "auto_completion_reason",
+                HEALED_BY_FIELD,
+                "updated_at",
+            ])
+            .in_col(collection)
+            .precondition(FirestoreWritePrecondition::UpdateTime(version))
+            .document_id(doc_id)
+            .object(&write)
+            .execute::<AutoCompletion>()
+            .await;
+        match result {
+            Ok(_) => return Ok(Acted::Applied),
+            Err(FirestoreError::DatabaseError(e)) if e.public.code == "FailedPrecondition" => {
+                let Some(doc) = db
+                    .fluent()
+                    .select()
+                    .by_id_in(collection)
+                    .one(doc_id)
+                    .await
+                    .map_err(Error::firestore)?
+                else {
+                    return Ok(Acted::Superseded); // deleted meanwhile
+                };
+                let fields = fields_of(&doc);
+                let update_time = doc.update_time.as_ref().and_then(proto_time);
+                let Ok(fresh_doc) = parse_doc(
+                    doc_id,
+                    &fields,
+                    doc.create_time.as_ref().and_then(proto_time),
+                    update_time,
+                ) else {
+                    return Ok(Acted::Superseded);
+                };
+                if fresh_doc.report.auto_completed_by.as_deref() == Some(id) {
+                    return Ok(Acted::AppliedElsewhere);
+                }
+                let mut fresh = batch.clone();
+                fresh.status.get_or_insert_with(Default::default).report = Some(fresh_doc.report);
+                match update_time {
+                    Some(t) if still_calls_for(&fresh, policy, id, now) => version = t,
+                    _ => return Ok(Acted::Superseded),
+                }
+            }
+            Err(e) => return Err(Error::firestore(e)),
+        }
+    }
+    Ok(Acted::Superseded)
 }
 
 fn after_state(stall: &Stall) -> serde_json::Value {

@@ -13,6 +13,7 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::{HealingPolicy, HealingPolicySpec, PredictionBatch};
+use crate::source::firestore::MirrorConfig;
 
 /// The field manager of everything the controller writes.
 pub const MANAGER: &str = "pipeline-healer";
@@ -45,10 +46,17 @@ pub struct Context {
     pub recorder: Recorder,
     pub policies: Store<HealingPolicy>,
     pub config: Config,
+    /// Where `source: firestore` batches live; None when no project is configured.
+    pub firestore: Option<firestore::FirestoreDb>,
 }
 
 impl Context {
-    pub fn new(client: Client, config: Config, policies: Store<HealingPolicy>) -> Self {
+    pub fn new(
+        client: Client,
+        config: Config,
+        policies: Store<HealingPolicy>,
+        firestore: Option<firestore::FirestoreDb>,
+    ) -> Self {
         let reporter = Reporter {
             controller: MANAGER.into(),
             instance: config.instance.clone(),
@@ -58,21 +66,26 @@ impl Context {
             client,
             policies,
             config,
+            firestore,
         }
     }
 
     /// The namespace's policy, or the built-in defaults when it has none.
     pub fn policy_for(&self, namespace: &str) -> HealingPolicySpec {
-        let in_namespace: Vec<Arc<HealingPolicy>> = self
-            .policies
-            .state()
-            .into_iter()
-            .filter(|p| p.namespace().as_deref() == Some(namespace))
-            .collect();
-        choose_policy(&in_namespace)
-            .map(|p| p.spec.clone())
-            .unwrap_or_default()
+        policy_in(&self.policies, namespace)
     }
+}
+
+/// The policy of `namespace` among those in `policies`, or the built-in defaults.
+pub fn policy_in(policies: &Store<HealingPolicy>, namespace: &str) -> HealingPolicySpec {
+    let in_namespace: Vec<Arc<HealingPolicy>> = policies
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(namespace))
+        .collect();
+    choose_policy(&in_namespace)
+        .map(|p| p.spec.clone())
+        .unwrap_or_default()
 }
 
 /// With several policies in one namespace, the one named `default` wins, else the first by
@@ -94,12 +107,21 @@ where
     }
 }
 
-/// Runs the controllers until `shutdown` resolves (SIGTERM/SIGINT in the binary).
+/// Batches kept in Firestore: the database, and where its batches are mirrored.
+#[derive(Clone)]
+pub struct FirestoreSource {
+    pub db: firestore::FirestoreDb,
+    pub mirror: MirrorConfig,
+}
+
+/// Runs the controllers (and, with a Firestore source, the mirror) until `shutdown`
+/// resolves (SIGTERM/SIGINT in the binary). Fails only when the mirror cannot start.
 pub async fn run(
     client: Client,
     config: Config,
+    firestore: Option<FirestoreSource>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
+) -> Result<(), crate::Error> {
     let ns = config.namespace.as_deref();
     let (policies, policy_writer) = reflector::store::<HealingPolicy>();
     let policy_stream = reflector::reflector(
@@ -112,7 +134,24 @@ pub async fn run(
     .default_backoff()
     .applied_objects();
 
-    let ctx = Arc::new(Context::new(client.clone(), config.clone(), policies));
+    let listener = match &firestore {
+        Some(source) => Some(
+            crate::source::firestore::start(
+                &source.db,
+                client.clone(),
+                source.mirror.clone(),
+                policies.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config.clone(),
+        policies,
+        firestore.map(|f| f.db),
+    ));
 
     let batches = api::<PredictionBatch>(&client, ns);
     let controller = Controller::new(batches, watcher::Config::default());
@@ -136,7 +175,13 @@ pub async fn run(
             }
         })
         .await;
+    if let Some(mut listener) = listener
+        && let Err(e) = listener.shutdown_with_timeout(Duration::from_secs(5)).await
+    {
+        warn!(error = %e, "the Firestore listener stopped uncleanly");
+    }
     info!("controller stopped");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ use jiff::Timestamp;
 use crate::api::batch::BatchReport;
 use crate::api::schema::GameDate;
 
+/// Written by a heal next to the original's `auto_completed`, naming the HealingEvent.
+pub const HEALED_BY_FIELD: &str = "auto_completion_healing_id";
 /// Far beyond any NBA slate; larger values are corrupt documents, not batches.
 pub const MAX_PLAYERS: i64 = 100_000;
 /// The outstanding players kept as a sample for the healing record.
@@ -220,6 +222,7 @@ pub fn parse(
     let failed_players = r.players("failed_players").unwrap_or_default();
     let is_complete = r.boolean("is_complete").unwrap_or(false);
     let correlation_id = r.string("correlation_id");
+    let auto_completed_by = r.string(HEALED_BY_FIELD);
     let created_at = r.time("created_at").or(create_time);
     // Counter mode maintains `last_updated`; array mode `updated_at` (reference section 1).
     let last_updated = r.time("last_updated");
@@ -290,6 +293,8 @@ pub fn parse(
             last_progress_time: last_progress.or(update_time).map(time),
             created_at: created_at.map(time),
             complete: is_complete,
+            auto_completed_by,
+            source_version: update_time.map(|t| t.to_string()),
         },
     })
 }

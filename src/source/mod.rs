@@ -1,4 +1,5 @@
 //! Observation: turning what a source says into the decision's input.
 
+pub mod firestore;
 pub mod firestore_doc;
 pub mod report;

@@ -1,0 +1,184 @@
+//! The Firestore mirror: keeps a PredictionBatch object per incomplete batch document, with
+//! its observed progress current from Firestore's real-time listen stream (no scans).
+//!
+//! The mirror owns two status fields, `report` and `sourceError` (server-side apply as its
+//! own field manager); the batch reconciler owns the rest. A malformed document gives an
+//! object whose `sourceError` names every problem, so it shows in `kubectl get pb`, and it
+//! never stops the mirror or any other batch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use firestore::{
+    FirestoreDb, FirestoreListenEvent, FirestoreListener, FirestoreListenerTarget,
+    FirestoreMemListenStateStorage,
+};
+use jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::Store;
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use super::firestore_doc::{DocValue, fields_of, parse, proto_time};
+use crate::Error;
+use crate::api::batch::{BatchSource, PredictionBatchSpec};
+use crate::api::{HealingPolicy, PredictionBatch};
+use crate::decide::naming::object_name_for_document;
+
+/// The field manager of the mirror's status writes.
+pub const MIRROR_MANAGER: &str = "pipeline-healer-mirror";
+const TARGET: FirestoreListenerTarget = FirestoreListenerTarget::new(1);
+
+/// Where batches are read from and mirrored to.
+#[derive(Clone, Debug)]
+pub struct MirrorConfig {
+    pub collection: String,
+    pub namespace: String,
+}
+
+pub type Listener = FirestoreListener<FirestoreDb, FirestoreMemListenStateStorage>;
+
+struct Mirror {
+    client: Client,
+    config: MirrorConfig,
+    policies: Store<HealingPolicy>,
+}
+
+/// Starts listening; the returned listener is shut down by the caller. An in-memory resume
+/// state means a restart re-reads the whole collection, which is what re-mirroring needs.
+pub async fn start(
+    db: &FirestoreDb,
+    client: Client,
+    config: MirrorConfig,
+    policies: Store<HealingPolicy>,
+) -> Result<Listener, Error> {
+    let mut listener = db
+        .create_listener(FirestoreMemListenStateStorage::new())
+        .await
+        .map_err(Error::firestore)?;
+    db.fluent()
+        .select()
+        .from(config.collection.as_str())
+        .listen()
+        .add_target(TARGET, &mut listener)
+        .map_err(Error::firestore)?;
+    info!(collection = %config.collection, namespace = %config.namespace, "mirroring Firestore batches");
+    let mirror = Arc::new(Mirror {
+        client,
+        config,
+        policies,
+    });
+    listener
+        .start(move |event| {
+            let mirror = mirror.clone();
+            async move {
+                if let FirestoreListenEvent::DocumentChange(change) = event
+                    && let Some(doc) = change.document
+                    && let Err(e) = mirror.apply(&doc).await
+                {
+                    // Logged and left: the next change of this document tries again, and no
+                    // other document waits on it.
+                    warn!(document = %doc.name, error = %e, "mirroring a batch document failed");
+                }
+                Ok(())
+            }
+        })
+        .await
+        .map_err(Error::firestore)?;
+    Ok(listener)
+}
+
+impl Mirror {
+    async fn apply(&self, doc: &firestore::FirestoreDocument) -> Result<(), Error> {
+        let doc_id = doc.name.rsplit('/').next().unwrap_or_default();
+        let path = format!("{}/{doc_id}", self.config.collection);
+        let name = object_name_for_document(doc_id);
+        let fields = fields_of(doc);
+        let create_time = doc.create_time.as_ref().and_then(proto_time);
+        let update_time = doc.update_time.as_ref().and_then(proto_time);
+        let parsed = parse(doc_id, &fields, create_time, update_time);
+
+        let api: Api<PredictionBatch> =
+            Api::namespaced(self.client.clone(), &self.config.namespace);
+        match api.get_opt(&name).await? {
+            Some(existing) if existing.spec.document_path.as_deref() != Some(path.as_str()) => {
+                return Err(Error::Invalid {
+                    what: format!("document {path}"),
+                    message: format!(
+                        "maps to object {name}, which mirrors {}; rename one of the documents",
+                        existing
+                            .spec
+                            .document_path
+                            .as_deref()
+                            .unwrap_or("<no document>")
+                    ),
+                });
+            }
+            Some(_) => {}
+            None => {
+                let created = parsed
+                    .as_ref()
+                    .ok()
+                    .and_then(|d| d.report.created_at.as_ref().map(|t| t.0))
+                    .or(create_time);
+                let complete = parsed.as_ref().is_ok_and(|d| d.report.complete);
+                if complete || !self.within_max_age(created) {
+                    debug!(document = %path, complete, "not mirrored: complete or too old");
+                    return Ok(());
+                }
+                let spec = PredictionBatchSpec {
+                    batch_id: doc_id.to_owned(),
+                    game_date: parsed.as_ref().ok().map(|d| d.game_date),
+                    source: BatchSource::Firestore,
+                    document_path: Some(path.clone()),
+                    expected_players: None,
+                    correlation_id: parsed
+                        .as_ref()
+                        .ok()
+                        .and_then(|d| d.correlation_id.clone())
+                        .or_else(|| string_field(&fields, "correlation_id")),
+                };
+                let mut object = PredictionBatch::new(&name, spec);
+                object.metadata.namespace = Some(self.config.namespace.clone());
+                match api.create(&PostParams::default(), &object).await {
+                    Ok(_) => info!(batch = %name, document = %path, "mirroring a new batch"),
+                    // Another replica's mirror was first: same name, same document.
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+
+        let status = match &parsed {
+            Ok(doc) => json!({"report": doc.report}),
+            Err(problems) => json!({"sourceError": problems.to_string()}),
+        };
+        let patch = json!({
+            "apiVersion": "healing.pipeline.dev/v1alpha1",
+            "kind": "PredictionBatch",
+            "status": status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(MIRROR_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Whether a document created at `created` is young enough to mirror, by the mirror
+    /// namespace's policy. A document with no creation time at all is mirrored (to show it).
+    fn within_max_age(&self, created: Option<Timestamp>) -> bool {
+        let policy = crate::controller::policy_in(&self.policies, &self.config.namespace);
+        created.is_none_or(|c| Timestamp::now() < c + policy.max_age.as_span())
+    }
+}
+
+fn string_field(fields: &BTreeMap<String, DocValue>, name: &str) -> Option<String> {
+    match fields.get(name) {
+        Some(DocValue::Str(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
