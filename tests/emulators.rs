@@ -28,24 +28,15 @@ struct BatchDoc {
     is_complete: bool,
 }
 
-// One test function: the Firestore crate reads FIRESTORE_EMULATOR_HOST from the process
-// environment, which is set here before any other thread of this binary could read it.
 #[tokio::test]
 async fn both_emulators_answer_through_the_projects_crates() {
     let emu = support::emulators();
-    // SAFETY: this binary has one test, so no other thread reads the environment meanwhile.
-    unsafe { std::env::set_var("FIRESTORE_EMULATOR_HOST", &emu.firestore) };
-    pipeline_healer::gcp::install_crypto_provider();
-    firestore_round_trip(&emu.project).await;
+    firestore_round_trip().await;
     bigquery_parameterised_query(&emu.project, &emu.bigquery).await;
 }
 
-async fn firestore_round_trip(project: &str) {
-    let db = firestore::FirestoreDb::with_options(firestore::FirestoreDbOptions::new(
-        project.to_owned(),
-    ))
-    .await
-    .expect("connect to the Firestore emulator");
+async fn firestore_round_trip() {
+    let db = support::firestore_db().await;
     let doc = BatchDoc {
         batch_id: "batch_2026-11-24_1795480001".into(),
         game_date: "2026-11-24".into(),

@@ -43,10 +43,21 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
     let policy_spec = ctx.policy_for(&ns);
     let policy = StallPolicy::from(&policy_spec);
     let now = Timestamp::now();
-    let healed_by = batch
-        .status
-        .as_ref()
-        .and_then(|s| s.last_healing_event.clone());
+    let status = batch.status.as_ref();
+    // Which heal completed the batch: recorded on the object (status source) or in the
+    // document (Firestore source, mirrored into the report).
+    let healed_by = status
+        .and_then(|s| s.last_healing_event.clone())
+        .or_else(|| {
+            status
+                .and_then(|s| s.report.as_ref())
+                .and_then(|r| r.auto_completed_by.clone())
+        });
+    if let Some(problems) = status.and_then(|s| s.source_error.clone()) {
+        let verdict = Verdict::Invalid { reason: problems };
+        write_status(&ctx, &batch, &summarize(&verdict, None), now).await?;
+        return Ok(Action::await_change());
+    }
     let Some(observation) = observe(&batch) else {
         write_status(&ctx, &batch, &awaiting_report(batch.spec.source), now).await?;
         return Ok(Action::await_change());

@@ -98,6 +98,7 @@ impl Mirror {
         let create_time = doc.create_time.as_ref().and_then(proto_time);
         let update_time = doc.update_time.as_ref().and_then(proto_time);
         let parsed = parse(doc_id, &fields, create_time, update_time);
+        debug!(document = %path, readable = parsed.is_ok(), "batch document changed");
 
         let api: Api<PredictionBatch> =
             Api::namespaced(self.client.clone(), &self.config.namespace);

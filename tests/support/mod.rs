@@ -123,6 +123,15 @@ pub async fn namespace(test: &str) -> TestNamespace {
     TestNamespace { client, name }
 }
 
+/// A Firestore client for this binary's emulator.
+pub async fn firestore_db() -> firestore::FirestoreDb {
+    let emu = emulators();
+    init_crypto();
+    firestore::FirestoreDb::with_options(firestore::FirestoreDbOptions::new(emu.project.clone()))
+        .await
+        .expect("connect to the Firestore emulator")
+}
+
 impl TestNamespace {
     pub fn api<K>(&self) -> Api<K>
     where
@@ -154,9 +163,21 @@ pub struct Emulators {
     pub bigquery: String,
 }
 
+/// Starts (once) this binary's emulators. The firestore crate finds its emulator through
+/// FIRESTORE_EMULATOR_HOST in the process environment, which is set here, before any
+/// Firestore client of this binary exists.
 pub fn emulators() -> &'static Emulators {
     static EMULATORS: LazyLock<Emulators> = LazyLock::new(|| {
         let exports = start("emulators.sh");
+        // SAFETY: set once, while every other test of this binary that needs Firestore waits
+        // on this LazyLock; Rust's own env access is synchronised, and nothing else here reads
+        // the environment from C.
+        unsafe {
+            std::env::set_var(
+                "FIRESTORE_EMULATOR_HOST",
+                var(&exports, "FIRESTORE_EMULATOR_HOST"),
+            )
+        };
         Emulators {
             project: var(&exports, "GOOGLE_CLOUD_PROJECT"),
             firestore: var(&exports, "FIRESTORE_EMULATOR_HOST"),

@@ -1,0 +1,487 @@
+//! Firestore-sourced batches on a real API server and the Firestore emulator: documents are
+//! mirrored from the listen stream, stalls are healed in the document under an update-time
+//! precondition, and malformed documents show on their batch without stopping anything.
+
+mod support;
+
+use std::time::Duration;
+
+use firestore::FirestoreDb;
+use jiff::{SignedDuration, Timestamp};
+use kube::api::{ListParams, PostParams};
+use kube::runtime::reflector;
+use pipeline_healer::api::batch::{
+    BatchSource, BatchState, PredictionBatchSpec, PredictionBatchStatus,
+};
+use pipeline_healer::api::event::Outcome;
+use pipeline_healer::api::{HealingEvent, HealingPolicy, HealingPolicySpec, PredictionBatch};
+use pipeline_healer::controller::{self, Config, Context, FirestoreSource};
+use pipeline_healer::decide::naming::object_name_for_document;
+use pipeline_healer::decide::stall::{StallPolicy, Verdict, decide};
+use pipeline_healer::source::firestore::MirrorConfig;
+use pipeline_healer::source::firestore_doc::{fields_of, parse, proto_time};
+use pipeline_healer::source::report::observe;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use support::{TestNamespace, firestore_db, namespace};
+
+/// An array-mode batch document, with the original's field names.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct BatchDoc {
+    batch_id: String,
+    game_date: String,
+    expected_players: i64,
+    completed_players: Vec<String>,
+    failed_players: Vec<String>,
+    is_complete: bool,
+    correlation_id: String,
+    #[serde(with = "firestore::serialize_as_timestamp")]
+    created_at: Timestamp,
+    #[serde(with = "firestore::serialize_as_timestamp")]
+    updated_at: Timestamp,
+    #[serde(default)]
+    auto_completed: Option<bool>,
+    #[serde(default)]
+    auto_completion_healing_id: Option<String>,
+    #[serde(default)]
+    auto_completion_reason: Option<String>,
+}
+
+fn doc(id: &str, done: usize, updated_at: Timestamp) -> BatchDoc {
+    BatchDoc {
+        batch_id: id.into(),
+        game_date: "2026-11-24".into(),
+        expected_players: 50,
+        completed_players: (0..done).map(|i| format!("player{i}")).collect(),
+        failed_players: vec!["lebronjames".into()],
+        is_complete: false,
+        correlation_id: "7f3c2a1e".into(),
+        created_at: Timestamp::now() - SignedDuration::from_hours(1),
+        updated_at,
+        auto_completed: None,
+        auto_completion_healing_id: None,
+        auto_completion_reason: None,
+    }
+}
+
+async fn put<T>(db: &FirestoreDb, collection: &str, id: &str, value: &T)
+where
+    T: Serialize + serde::de::DeserializeOwned + Send + Sync,
+{
+    db.fluent()
+        .update()
+        .in_col(collection)
+        .document_id(id)
+        .object(value)
+        .execute::<serde_json::Value>()
+        .await
+        .unwrap_or_else(|e| panic!("writing {id}: {e}"));
+}
+
+async fn get(db: &FirestoreDb, collection: &str, id: &str) -> BatchDoc {
+    db.fluent()
+        .select()
+        .by_id_in(collection)
+        .obj()
+        .one(id)
+        .await
+        .unwrap()
+        .expect("document")
+}
+
+async fn stall_policy(ns: &TestNamespace, stall_after: &str) {
+    let hp: HealingPolicy = serde_json::from_value(json!({
+        "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "HealingPolicy",
+        "metadata": {"name": "default"}, "spec": {"stallAfter": stall_after}
+    }))
+    .unwrap();
+    ns.api::<HealingPolicy>()
+        .create(&PostParams::default(), &hp)
+        .await
+        .unwrap();
+}
+
+fn start_controller(
+    ns: &TestNamespace,
+    db: FirestoreDb,
+    collection: &str,
+) -> tokio::task::JoinHandle<()> {
+    let config = Config {
+        namespace: Some(ns.name.clone()),
+        instance: Some("test".into()),
+        ..Default::default()
+    };
+    let source = FirestoreSource {
+        db,
+        mirror: MirrorConfig {
+            collection: collection.into(),
+            namespace: ns.name.clone(),
+        },
+    };
+    let client = ns.client.clone();
+    tokio::spawn(async move {
+        controller::run(client, config, Some(source), std::future::pending())
+            .await
+            .unwrap();
+    })
+}
+
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn batch(ns: &TestNamespace, doc_id: &str) -> Option<PredictionBatch> {
+    ns.api::<PredictionBatch>()
+        .get_opt(&object_name_for_document(doc_id))
+        .await
+        .unwrap()
+}
+
+async fn state(ns: &TestNamespace, doc_id: &str) -> Option<BatchState> {
+    batch(ns, doc_id)
+        .await
+        .and_then(|b| b.status)
+        .and_then(|s| s.state)
+}
+
+#[tokio::test]
+async fn a_stalled_document_is_mirrored_healed_and_recorded() {
+    let ns = namespace("fs-heal").await;
+    let db = firestore_db().await;
+    let collection = format!("batches_{}", ns.name.replace('-', "_"));
+    stall_policy(&ns, "3s").await;
+    let id = "batch_2026-11-24_1795480001";
+    put(&db, &collection, id, &doc(id, 46, Timestamp::now())).await;
+    let _controller = start_controller(&ns, db.clone(), &collection);
+
+    let pb = eventually(20, "the mirrored batch", || async {
+        batch(&ns, id)
+            .await
+            .filter(|b| b.status.as_ref().and_then(|s| s.state) == Some(BatchState::Progressing))
+    })
+    .await;
+    assert_eq!(
+        pb.metadata.name.as_deref(),
+        Some("batch-2026-11-24-1795480001")
+    );
+    assert_eq!(
+        pb.spec.document_path.as_deref(),
+        Some(format!("{collection}/{id}").as_str())
+    );
+    assert_eq!(pb.spec.correlation_id.as_deref(), Some("7f3c2a1e"));
+    assert_eq!(pb.status.unwrap().completion_percent, Some(92.0));
+
+    let healed = eventually(20, "the heal in Firestore", || async {
+        let d = get(&db, &collection, id).await;
+        d.is_complete.then_some(d)
+    })
+    .await;
+    assert_eq!(healed.auto_completed, Some(true));
+    assert!(
+        healed
+            .auto_completion_reason
+            .unwrap()
+            .starts_with("Stalled at 92.0% for 0 minutes")
+    );
+    let events = ns
+        .api::<HealingEvent>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        healed.auto_completion_healing_id.as_deref(),
+        events[0].metadata.name.as_deref()
+    );
+    assert_eq!(events[0].spec.root_cause, "worker_failed");
+    eventually(10, "AutoCompleted", || async {
+        (state(&ns, id).await == Some(BatchState::AutoCompleted)).then_some(())
+    })
+    .await;
+    let outcome = ns
+        .api::<HealingEvent>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.outcome);
+    assert_eq!(outcome, Some(Outcome::Succeeded));
+}
+
+#[tokio::test]
+async fn a_completion_written_before_the_heal_wins() {
+    let ns = namespace("fs-late").await;
+    let db = firestore_db().await;
+    let collection = format!("batches_{}", ns.name.replace('-', "_"));
+    let id = "batch_2026-11-24_1795480002";
+    put(
+        &db,
+        &collection,
+        id,
+        &doc(id, 46, Timestamp::now() - SignedDuration::from_mins(20)),
+    )
+    .await;
+    // What the mirror observed: the document read and parsed as the mirror does.
+    let raw = db
+        .fluent()
+        .select()
+        .by_id_in(&collection)
+        .one(id)
+        .await
+        .unwrap()
+        .unwrap();
+    let parsed = parse(
+        id,
+        &fields_of(&raw),
+        None,
+        raw.update_time.as_ref().and_then(proto_time),
+    )
+    .unwrap();
+    let mut observed = PredictionBatch::new(
+        &object_name_for_document(id),
+        PredictionBatchSpec {
+            batch_id: id.into(),
+            game_date: Some(parsed.game_date),
+            source: BatchSource::Firestore,
+            document_path: Some(format!("{collection}/{id}")),
+            expected_players: None,
+            correlation_id: None,
+        },
+    );
+    observed.metadata.namespace = Some(ns.name.clone());
+    observed.status = Some(PredictionBatchStatus {
+        report: Some(parsed.report),
+        ..Default::default()
+    });
+    let policy = StallPolicy::from(&HealingPolicySpec::default());
+    let Verdict::Stalled(stall) = decide(&observe(&observed).unwrap(), &policy, Timestamp::now())
+    else {
+        panic!("not stalled")
+    };
+
+    // The last players finish before the heal acts.
+    put(&db, &collection, id, &doc(id, 50, Timestamp::now())).await;
+
+    let ctx = Context::new(
+        ns.client.clone(),
+        Config::default(),
+        reflector::store().0,
+        Some(db.clone()),
+    );
+    let progress =
+        controller::batch::heal(&ctx, &observed, &stall, &policy, false, Timestamp::now())
+            .await
+            .unwrap();
+    assert_eq!(
+        progress,
+        controller::batch::HealProgress::Finished(Outcome::Superseded)
+    );
+    let after = get(&db, &collection, id).await;
+    assert!(
+        !after.is_complete && after.auto_completed.is_none(),
+        "the stale heal overwrote a completion"
+    );
+    assert_eq!(after.completed_players.len(), 50);
+    let events = ns
+        .api::<HealingEvent>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        events[0].status.as_ref().and_then(|s| s.outcome),
+        Some(Outcome::Superseded)
+    );
+}
+
+#[tokio::test]
+async fn malformed_documents_show_on_their_batch_and_stop_nothing() {
+    let ns = namespace("fs-malformed").await;
+    let db = firestore_db().await;
+    let collection = format!("batches_{}", ns.name.replace('-', "_"));
+    stall_policy(&ns, "3s").await;
+    let now = Timestamp::now().to_string();
+    let base = json!({"game_date": "2026-11-24", "expected_players": 50, "completed_players": ["a"], "is_complete": false, "created_at": now, "updated_at": now});
+    let with = |edit: serde_json::Value| {
+        let mut d = base.clone();
+        for (k, v) in edit.as_object().unwrap() {
+            if v.is_null() {
+                d.as_object_mut().unwrap().remove(k);
+            } else {
+                d[k] = v.clone();
+            }
+        }
+        d
+    };
+    let cases = [
+        (
+            "bad_missing_expected",
+            with(json!({"expected_players": null})),
+            "expected_players is missing",
+        ),
+        (
+            "bad_expected_string",
+            with(json!({"expected_players": "50"})),
+            "expected_players must be an integer",
+        ),
+        (
+            "bad_negative_expected",
+            with(json!({"expected_players": -50})),
+            "expected_players is -50",
+        ),
+        (
+            "bad_negative_count",
+            with(json!({"completed_players": null, "completed_count": -3})),
+            "completed_count is -3",
+        ),
+        (
+            "bad_players_string",
+            with(json!({"completed_players": "a,b"})),
+            "completed_players must be an array",
+        ),
+        (
+            "bad_player_number",
+            with(json!({"completed_players": ["a", 7]})),
+            "completed_players[1] must be a string",
+        ),
+        (
+            "bad_no_progress",
+            with(json!({"completed_players": null})),
+            "neither completed_players nor completed_count",
+        ),
+        (
+            "bad_date",
+            with(json!({"game_date": "24/11/2026"})),
+            "game_date",
+        ),
+        (
+            "bad_updated_at",
+            with(json!({"updated_at": "yesterday"})),
+            "updated_at \"yesterday\" is not a timestamp",
+        ),
+        (
+            "bad_flag",
+            with(json!({"is_complete": "no"})),
+            "is_complete must be a boolean",
+        ),
+        (
+            "bad_huge_expected",
+            with(json!({"expected_players": 5_000_000})),
+            "expected_players is 5000000",
+        ),
+    ];
+    for (id, body, _) in &cases {
+        put(&db, &collection, id, body).await;
+    }
+    // A healthy stalled batch among them is still healed.
+    let good = "batch_2026-11-24_1795480003";
+    put(&db, &collection, good, &doc(good, 46, Timestamp::now())).await;
+    let _controller = start_controller(&ns, db.clone(), &collection);
+
+    for (id, _, expect) in &cases {
+        let pb = eventually(20, id, || async {
+            batch(&ns, id)
+                .await
+                .filter(|b| b.status.as_ref().and_then(|s| s.state) == Some(BatchState::Invalid))
+        })
+        .await;
+        let condition = pb
+            .status
+            .unwrap()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Progressing")
+            .unwrap();
+        assert_eq!(condition.reason, "InvalidSource");
+        assert!(
+            condition.message.contains(expect),
+            "{id}: {:?} does not say {expect:?}",
+            condition.message
+        );
+    }
+    eventually(20, "the healthy batch healed", || async {
+        get(&db, &collection, good).await.is_complete.then_some(())
+    })
+    .await;
+
+    // A document that is fixed reads again.
+    put(&db, &collection, "bad_flag", &with(json!({}))).await;
+    // (1 of 50 done and quiet for longer than the stall period: stalled below the minimum.)
+    let fixed = eventually(20, "the fixed batch", || async {
+        batch(&ns, "bad_flag")
+            .await
+            .filter(|b| b.status.as_ref().and_then(|s| s.state) == Some(BatchState::Stalled))
+    })
+    .await;
+    assert!(fixed.status.unwrap().source_error.is_none());
+}
+
+#[tokio::test]
+async fn a_counter_mode_document_is_healed_too() {
+    let ns = namespace("fs-counter").await;
+    let db = firestore_db().await;
+    let collection = format!("batches_{}", ns.name.replace('-', "_"));
+    stall_policy(&ns, "3s").await;
+    let id = "batch_2026-11-24_1795480004";
+    #[derive(Serialize, Deserialize)]
+    struct CounterDoc {
+        batch_id: String,
+        game_date: String,
+        expected_players: i64,
+        completed_count: i64,
+        is_complete: bool,
+        #[serde(with = "firestore::serialize_as_timestamp")]
+        created_at: Timestamp,
+        #[serde(with = "firestore::serialize_as_timestamp")]
+        last_updated: Timestamp,
+    }
+    let counter = CounterDoc {
+        batch_id: id.into(),
+        game_date: "2026-11-24".into(),
+        expected_players: 40,
+        completed_count: 38,
+        is_complete: false,
+        created_at: Timestamp::now() - SignedDuration::from_hours(2),
+        last_updated: Timestamp::now(),
+    };
+    put(&db, &collection, id, &counter).await;
+    let _controller = start_controller(&ns, db.clone(), &collection);
+    eventually(20, "the heal", || async {
+        get_value(&db, &collection, id).await["is_complete"]
+            .as_bool()
+            .filter(|c| *c)
+    })
+    .await;
+    eventually(10, "AutoCompleted", || async {
+        (state(&ns, id).await == Some(BatchState::AutoCompleted)).then_some(())
+    })
+    .await;
+}
+
+async fn get_value(db: &FirestoreDb, collection: &str, id: &str) -> serde_json::Value {
+    db.fluent()
+        .select()
+        .by_id_in(collection)
+        .obj()
+        .one(id)
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
