@@ -485,3 +485,61 @@ async fn get_value(db: &FirestoreDb, collection: &str, id: &str) -> serde_json::
         .unwrap()
         .unwrap_or_default()
 }
+
+#[tokio::test]
+async fn a_finished_mirrored_batch_is_removed_after_the_retention_period() {
+    let ns = namespace("fs-retention").await;
+    let db = firestore_db().await;
+    let collection = format!("batches_{}", ns.name.replace('-', "_"));
+    let hp: HealingPolicy = serde_json::from_value(json!({
+        "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "HealingPolicy",
+        "metadata": {"name": "default"}, "spec": {"stallAfter": "2s", "retention": "3s"}
+    }))
+    .unwrap();
+    ns.api::<HealingPolicy>()
+        .create(&PostParams::default(), &hp)
+        .await
+        .unwrap();
+    let id = "batch_2026-11-24_1795480005";
+    put(&db, &collection, id, &doc(id, 46, Timestamp::now())).await;
+    let _controller = start_controller(&ns, db.clone(), &collection);
+
+    let finished = eventually(20, "AutoCompleted", || async {
+        batch(&ns, id)
+            .await
+            .and_then(|b| b.status)
+            .filter(|s| s.state == Some(BatchState::AutoCompleted))
+    })
+    .await;
+    let finished_at = finished.finished_at.expect("finishedAt is set").0;
+    eventually(20, "the object's removal", || async {
+        batch(&ns, id).await.is_none().then_some(())
+    })
+    .await;
+    let removed_after = Timestamp::now().duration_since(finished_at);
+    assert!(
+        removed_after >= SignedDuration::from_secs(2),
+        "removed {removed_after:?} after finishing"
+    );
+
+    // The document stays, and a later change to it (complete now) does not bring it back.
+    let mut healed = get(&db, &collection, id).await;
+    assert!(healed.is_complete);
+    healed.correlation_id = "touched".into();
+    put(&db, &collection, id, &healed).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        batch(&ns, id).await.is_none(),
+        "a complete document was mirrored again"
+    );
+    // The healing record outlives the batch object.
+    assert_eq!(
+        ns.api::<HealingEvent>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}

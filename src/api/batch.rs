@@ -179,6 +179,10 @@ pub struct PredictionBatchStatus {
     /// The instant the batch becomes (or became) stalled if nothing changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stall_at: Option<Time>,
+    /// When the batch reached Complete, AutoCompleted or Expired. Mirrored batches are
+    /// deleted one retention period (the policy's `retention`) later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
     /// The HealingEvent of the last heal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_healing_event: Option<String>,

@@ -27,7 +27,7 @@ use crate::Error;
 use crate::api::batch::{BatchSource, BatchState};
 use crate::api::event::{HealingEventSpec, HealingEventStatus, Outcome, TargetRef};
 use crate::api::{HealingEvent, PredictionBatch};
-use crate::decide::batch_status::{Summary, awaiting_report, summarize};
+use crate::decide::batch_status::{Summary, awaiting_report, cleanup_at, finished_at, summarize};
 use crate::decide::conditions;
 use crate::decide::naming::healing_id;
 use crate::decide::stall::{Stall, StallPolicy, Verdict, decide};
@@ -55,11 +55,11 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
         });
     if let Some(problems) = status.and_then(|s| s.source_error.clone()) {
         let verdict = Verdict::Invalid { reason: problems };
-        write_status(&ctx, &batch, &summarize(&verdict, None), now).await?;
+        write_status(&ctx, &batch, &summarize(&verdict, None), None, now).await?;
         return Ok(Action::await_change());
     }
     let Some(observation) = observe(&batch) else {
-        write_status(&ctx, &batch, &awaiting_report(batch.spec.source), now).await?;
+        write_status(&ctx, &batch, &awaiting_report(batch.spec.source), None, now).await?;
         return Ok(Action::await_change());
     };
     let verdict = decide(&observation, &policy, now);
@@ -82,14 +82,39 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
             HealProgress::Finished(_) | HealProgress::FinishedEarlier => {}
         }
     }
-    write_status(
-        &ctx,
-        &batch,
-        &summarize(&verdict, healed_by.as_deref()),
-        now,
-    )
-    .await?;
-    Ok(requeue_for(verdict.next_check(), now))
+    let summary = summarize(&verdict, healed_by.as_deref());
+    let previous_finish = status.and_then(|s| s.finished_at.as_ref()).map(|t| t.0);
+    let finished = finished_at(summary.state, previous_finish, now);
+    let cleanup = cleanup_at(batch.spec.source, finished, policy_spec.retention.as_span());
+    if cleanup.is_some_and(|at| now >= at) {
+        remove_mirror(&ctx, &batch).await?;
+        return Ok(Action::await_change());
+    }
+    write_status(&ctx, &batch, &summary, finished, now).await?;
+    let next = [verdict.next_check(), cleanup].into_iter().flatten().min();
+    Ok(requeue_for(next, now))
+}
+
+/// Deletes a finished mirrored batch (only the object it decided on: uid precondition).
+async fn remove_mirror(ctx: &Context, batch: &PredictionBatch) -> Result<(), Error> {
+    let batches: Api<PredictionBatch> =
+        Api::namespaced(ctx.client.clone(), &batch.namespace().unwrap_or_default());
+    let params = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: batch.uid(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match batches.delete(&batch.name_any(), &params).await {
+        Ok(_) => {
+            info!(batch = %batch.name_any(), "finished mirrored batch removed after the retention period");
+            Ok(())
+        }
+        // Gone already, or replaced by a new object of the same name.
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Wake exactly when the verdict can next change (plus a hair, so the decision sees the
@@ -598,6 +623,7 @@ async fn write_status(
     ctx: &Context,
     batch: &PredictionBatch,
     summary: &Summary,
+    finished_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Result<(), Error> {
     let existing = batch
@@ -612,6 +638,7 @@ async fn write_status(
         "completed": summary.completed,
         "completionPercent": summary.percent,
         "stallAt": summary.stall_at.map(Time),
+        "finishedAt": finished_at.map(Time),
         "observedGeneration": batch.meta().generation,
         "conditions": conditions,
     });

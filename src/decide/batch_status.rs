@@ -1,7 +1,7 @@
 //! What a PredictionBatch's status should say for a verdict: the summary `kubectl get pb`
 //! shows and the conditions. Pure; the reconciler writes it.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::conditions::Desired;
 use super::stall::Verdict;
@@ -22,6 +22,37 @@ const PROGRESSING: &str = "Progressing";
 const STALLED: &str = "Stalled";
 const COMPLETE: &str = "Complete";
 const AUTO_COMPLETED: &str = "AutoCompleted";
+
+/// When a batch in `state` finished: kept from an earlier reconcile, else now; None while
+/// it has not finished.
+pub fn finished_at(
+    state: BatchState,
+    previous: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    match state {
+        BatchState::Complete | BatchState::AutoCompleted | BatchState::Expired => {
+            Some(previous.unwrap_or(now))
+        }
+        BatchState::Pending
+        | BatchState::Progressing
+        | BatchState::Stalled
+        | BatchState::Invalid => None,
+    }
+}
+
+/// When a finished batch's object is deleted: mirrored (Firestore) batches only, one
+/// retention period after they finished. Batches that people or workers created stay theirs.
+pub fn cleanup_at(
+    source: BatchSource,
+    finished_at: Option<Timestamp>,
+    retention: SignedDuration,
+) -> Option<Timestamp> {
+    match source {
+        BatchSource::Firestore => finished_at.map(|f| f + retention),
+        BatchSource::Status => None,
+    }
+}
 
 /// A batch whose source has not reported yet.
 pub fn awaiting_report(source: BatchSource) -> Summary {
@@ -167,7 +198,6 @@ mod tests {
     use super::*;
     use crate::api::HealingPolicySpec;
     use crate::decide::stall::{BatchObservation, StallPolicy, decide};
-    use jiff::{SignedDuration, Timestamp};
 
     fn verdict(done: u64, minutes_since_progress: i64) -> Verdict {
         let last: Timestamp = "2026-11-24T20:00:00Z".parse().unwrap();
@@ -231,6 +261,30 @@ mod tests {
         let s = summarize(&verdict(300, 30), None);
         assert_eq!(s.state, BatchState::Stalled);
         assert_eq!(condition(&s, STALLED).reason, "BelowMinimumCompletion");
+    }
+
+    #[test]
+    fn finished_batches_keep_their_finish_time_and_only_mirrors_are_cleaned_up() {
+        let t0: Timestamp = "2026-11-24T20:00:00Z".parse().unwrap();
+        let later = t0 + SignedDuration::from_hours(1);
+        assert_eq!(finished_at(BatchState::AutoCompleted, None, t0), Some(t0));
+        assert_eq!(finished_at(BatchState::Complete, Some(t0), later), Some(t0));
+        assert_eq!(finished_at(BatchState::Expired, None, later), Some(later));
+        for live in [
+            BatchState::Pending,
+            BatchState::Progressing,
+            BatchState::Stalled,
+            BatchState::Invalid,
+        ] {
+            assert_eq!(finished_at(live, Some(t0), later), None, "{live:?}");
+        }
+        let retention = SignedDuration::from_hours(720);
+        assert_eq!(
+            cleanup_at(BatchSource::Firestore, Some(t0), retention),
+            Some(t0 + retention)
+        );
+        assert_eq!(cleanup_at(BatchSource::Firestore, None, retention), None);
+        assert_eq!(cleanup_at(BatchSource::Status, Some(t0), retention), None);
     }
 
     #[test]
