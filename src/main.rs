@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pipeline_healer::controller;
+use pipeline_healer::sink::consolidation::Consolidation;
 use pipeline_healer::source::firestore::MirrorConfig;
 use pipeline_healer::telemetry::{LogFormat, init_logging};
 
@@ -43,6 +44,10 @@ enum Command {
             default_value = "prediction_batches"
         )]
         batch_collection: String,
+        /// POSTed after each auto-completion so staged predictions are consolidated; `{batch_id}`
+        /// and `{game_date}` are substituted. Unset: no request.
+        #[arg(long, env = "PIPELINE_HEALER_CONSOLIDATION_URL")]
+        consolidation_url: Option<String>,
         /// Namespace of the mirrored PredictionBatch objects (default: --namespace, else `default`).
         #[arg(long, env = "PIPELINE_HEALER_MIRROR_NAMESPACE")]
         mirror_namespace: Option<String>,
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
             firestore_project,
             batch_collection,
             mirror_namespace,
+            consolidation_url,
         } => {
             init_logging(log_format);
             let mirror = firestore_project.map(|project| {
@@ -85,6 +91,7 @@ fn main() -> ExitCode {
             let config = controller::Config {
                 namespace,
                 instance,
+                consolidation: consolidation_url.map(Consolidation::new),
                 ..Default::default()
             };
             run(config, mirror)

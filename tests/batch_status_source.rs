@@ -14,8 +14,10 @@ use pipeline_healer::api::event::Outcome;
 use pipeline_healer::api::{HealingEvent, HealingPolicy, PredictionBatch};
 use pipeline_healer::controller::{self, Config, Context};
 use pipeline_healer::decide::stall::{Stall, StallPolicy, Verdict, decide};
+use pipeline_healer::sink::consolidation::Consolidation;
 use pipeline_healer::source::report::observe;
 use serde_json::json;
+use support::http::RecordingServer;
 use support::{TestNamespace, namespace};
 use tokio::task::JoinHandle;
 
@@ -97,7 +99,12 @@ fn start_controller(
         namespace: Some(ns.name.clone()),
         instance: Some(instance.into()),
         abandoned_heal_after: abandoned_after,
+        consolidation: None,
     };
+    run_controller(ns, config)
+}
+
+fn run_controller(ns: &TestNamespace, config: Config) -> JoinHandle<()> {
     let client = ns.client.clone();
     tokio::spawn(async move {
         controller::run(client, config, None, std::future::pending())
@@ -390,4 +397,69 @@ async fn a_change_that_is_not_progress_does_not_supersede_the_heal() {
         controller::batch::HealProgress::Finished(Outcome::Succeeded)
     );
     assert_eq!(state(&ns, "b1").await, Some(BatchState::AutoCompleted));
+}
+
+#[tokio::test]
+async fn an_auto_completed_batch_is_sent_for_consolidation() {
+    let ns = namespace("status-consolidate").await;
+    policy(&ns, "2s", false).await;
+    let pipeline = RecordingServer::start(200).await;
+    let config = Config {
+        namespace: Some(ns.name.clone()),
+        consolidation: Some(Consolidation::new(format!(
+            "{}/consolidate?batch={{batch_id}}",
+            pipeline.url
+        ))),
+        ..Default::default()
+    };
+    let _controller = run_controller(&ns, config);
+    batch(&ns, "b1", Timestamp::now()).await;
+    let event = eventually(20, "the heal", || async {
+        healing_events(&ns)
+            .await
+            .into_iter()
+            .find(|e| e.status.as_ref().and_then(|s| s.outcome) == Some(Outcome::Succeeded))
+    })
+    .await;
+    let calls = pipeline.requests();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].method, "POST");
+    assert_eq!(calls[0].path, "/consolidate?batch=batch_2026-11-24_b1");
+    assert_eq!(
+        calls[0].header("x-healing-id"),
+        Some(event.spec.healing_id.as_str())
+    );
+    let body = calls[0].json();
+    assert_eq!(body["batch_id"], "batch_2026-11-24_b1");
+    assert_eq!(body["game_date"], "2026-11-24");
+    assert_eq!(body["healing_id"], event.spec.healing_id.as_str());
+    let after = event.status.unwrap().after_state.unwrap();
+    assert_eq!(after["consolidation"]["status"], 200);
+
+    // A consolidation endpoint that fails does not undo the heal; it is reported.
+    pipeline.answer_with(503);
+    batch(&ns, "b2", Timestamp::now()).await;
+    eventually(30, "the second heal", || async {
+        (state(&ns, "b2").await == Some(BatchState::AutoCompleted)).then_some(())
+    })
+    .await;
+    let failed = eventually(20, "the ConsolidationFailed event", || async {
+        let e = k8s_events(&ns, "ConsolidationFailed").await;
+        (!e.is_empty()).then_some(e)
+    })
+    .await;
+    assert!(
+        failed[0]
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("503"),
+        "{:?}",
+        failed[0].note
+    );
+    assert_eq!(
+        pipeline.requests().len(),
+        1 + 3,
+        "one call, then three tries"
+    );
 }

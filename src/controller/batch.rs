@@ -31,6 +31,7 @@ use crate::decide::batch_status::{Summary, awaiting_report, cleanup_at, finished
 use crate::decide::conditions;
 use crate::decide::naming::healing_id;
 use crate::decide::stall::{Stall, StallPolicy, Verdict, decide};
+use crate::sink::consolidation::Consolidation;
 use crate::source::firestore_doc::{HEALED_BY_FIELD, fields_of, parse as parse_doc, proto_time};
 use crate::source::report::observe;
 use firestore::FirestoreWritePrecondition;
@@ -283,11 +284,18 @@ pub async fn heal(
         BatchSource::Status => act_on_status(ctx, batch, &id, policy, now).await,
         BatchSource::Firestore => act_on_firestore(ctx, batch, stall, &id, policy, now).await,
     };
+    let mut after = after_state(stall);
+    if matches!(acted, Ok(Acted::Applied))
+        && let Some(consolidation) = &ctx.config.consolidation
+    {
+        // Only the actor whose action applied asks, so two replicas never both do.
+        after["consolidation"] = consolidate(ctx, consolidation, batch, &id).await?;
+    }
     let completed = outcome_status(
         Outcome::Succeeded,
         true,
         "batch marked complete",
-        Some(after_state(stall)),
+        Some(after),
         stall,
         now,
     );
@@ -327,6 +335,42 @@ pub async fn heal(
     let outcome = status.outcome.unwrap_or(Outcome::Pending);
     record_outcome(ctx, batch, &id, status, note).await?;
     Ok(HealProgress::Finished(outcome))
+}
+
+/// Asks the pipeline to consolidate a completed batch. A failure does not undo the heal: it
+/// is recorded in the event's after_state and as a Warning Event for someone to follow up.
+async fn consolidate(
+    ctx: &Context,
+    consolidation: &Consolidation,
+    batch: &PredictionBatch,
+    id: &str,
+) -> Result<serde_json::Value, Error> {
+    let game_date = batch.spec.game_date.map(|d| d.to_string());
+    let result = consolidation
+        .request(
+            &batch.spec.batch_id,
+            game_date.as_deref(),
+            batch.spec.correlation_id.as_deref(),
+            id,
+        )
+        .await;
+    match result {
+        Ok(code) => Ok(json!({"requested": true, "status": code})),
+        Err(error) => {
+            warn!(batch = %batch.name_any(), healing_id = %id, %error, "consolidation request failed");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "ConsolidationFailed".into(),
+                note: Some(format!(
+                    "the batch was completed but consolidating it failed: {error} (HealingEvent {id})"
+                )),
+                action: "Consolidate".into(),
+                secondary: None,
+            };
+            ctx.recorder.publish(&event, &batch.object_ref(&())).await?;
+            Ok(json!({"requested": false, "error": error}))
+        }
+    }
 }
 
 /// What an action did.

@@ -13,6 +13,7 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::{HealingPolicy, HealingPolicySpec, PredictionBatch};
+use crate::sink::consolidation::Consolidation;
 use crate::source::firestore::MirrorConfig;
 
 /// The field manager of everything the controller writes.
@@ -28,6 +29,8 @@ pub struct Config {
     /// A heal whose HealingEvent has stayed Pending this long lost its actor (a crash); another
     /// reconcile carries it through. The action's precondition keeps that from acting twice.
     pub abandoned_heal_after: Duration,
+    /// Asked to consolidate each batch the controller completes; None: not asked.
+    pub consolidation: Option<Consolidation>,
 }
 
 impl Default for Config {
@@ -36,6 +39,7 @@ impl Default for Config {
             namespace: None,
             instance: None,
             abandoned_heal_after: Duration::from_secs(30),
+            consolidation: None,
         }
     }
 }

@@ -4,6 +4,8 @@
 //! Every test gets a namespace of its own.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{LazyLock, Once};

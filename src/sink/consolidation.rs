@@ -1,0 +1,103 @@
+//! After an auto-completion, ask the pipeline to consolidate the batch's staged predictions
+//! into the main table: the original marked stalled batches complete and forgot this step.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+/// Where to POST, as a template: `{batch_id}` and `{game_date}` are substituted.
+#[derive(Clone, Debug)]
+pub struct Consolidation {
+    pub url_template: String,
+    pub client: reqwest::Client,
+}
+
+/// Tries this often in all, backing off between tries; healing does not wait longer.
+const ATTEMPTS: u32 = 3;
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+impl Consolidation {
+    pub fn new(url_template: String) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Self {
+            url_template,
+            client,
+        }
+    }
+
+    /// POSTs `{batch_id, game_date, correlation_id, healing_id}`; Ok with the HTTP status, or
+    /// the last error after the retries.
+    pub async fn request(
+        &self,
+        batch_id: &str,
+        game_date: Option<&str>,
+        correlation_id: Option<&str>,
+        healing_id: &str,
+    ) -> Result<u16, String> {
+        let url = self
+            .url_template
+            .replace("{batch_id}", &urlencode(batch_id))
+            .replace("{game_date}", &urlencode(game_date.unwrap_or_default()));
+        let body = json!({
+            "batch_id": batch_id,
+            "game_date": game_date,
+            "correlation_id": correlation_id,
+            "healing_id": healing_id,
+            "reason": "auto_completed",
+        });
+        let mut backoff = FIRST_BACKOFF;
+        let mut last_error = String::new();
+        for attempt in 1..=ATTEMPTS {
+            let sent = self
+                .client
+                .post(&url)
+                .header("X-Healing-Id", healing_id)
+                .json(&body)
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => return Ok(r.status().as_u16()),
+                // A 4xx will not change by retrying.
+                Ok(r) if r.status().is_client_error() => {
+                    return Err(format!("{url} answered {}", r.status()));
+                }
+                Ok(r) => last_error = format!("{url} answered {}", r.status()),
+                Err(e) => last_error = format!("{url}: {e}"),
+            }
+            if attempt < ATTEMPTS {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+        }
+        Err(last_error)
+    }
+}
+
+/// Percent-encodes a value for a URL path or query (unreserved characters stay).
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::urlencode;
+
+    #[test]
+    fn ids_are_encoded_into_the_url() {
+        assert_eq!(
+            urlencode("batch_2026-11-24_1795480001"),
+            "batch_2026-11-24_1795480001"
+        );
+        assert_eq!(urlencode("a b/c?d&e"), "a%20b%2Fc%3Fd%26e");
+    }
+}
