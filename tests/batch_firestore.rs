@@ -543,3 +543,52 @@ async fn a_finished_mirrored_batch_is_removed_after_the_retention_period() {
         1
     );
 }
+
+#[tokio::test]
+async fn documents_waiting_for_the_mirror_namespace_are_not_lost() {
+    let ns = namespace("fs-late-ns").await;
+    let db = firestore_db().await;
+    let collection = format!("batches_{}", ns.name.replace('-', "_"));
+    let mirror_ns = format!("{}-mirror", ns.name);
+    let id = "batch_2026-11-24_1795480006";
+    // Already stalled (default policy: 15 minutes) before the controller starts.
+    put(
+        &db,
+        &collection,
+        id,
+        &doc(id, 46, Timestamp::now() - SignedDuration::from_mins(20)),
+    )
+    .await;
+    let config = Config {
+        namespace: Some(mirror_ns.clone()),
+        ..Default::default()
+    };
+    let source = FirestoreSource {
+        db: db.clone(),
+        mirror: MirrorConfig {
+            collection: collection.clone(),
+            namespace: mirror_ns.clone(),
+        },
+    };
+    let client = ns.client.clone();
+    let _controller = tokio::spawn(async move {
+        controller::run(client, config, Some(source), std::future::pending())
+            .await
+            .unwrap()
+    });
+
+    // The mirror namespace does not exist yet: mirroring fails and is retried.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(ns.client.clone());
+    let created: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": mirror_ns}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &created)
+        .await
+        .unwrap();
+    eventually(40, "the heal after the namespace appeared", || async {
+        get(&db, &collection, id).await.is_complete.then_some(())
+    })
+    .await;
+}

@@ -21,6 +21,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::firestore_doc::{DocValue, fields_of, parse, proto_time};
+use super::workqueue::WorkQueue;
 use crate::Error;
 use crate::api::batch::{BatchSource, PredictionBatchSpec};
 use crate::api::{HealingPolicy, PredictionBatch};
@@ -29,6 +30,8 @@ use crate::decide::naming::object_name_for_document;
 /// The field manager of the mirror's status writes.
 pub const MIRROR_MANAGER: &str = "pipeline-healer-mirror";
 const TARGET: FirestoreListenerTarget = FirestoreListenerTarget::new(1);
+/// Documents mirrored at once.
+const MIRROR_WORKERS: usize = 8;
 
 /// Where batches are read from and mirrored to.
 #[derive(Clone, Debug)]
@@ -69,20 +72,34 @@ pub async fn start(
         config,
         policies,
     });
+    // Changes are applied by a few workers, the latest per document, retried on failure:
+    // a stalled batch's document does not change again, so a failed write must not wait for
+    // one. Even "permanent" API errors are retried (a mirror namespace created late, RBAC
+    // fixed): only a document that cannot be mirrored as it is gets logged once and left.
+    let queue = WorkQueue::start(MIRROR_WORKERS, move |doc: firestore::FirestoreDocument| {
+        let mirror = mirror.clone();
+        async move {
+            match mirror.apply(&doc).await {
+                Ok(()) => Ok(()),
+                Err(e) if !matches!(e, Error::Invalid { .. }) => {
+                    warn!(document = %doc.name, error = %e, "mirroring a batch document failed; retrying");
+                    Err(e)
+                }
+                Err(e) => {
+                    warn!(document = %doc.name, error = %e, "batch document cannot be mirrored");
+                    Ok(())
+                }
+            }
+        }
+    });
     listener
         .start(move |event| {
-            let mirror = mirror.clone();
-            async move {
-                if let FirestoreListenEvent::DocumentChange(change) = event
-                    && let Some(doc) = change.document
-                    && let Err(e) = mirror.apply(&doc).await
-                {
-                    // Logged and left: the next change of this document tries again, and no
-                    // other document waits on it.
-                    warn!(document = %doc.name, error = %e, "mirroring a batch document failed");
-                }
-                Ok(())
+            if let FirestoreListenEvent::DocumentChange(change) = event
+                && let Some(doc) = change.document
+            {
+                queue.push(doc.name.clone(), doc);
             }
+            async { Ok(()) }
         })
         .await
         .map_err(Error::firestore)?;

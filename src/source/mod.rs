@@ -3,3 +3,4 @@
 pub mod firestore;
 pub mod firestore_doc;
 pub mod report;
+pub mod workqueue;
