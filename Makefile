@@ -4,7 +4,7 @@ SHELL := /bin/bash
 # Tools installed by rustup and the Go distribution, for shells that have not sourced them.
 export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 
-.PHONY: help setup lint test crds
+.PHONY: help setup lint test bench crds
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -18,6 +18,9 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 
 test: setup lint ## Everything: set-up, lint, unit and integration tests on a real API server and emulators
 	cargo test
+
+bench: setup ## Benchmarks (release build) on the local API server and emulators; prints BENCH lines
+	cargo bench --bench healing
 
 crds: ## Regenerate crds/ from the Rust types
 	cargo run --quiet -- crds

@@ -6,8 +6,8 @@
 //! object whose `sourceError` names every problem, so it shows in `kubectl get pb`, and it
 //! never stops the mirror or any other batch.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use firestore::{
     FirestoreDb, FirestoreListenEvent, FirestoreListener, FirestoreListenerTarget,
@@ -46,6 +46,10 @@ struct Mirror {
     client: Client,
     config: MirrorConfig,
     policies: Store<HealingPolicy>,
+    /// The update time of each document as last applied. Firestore may resend a target's
+    /// whole initial state (the emulator does after writes); an unchanged document then costs
+    /// no API call.
+    applied: Mutex<HashMap<String, Timestamp>>,
 }
 
 /// Starts listening; the returned listener is shut down by the caller. An in-memory resume
@@ -71,6 +75,7 @@ pub async fn start(
         client,
         config,
         policies,
+        applied: Mutex::new(HashMap::new()),
     });
     // Changes are applied by a few workers, the latest per document, retried on failure:
     // a stalled batch's document does not change again, so a failed write must not wait for
@@ -79,14 +84,21 @@ pub async fn start(
     let queue = WorkQueue::start(MIRROR_WORKERS, move |doc: firestore::FirestoreDocument| {
         let mirror = mirror.clone();
         async move {
+            if mirror.already_applied(&doc) {
+                return Ok(());
+            }
             match mirror.apply(&doc).await {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    mirror.remember(&doc);
+                    Ok(())
+                }
                 Err(e) if !matches!(e, Error::Invalid { .. }) => {
                     warn!(document = %doc.name, error = %e, "mirroring a batch document failed; retrying");
                     Err(e)
                 }
                 Err(e) => {
                     warn!(document = %doc.name, error = %e, "batch document cannot be mirrored");
+                    mirror.remember(&doc);
                     Ok(())
                 }
             }
@@ -107,13 +119,29 @@ pub async fn start(
 }
 
 impl Mirror {
+    fn update_time(doc: &firestore::FirestoreDocument) -> Option<Timestamp> {
+        doc.update_time.as_ref().and_then(proto_time)
+    }
+
+    fn already_applied(&self, doc: &firestore::FirestoreDocument) -> bool {
+        let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        matches!((applied.get(&doc.name), Self::update_time(doc)), (Some(seen), Some(t)) if t <= *seen)
+    }
+
+    fn remember(&self, doc: &firestore::FirestoreDocument) {
+        if let Some(t) = Self::update_time(doc) {
+            let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+            applied.insert(doc.name.clone(), t);
+        }
+    }
+
     async fn apply(&self, doc: &firestore::FirestoreDocument) -> Result<(), Error> {
         let doc_id = doc.name.rsplit('/').next().unwrap_or_default();
         let path = format!("{}/{doc_id}", self.config.collection);
         let name = object_name_for_document(doc_id);
         let fields = fields_of(doc);
         let create_time = doc.create_time.as_ref().and_then(proto_time);
-        let update_time = doc.update_time.as_ref().and_then(proto_time);
+        let update_time = Self::update_time(doc);
         let parsed = parse(doc_id, &fields, create_time, update_time);
         debug!(document = %path, readable = parsed.is_ok(), "batch document changed");
 

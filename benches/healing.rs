@@ -1,0 +1,221 @@
+//! Stalled-batch healing at scale, on the local API server and the Firestore emulator, with
+//! the release binary as the controller process. Prints `BENCH <name> <value> <unit>` lines.
+//!
+//! - burst: documents already stalled when the controller starts; time until every one is
+//!   healed and recorded.
+//! - steady: live batches mirrored; the controller's idle CPU and peak RSS with them; then
+//!   stalls crossing their thresholds at 20 per second, with each heal's latency from its
+//!   threshold instant to its recorded outcome (p50, p99).
+//!
+//! Sizes: PH_BENCH_BURST (default 1000), PH_BENCH_BATCHES (default 10000).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use firestore::FirestoreDb;
+use jiff::{SignedDuration, Timestamp};
+use kube::api::ListParams;
+use pipeline_healer::api::event::Outcome;
+use pipeline_healer::api::{HealingEvent, PredictionBatch};
+use serde_json::{Value, json};
+use support::{TestNamespace, cluster, emulators, firestore_db, namespace};
+
+const EXPECTED: usize = 50;
+const STALL_RATE_PER_SECOND: usize = 20;
+const STEADY_STALLS: usize = 600;
+
+fn bench(name: &str, value: f64, unit: &str) {
+    println!("BENCH {name} {value:.3} {unit}");
+}
+
+fn size(var: &str, default: usize) -> usize {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+struct Controller(Child);
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Controller {
+    fn start(ns: &TestNamespace, collection: &str) -> Self {
+        let emu = emulators();
+        let child = Command::new(env!("CARGO_BIN_EXE_pipeline-healer"))
+            .args(["run", "--namespace", &ns.name, "--batch-collection", collection, "--log-format", "json"])
+            .env("KUBECONFIG", &cluster().kubeconfig)
+            .env("GOOGLE_CLOUD_PROJECT", &emu.project)
+            .env("FIRESTORE_EMULATOR_HOST", &emu.firestore)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the controller");
+        Self(child)
+    }
+
+    /// Peak resident set size (VmHWM), MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+
+    /// User + system CPU time so far, seconds.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = fields.get(11).zip(fields.get(12)).map_or(0.0, |(u, s)| {
+            u.parse::<f64>().unwrap_or(0.0) + s.parse::<f64>().unwrap_or(0.0)
+        });
+        ticks / clock_ticks_per_second()
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn batch_doc(id: &str, done: usize, updated_at: Timestamp) -> Value {
+    json!({
+        "batch_id": id, "game_date": "2026-11-24", "expected_players": EXPECTED,
+        "completed_players": (0..done).map(|p| format!("player{p}")).collect::<Vec<_>>(),
+        "failed_players": ["lebronjames"], "is_complete": false,
+        "created_at": (Timestamp::now() - SignedDuration::from_hours(1)).to_string(),
+        "updated_at": updated_at.to_string(),
+    })
+}
+
+/// Writes documents 500 at a time.
+async fn write_all(db: &FirestoreDb, collection: &str, docs: Vec<(String, Value)>) {
+    let writer = db.create_simple_batch_writer().await.expect("batch writer");
+    for chunk in docs.chunks(500) {
+        let mut batch = writer.new_batch();
+        for (id, body) in chunk {
+            db.fluent().update().in_col(collection).document_id(id).object(body).add_to_batch(&mut batch).expect("queue write");
+        }
+        batch.write().await.expect("batch write");
+    }
+}
+
+async fn succeeded(ns: &TestNamespace) -> Vec<HealingEvent> {
+    ns.api::<HealingEvent>()
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.status.as_ref().and_then(|s| s.outcome) == Some(Outcome::Succeeded))
+        .collect()
+}
+
+async fn wait_for<F, Fut>(limit: Duration, what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < limit, "{what}: not done after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+async fn burst(n: usize) {
+    let ns = namespace("bench-burst").await;
+    let db = firestore_db().await;
+    let collection = format!("bench_{}", ns.name.replace('-', "_"));
+    let stalled = Timestamp::now() - SignedDuration::from_mins(20);
+    let docs = (0..n).map(|i| {
+        let id = format!("batch_2026-11-24_{:010}", 1_795_000_000 + i);
+        let body = batch_doc(&id, EXPECTED * 92 / 100, stalled);
+        (id, body)
+    });
+    write_all(&db, &collection, docs.collect()).await;
+
+    let start = Instant::now();
+    let _controller = Controller::start(&ns, &collection);
+    wait_for(Duration::from_secs(600), "burst heals", || async { succeeded(&ns).await.len() >= n }).await;
+    bench(&format!("burst_{n}_stalled_all_healed"), start.elapsed().as_secs_f64(), "s");
+}
+
+async fn steady(n: usize) {
+    let ns = namespace("bench-steady").await;
+    let db = firestore_db().await;
+    let collection = format!("bench_{}", ns.name.replace('-', "_"));
+    let ids: Vec<String> = (0..n).map(|i| format!("batch_2026-11-24_{:010}", 1_796_000_000 + i)).collect();
+    // Live and quiet: 70 % done, progressing, far from any threshold during the run.
+    let quiet = ids.iter().map(|id| (id.clone(), batch_doc(id, EXPECTED * 70 / 100, Timestamp::now())));
+    write_all(&db, &collection, quiet.collect()).await;
+
+    let start = Instant::now();
+    let controller = Controller::start(&ns, &collection);
+    wait_for(Duration::from_secs(900), "mirroring", || async {
+        let batches = ns.api::<PredictionBatch>().list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+        batches.iter().filter(|b| b.status.as_ref().and_then(|s| s.state).is_some()).count() >= n
+    })
+    .await;
+    bench(&format!("steady_{n}_batches_mirrored"), start.elapsed().as_secs_f64(), "s");
+
+    // Idle: nothing changes, so nothing should run.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (cpu0, t0) = (controller.cpu_seconds(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let idle = (controller.cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+    bench(&format!("steady_{n}_idle_cpu"), idle, "percent");
+    bench(&format!("steady_{n}_peak_rss_after_mirroring"), controller.peak_rss_mib(), "MiB");
+
+    // Stalls crossing their thresholds at 20 per second, from 10 s from now: each document's
+    // last progress is set to (its threshold instant - the 15 min stall period).
+    let first = Timestamp::now() + SignedDuration::from_secs(10);
+    let stall_after = SignedDuration::from_mins(15);
+    let stall_count = STEADY_STALLS.min(n);
+    let stalls = ids.iter().take(stall_count).enumerate().map(|(i, id)| {
+        let threshold = first + SignedDuration::from_millis((i * 1000 / STALL_RATE_PER_SECOND) as i64);
+        (id.clone(), batch_doc(id, EXPECTED * 92 / 100, threshold - stall_after))
+    });
+    write_all(&db, &collection, stalls.collect()).await;
+    wait_for(Duration::from_secs(300), "steady heals", || async { succeeded(&ns).await.len() >= stall_count }).await;
+    let mut latencies: Vec<f64> = succeeded(&ns)
+        .await
+        .iter()
+        .filter_map(|e| e.status.as_ref().and_then(|s| s.heal_latency_seconds))
+        .map(|s| s * 1000.0)
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    bench(&format!("steady_{n}_heal_latency_p50"), percentile(&latencies, 50.0), "ms");
+    bench(&format!("steady_{n}_heal_latency_p99"), percentile(&latencies, 99.0), "ms");
+    bench(&format!("steady_{n}_heal_latency_max"), latencies.last().copied().unwrap_or(f64::NAN), "ms");
+    bench(&format!("steady_{n}_peak_rss"), controller.peak_rss_mib(), "MiB");
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes `--bench`; a filter argument is not supported.
+    burst(size("PH_BENCH_BURST", 1000)).await;
+    steady(size("PH_BENCH_BATCHES", 10_000)).await;
+}
