@@ -32,7 +32,10 @@ fn bench(name: &str, value: f64, unit: &str) {
 }
 
 fn size(var: &str, default: usize) -> usize {
-    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Controller(Child);
@@ -47,7 +50,15 @@ impl Controller {
     fn start(ns: &TestNamespace, collection: &str) -> Self {
         let emu = emulators();
         let child = Command::new(env!("CARGO_BIN_EXE_pipeline-healer"))
-            .args(["run", "--namespace", &ns.name, "--batch-collection", collection, "--log-format", "json"])
+            .args([
+                "run",
+                "--namespace",
+                &ns.name,
+                "--batch-collection",
+                collection,
+                "--log-format",
+                "json",
+            ])
             .env("KUBECONFIG", &cluster().kubeconfig)
             .env("GOOGLE_CLOUD_PROJECT", &emu.project)
             .env("FIRESTORE_EMULATOR_HOST", &emu.firestore)
@@ -62,7 +73,8 @@ impl Controller {
 
     /// Peak resident set size (VmHWM), MiB.
     fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -72,7 +84,8 @@ impl Controller {
 
     /// User + system CPU time so far, seconds.
     fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap_or_default();
         // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
         let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
         let fields: Vec<&str> = after.split_whitespace().collect();
@@ -108,7 +121,13 @@ async fn write_all(db: &FirestoreDb, collection: &str, docs: Vec<(String, Value)
     for chunk in docs.chunks(500) {
         let mut batch = writer.new_batch();
         for (id, body) in chunk {
-            db.fluent().update().in_col(collection).document_id(id).object(body).add_to_batch(&mut batch).expect("queue write");
+            db.fluent()
+                .update()
+                .in_col(collection)
+                .document_id(id)
+                .object(body)
+                .add_to_batch(&mut batch)
+                .expect("queue write");
         }
         batch.write().await.expect("batch write");
     }
@@ -159,27 +178,54 @@ async fn burst(n: usize) {
 
     let start = Instant::now();
     let _controller = Controller::start(&ns, &collection);
-    wait_for(Duration::from_secs(600), "burst heals", || async { succeeded(&ns).await.len() >= n }).await;
-    bench(&format!("burst_{n}_stalled_all_healed"), start.elapsed().as_secs_f64(), "s");
+    wait_for(Duration::from_secs(600), "burst heals", || async {
+        succeeded(&ns).await.len() >= n
+    })
+    .await;
+    bench(
+        &format!("burst_{n}_stalled_all_healed"),
+        start.elapsed().as_secs_f64(),
+        "s",
+    );
 }
 
 async fn steady(n: usize) {
     let ns = namespace("bench-steady").await;
     let db = firestore_db().await;
     let collection = format!("bench_{}", ns.name.replace('-', "_"));
-    let ids: Vec<String> = (0..n).map(|i| format!("batch_2026-11-24_{:010}", 1_796_000_000 + i)).collect();
+    let ids: Vec<String> = (0..n)
+        .map(|i| format!("batch_2026-11-24_{:010}", 1_796_000_000 + i))
+        .collect();
     // Live and quiet: 70 % done, progressing, far from any threshold during the run.
-    let quiet = ids.iter().map(|id| (id.clone(), batch_doc(id, EXPECTED * 70 / 100, Timestamp::now())));
+    let quiet = ids.iter().map(|id| {
+        (
+            id.clone(),
+            batch_doc(id, EXPECTED * 70 / 100, Timestamp::now()),
+        )
+    });
     write_all(&db, &collection, quiet.collect()).await;
 
     let start = Instant::now();
     let controller = Controller::start(&ns, &collection);
     wait_for(Duration::from_secs(900), "mirroring", || async {
-        let batches = ns.api::<PredictionBatch>().list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
-        batches.iter().filter(|b| b.status.as_ref().and_then(|s| s.state).is_some()).count() >= n
+        let batches = ns
+            .api::<PredictionBatch>()
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        batches
+            .iter()
+            .filter(|b| b.status.as_ref().and_then(|s| s.state).is_some())
+            .count()
+            >= n
     })
     .await;
-    bench(&format!("steady_{n}_batches_mirrored"), start.elapsed().as_secs_f64(), "s");
+    bench(
+        &format!("steady_{n}_batches_mirrored"),
+        start.elapsed().as_secs_f64(),
+        "s",
+    );
 
     // Idle: nothing changes, so nothing should run.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -187,7 +233,11 @@ async fn steady(n: usize) {
     tokio::time::sleep(Duration::from_secs(20)).await;
     let idle = (controller.cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
     bench(&format!("steady_{n}_idle_cpu"), idle, "percent");
-    bench(&format!("steady_{n}_peak_rss_after_mirroring"), controller.peak_rss_mib(), "MiB");
+    bench(
+        &format!("steady_{n}_peak_rss_after_mirroring"),
+        controller.peak_rss_mib(),
+        "MiB",
+    );
 
     // Stalls crossing their thresholds at 20 per second, from 10 s from now: each document's
     // last progress is set to (its threshold instant - the 15 min stall period).
@@ -195,11 +245,18 @@ async fn steady(n: usize) {
     let stall_after = SignedDuration::from_mins(15);
     let stall_count = STEADY_STALLS.min(n);
     let stalls = ids.iter().take(stall_count).enumerate().map(|(i, id)| {
-        let threshold = first + SignedDuration::from_millis((i * 1000 / STALL_RATE_PER_SECOND) as i64);
-        (id.clone(), batch_doc(id, EXPECTED * 92 / 100, threshold - stall_after))
+        let threshold =
+            first + SignedDuration::from_millis((i * 1000 / STALL_RATE_PER_SECOND) as i64);
+        (
+            id.clone(),
+            batch_doc(id, EXPECTED * 92 / 100, threshold - stall_after),
+        )
     });
     write_all(&db, &collection, stalls.collect()).await;
-    wait_for(Duration::from_secs(300), "steady heals", || async { succeeded(&ns).await.len() >= stall_count }).await;
+    wait_for(Duration::from_secs(300), "steady heals", || async {
+        succeeded(&ns).await.len() >= stall_count
+    })
+    .await;
     let mut latencies: Vec<f64> = succeeded(&ns)
         .await
         .iter()
@@ -207,10 +264,26 @@ async fn steady(n: usize) {
         .map(|s| s * 1000.0)
         .collect();
     latencies.sort_by(f64::total_cmp);
-    bench(&format!("steady_{n}_heal_latency_p50"), percentile(&latencies, 50.0), "ms");
-    bench(&format!("steady_{n}_heal_latency_p99"), percentile(&latencies, 99.0), "ms");
-    bench(&format!("steady_{n}_heal_latency_max"), latencies.last().copied().unwrap_or(f64::NAN), "ms");
-    bench(&format!("steady_{n}_peak_rss"), controller.peak_rss_mib(), "MiB");
+    bench(
+        &format!("steady_{n}_heal_latency_p50"),
+        percentile(&latencies, 50.0),
+        "ms",
+    );
+    bench(
+        &format!("steady_{n}_heal_latency_p99"),
+        percentile(&latencies, 99.0),
+        "ms",
+    );
+    bench(
+        &format!("steady_{n}_heal_latency_max"),
+        latencies.last().copied().unwrap_or(f64::NAN),
+        "ms",
+    );
+    bench(
+        &format!("steady_{n}_peak_rss"),
+        controller.peak_rss_mib(),
+        "MiB",
+    );
 }
 
 #[tokio::main]
