@@ -23,7 +23,7 @@ use pipeline_healer::source::firestore_doc::{fields_of, parse, proto_time};
 use pipeline_healer::source::report::observe;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use support::{TestNamespace, firestore_db, namespace};
+use support::{TestNamespace, eventually, firestore_db, namespace};
 
 /// An array-mode batch document, with the original's field names.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -124,24 +124,6 @@ fn start_controller(
             .await
             .unwrap();
     })
-}
-
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn batch(ns: &TestNamespace, doc_id: &str) -> Option<PredictionBatch> {

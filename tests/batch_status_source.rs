@@ -18,7 +18,7 @@ use pipeline_healer::sink::consolidation::Consolidation;
 use pipeline_healer::source::report::observe;
 use serde_json::json;
 use support::http::RecordingServer;
-use support::{TestNamespace, namespace};
+use support::{TestNamespace, eventually, namespace};
 use tokio::task::JoinHandle;
 
 /// A policy with a short stall period, so tests cross it in seconds.
@@ -111,25 +111,6 @@ fn run_controller(ns: &TestNamespace, config: Config) -> JoinHandle<()> {
             .await
             .unwrap();
     })
-}
-
-/// Polls `check` until it returns Some, for at most `secs` seconds.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn healing_events(ns: &TestNamespace) -> Vec<HealingEvent> {
