@@ -210,6 +210,25 @@ pub fn intent(
     event
 }
 
+/// Whether the event's action has not recorded an outcome yet.
+fn is_pending(event: &HealingEvent) -> bool {
+    event
+        .status
+        .as_ref()
+        .and_then(|s| s.outcome)
+        .is_none_or(|o| o == Outcome::Pending)
+}
+
+/// A Pending event younger than `abandoned_heal_after` belongs to an actor still at work
+/// (acting, or recording its outcome); an older one lost its actor to a crash.
+fn has_live_actor(ctx: &Context, event: &HealingEvent, now: Timestamp) -> bool {
+    let age = event
+        .creation_timestamp()
+        .map(|t| now.duration_since(t.0))
+        .unwrap_or_default();
+    age < jiff::SignedDuration::try_from(ctx.config.abandoned_heal_after).unwrap_or_default()
+}
+
 /// Where a heal stands after [`heal`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HealProgress {
@@ -244,22 +263,10 @@ pub async fn heal(
         }
         Err(kube::Error::Api(e)) if e.code == 409 => {
             let existing = events.get(&id).await?;
-            let pending = existing
-                .status
-                .as_ref()
-                .and_then(|s| s.outcome)
-                .is_none_or(|o| o == Outcome::Pending);
-            if !pending {
+            if !is_pending(&existing) {
                 return Ok(HealProgress::FinishedEarlier);
             }
-            let age = existing
-                .creation_timestamp()
-                .map(|t| now.duration_since(t.0))
-                .unwrap_or_default();
-            if age
-                < jiff::SignedDuration::try_from(ctx.config.abandoned_heal_after)
-                    .unwrap_or_default()
-            {
+            if has_live_actor(ctx, &existing, now) {
                 info!(batch = %batch.name_any(), healing_id = %id, "another actor is carrying out this heal");
                 return Ok(HealProgress::InProgressElsewhere);
             }
@@ -628,21 +635,8 @@ async fn finish_pending_event(
     let Some(event) = events.get_opt(id).await? else {
         return Ok(());
     };
-    if event
-        .status
-        .as_ref()
-        .and_then(|s| s.outcome)
-        .is_some_and(|o| o != Outcome::Pending)
-    {
-        return Ok(());
-    }
     let now = Timestamp::now();
-    // A young Pending event belongs to an actor that is recording its outcome right now.
-    let age = event
-        .creation_timestamp()
-        .map(|t| now.duration_since(t.0))
-        .unwrap_or_default();
-    if age < jiff::SignedDuration::try_from(ctx.config.abandoned_heal_after).unwrap_or_default() {
+    if !is_pending(&event) || has_live_actor(ctx, &event, now) {
         return Ok(());
     }
     let threshold = event.spec.threshold_time.as_ref().map_or(now, |t| t.0);
