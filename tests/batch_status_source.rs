@@ -186,9 +186,12 @@ async fn a_stalled_batch_is_healed_at_the_threshold_and_recorded() {
     println!("heal latency from the threshold instant: {latency:.3}s");
     assert!(latency >= 0.0);
 
+    // The heal sets the state; the reconcile it triggers then writes the conditions.
     let pb = eventually(10, "AutoCompleted", || async {
         let pb = ns.api::<PredictionBatch>().get("b1").await.unwrap();
-        (pb.status.as_ref().and_then(|s| s.state) == Some(BatchState::AutoCompleted)).then_some(pb)
+        let status = pb.status.as_ref()?;
+        let written = status.conditions.iter().any(|c| c.type_ == "AutoCompleted");
+        (status.state == Some(BatchState::AutoCompleted) && written).then_some(pb)
     })
     .await;
     let status = pb.status.unwrap();
