@@ -12,7 +12,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use firestore::FirestoreDb;
@@ -21,7 +21,7 @@ use kube::api::ListParams;
 use pipeline_healer::api::event::Outcome;
 use pipeline_healer::api::{HealingEvent, PredictionBatch};
 use serde_json::{Value, json};
-use support::{TestNamespace, cluster, emulators, firestore_db, namespace};
+use support::{ControllerProcess, TestNamespace, firestore_db, namespace};
 
 const EXPECTED: usize = 50;
 const STALL_RATE_PER_SECOND: usize = 20;
@@ -38,43 +38,14 @@ fn size(var: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-struct Controller(Child);
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// Figures of the controller process, from /proc.
+struct Usage(u32);
 
-impl Controller {
-    fn start(ns: &TestNamespace, collection: &str) -> Self {
-        let emu = emulators();
-        let child = Command::new(env!("CARGO_BIN_EXE_pipeline-healer"))
-            .args([
-                "run",
-                "--namespace",
-                &ns.name,
-                "--batch-collection",
-                collection,
-                "--log-format",
-                "json",
-            ])
-            .env("KUBECONFIG", &cluster().kubeconfig)
-            .env("GOOGLE_CLOUD_PROJECT", &emu.project)
-            .env("FIRESTORE_EMULATOR_HOST", &emu.firestore)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the controller");
-        Self(child)
-    }
-
+impl Usage {
     /// Peak resident set size (VmHWM), MiB.
     fn peak_rss_mib(&self) -> f64 {
         let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+            std::fs::read_to_string(format!("/proc/{}/status", self.0)).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -84,8 +55,7 @@ impl Controller {
 
     /// User + system CPU time so far, seconds.
     fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0)).unwrap_or_default();
         // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
         let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
         let fields: Vec<&str> = after.split_whitespace().collect();
@@ -177,7 +147,7 @@ async fn burst(n: usize) {
     write_all(&db, &collection, docs.collect()).await;
 
     let start = Instant::now();
-    let _controller = Controller::start(&ns, &collection);
+    let _controller = ControllerProcess::start(&ns.name, &collection, "bench");
     wait_for(Duration::from_secs(600), "burst heals", || async {
         succeeded(&ns).await.len() >= n
     })
@@ -206,7 +176,8 @@ async fn steady(n: usize) {
     write_all(&db, &collection, quiet.collect()).await;
 
     let start = Instant::now();
-    let controller = Controller::start(&ns, &collection);
+    let process = ControllerProcess::start(&ns.name, &collection, "bench");
+    let controller = Usage(process.0.id());
     wait_for(Duration::from_secs(900), "mirroring", || async {
         let batches = ns
             .api::<PredictionBatch>()

@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use firestore::FirestoreDb;
@@ -12,40 +11,7 @@ use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kube::api::{Api, ListParams};
 use pipeline_healer::api::HealingEvent;
 use serde_json::{Value, json};
-use support::{cluster, emulators, firestore_db, namespace};
-
-/// Kills the process when dropped, so a failing test leaves none behind.
-struct Controller(Child);
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_controller(namespace: &str, collection: &str, instance: &str) -> Controller {
-    let emu = emulators();
-    let child = Command::new(env!("CARGO_BIN_EXE_pipeline-healer"))
-        .args([
-            "run",
-            "--namespace",
-            namespace,
-            "--batch-collection",
-            collection,
-            "--log-format",
-            "json",
-        ])
-        .env("KUBECONFIG", &cluster().kubeconfig)
-        .env("GOOGLE_CLOUD_PROJECT", &emu.project)
-        .env("FIRESTORE_EMULATOR_HOST", &emu.firestore)
-        .env("POD_NAME", instance)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the controller binary");
-    Controller(child)
-}
+use support::{ControllerProcess, firestore_db, namespace};
 
 async fn document(db: &FirestoreDb, collection: &str, id: &str) -> Value {
     db.fluent()
@@ -84,8 +50,8 @@ async fn two_controller_processes_heal_each_batch_once() {
             .unwrap();
     }
 
-    let _a = spawn_controller(&ns.name, &collection, "replica-a");
-    let _b = spawn_controller(&ns.name, &collection, "replica-b");
+    let _a = ControllerProcess::start(&ns.name, &collection, "replica-a");
+    let _b = ControllerProcess::start(&ns.name, &collection, "replica-b");
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {

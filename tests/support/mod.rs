@@ -113,6 +113,45 @@ where
     }
 }
 
+/// The controller binary running against this binary's cluster and emulators; killed when
+/// dropped, so a failing test leaves none behind.
+pub struct ControllerProcess(pub std::process::Child);
+
+impl ControllerProcess {
+    /// `pipeline-healer run` watching `namespace`, mirroring `collection` into it.
+    pub fn start(namespace: &str, collection: &str, instance: &str) -> Self {
+        let emu = emulators();
+        let child = Command::new(env!("CARGO_BIN_EXE_pipeline-healer"))
+            .args([
+                "run",
+                "--namespace",
+                namespace,
+                "--batch-collection",
+                collection,
+                "--log-format",
+                "json",
+            ])
+            .env("KUBECONFIG", &cluster().kubeconfig)
+            .env("GOOGLE_CLOUD_PROJECT", &emu.project)
+            .env("FIRESTORE_EMULATOR_HOST", &emu.firestore)
+            .env("POD_NAME", instance)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the controller binary");
+        Self(child)
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A fresh namespace for one test; it goes away with the cluster.
 pub struct TestNamespace {
     pub client: Client,
