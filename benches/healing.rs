@@ -16,8 +16,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use firestore::FirestoreDb;
+use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
-use kube::api::ListParams;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use pipeline_healer::api::event::Outcome;
 use pipeline_healer::api::{HealingEvent, PredictionBatch};
 use serde_json::{Value, json};
@@ -147,7 +148,7 @@ async fn burst(n: usize) {
     write_all(&db, &collection, docs.collect()).await;
 
     let start = Instant::now();
-    let _controller = ControllerProcess::start(&ns.name, &collection, "bench");
+    let process = ControllerProcess::start(&ns.name, &collection, "bench");
     wait_for(Duration::from_secs(600), "burst heals", || async {
         succeeded(&ns).await.len() >= n
     })
@@ -155,6 +156,68 @@ async fn burst(n: usize) {
     bench(
         &format!("burst_{n}_stalled_all_healed"),
         start.elapsed().as_secs_f64(),
+        "s",
+    );
+    bench(
+        &format!("burst_{n}_controller_cpu"),
+        Usage(process.0.id()).cpu_seconds(),
+        "s",
+    );
+}
+
+/// The same burst with `source: status` batches: no Firestore in the path, so this is the
+/// controller and the API server alone.
+async fn burst_status(n: usize) {
+    let ns = namespace("bench-burst-status").await;
+    let api = ns.api::<PredictionBatch>();
+    let stalled = Timestamp::now() - SignedDuration::from_mins(20);
+    futures::stream::iter(0..n)
+        .for_each_concurrent(16, |i| {
+            let api = api.clone();
+            async move {
+                let name = format!("b{i:05}");
+                let batch: PredictionBatch = serde_json::from_value(json!({
+                    "metadata": {"name": name},
+                    "spec": {"batchId": format!("batch_2026-11-24_{i}"), "gameDate": "2026-11-24",
+                             "source": "status", "expectedPlayers": EXPECTED},
+                }))
+                .expect("batch");
+                api.create(&PostParams::default(), &batch)
+                    .await
+                    .expect("create batch");
+                let report = json!({
+                    "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "PredictionBatch",
+                    "status": {"report": {
+                        "completed": EXPECTED * 92 / 100,
+                        "failing": {"feature_store_timeout": EXPECTED - EXPECTED * 92 / 100},
+                        "lastProgressTime": stalled.to_string(),
+                    }},
+                });
+                api.patch_status(
+                    &name,
+                    &PatchParams::apply("worker").force(),
+                    &Patch::Apply(&report),
+                )
+                .await
+                .expect("report progress");
+            }
+        })
+        .await;
+
+    let start = Instant::now();
+    let process = ControllerProcess::start(&ns.name, "bench_unused", "bench");
+    wait_for(Duration::from_secs(600), "burst heals", || async {
+        succeeded(&ns).await.len() >= n
+    })
+    .await;
+    bench(
+        &format!("burst_{n}_status_source_stalled_all_healed"),
+        start.elapsed().as_secs_f64(),
+        "s",
+    );
+    bench(
+        &format!("burst_{n}_status_source_controller_cpu"),
+        Usage(process.0.id()).cpu_seconds(),
         "s",
     );
 }
@@ -260,6 +323,8 @@ async fn steady(n: usize) {
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
-    burst(size("PH_BENCH_BURST", 1000)).await;
+    let burst_size = size("PH_BENCH_BURST", 1000);
+    burst(burst_size).await;
+    burst_status(burst_size).await;
     steady(size("PH_BENCH_BATCHES", 10_000)).await;
 }

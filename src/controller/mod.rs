@@ -138,6 +138,19 @@ pub async fn run(
     .default_backoff()
     .applied_objects();
 
+    // The cache holds every batch; managed fields are dropped from it, as nothing reads them
+    // and they are a large part of each cached object.
+    let (batch_store, batch_writer) = reflector::store::<PredictionBatch>();
+    let batch_stream = reflector::reflector(
+        batch_writer,
+        watcher(
+            api::<PredictionBatch>(&client, ns),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|batch| batch.managed_fields_mut().clear()),
+    )
+    .applied_objects();
     let listener = match &firestore {
         Some(source) => Some(
             crate::source::firestore::start(
@@ -145,6 +158,7 @@ pub async fn run(
                 client.clone(),
                 source.mirror.clone(),
                 policies.clone(),
+                batch_store.clone(),
             )
             .await?,
         ),
@@ -157,9 +171,7 @@ pub async fn run(
         firestore.map(|f| f.db),
     ));
 
-    let batches = api::<PredictionBatch>(&client, ns);
-    let controller = Controller::new(batches, watcher::Config::default());
-    let batch_store = controller.store();
+    let controller = Controller::for_stream(batch_stream, batch_store.clone());
     info!(namespace = ns.unwrap_or("<all>"), "controller starting");
     controller
         // A policy change re-decides every batch in its namespace at once.

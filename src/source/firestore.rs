@@ -8,19 +8,21 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use firestore::{
-    FirestoreDb, FirestoreListenEvent, FirestoreListener, FirestoreListenerTarget,
-    FirestoreMemListenStateStorage,
+    FirestoreDb, FirestoreListenEvent, FirestoreListener, FirestoreListenerParams,
+    FirestoreListenerTarget, FirestoreMemListenStateStorage,
 };
 use jiff::Timestamp;
-use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
+use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::firestore_doc::{DocValue, fields_of, parse, proto_time};
+use super::firestore_doc::{BatchDoc, DocProblems, DocValue, fields_of, parse, proto_time};
 use super::workqueue::WorkQueue;
 use crate::Error;
 use crate::api::batch::{BatchSource, PredictionBatchSpec};
@@ -30,6 +32,9 @@ use crate::decide::naming::object_name_for_document;
 /// The field manager of the mirror's status writes.
 pub const MIRROR_MANAGER: &str = "pipeline-healer-mirror";
 const TARGET: FirestoreListenerTarget = FirestoreListenerTarget::new(1);
+/// How long a broken listen stream waits before it reconnects (the crate's default is 5 s;
+/// every second of it delays stall detection for every batch).
+const LISTEN_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Documents mirrored at once.
 const MIRROR_WORKERS: usize = 8;
 
@@ -46,9 +51,11 @@ struct Mirror {
     client: Client,
     config: MirrorConfig,
     policies: Store<HealingPolicy>,
+    /// The controller's cache of batches: whether a document's object exists, without a read.
+    batches: Store<PredictionBatch>,
     /// The update time of each document as last applied. Firestore may resend a target's
-    /// whole initial state (the emulator does after writes); an unchanged document then costs
-    /// no API call.
+    /// whole initial state (the emulator does after every write); an unchanged document then
+    /// costs no API call.
     applied: Mutex<HashMap<String, Timestamp>>,
 }
 
@@ -59,9 +66,11 @@ pub async fn start(
     client: Client,
     config: MirrorConfig,
     policies: Store<HealingPolicy>,
+    batches: Store<PredictionBatch>,
 ) -> Result<Listener, Error> {
+    let params = FirestoreListenerParams::new().with_retry_delay(LISTEN_RETRY_DELAY);
     let mut listener = db
-        .create_listener(FirestoreMemListenStateStorage::new())
+        .create_listener_with_params(FirestoreMemListenStateStorage::new(), params)
         .await
         .map_err(Error::firestore)?;
     db.fluent()
@@ -75,14 +84,16 @@ pub async fn start(
         client,
         config,
         policies,
+        batches,
         applied: Mutex::new(HashMap::new()),
     });
     // Changes are applied by a few workers, the latest per document, retried on failure:
     // a stalled batch's document does not change again, so a failed write must not wait for
     // one. Even "permanent" API errors are retried (a mirror namespace created late, RBAC
     // fixed): only a document that cannot be mirrored as it is gets logged once and left.
+    let worker_mirror = mirror.clone();
     let queue = WorkQueue::start(MIRROR_WORKERS, move |doc: firestore::FirestoreDocument| {
-        let mirror = mirror.clone();
+        let mirror = worker_mirror.clone();
         async move {
             if mirror.already_applied(&doc) {
                 return Ok(());
@@ -106,8 +117,11 @@ pub async fn start(
     });
     listener
         .start(move |event| {
+            // Checked here as well as in the worker: a resent collection (the emulator resends
+            // it after every write) must not fill the queue with documents already applied.
             if let FirestoreListenEvent::DocumentChange(change) = event
                 && let Some(doc) = change.document
+                && !mirror.already_applied(&doc)
             {
                 queue.push(doc.name.clone(), doc);
             }
@@ -136,6 +150,11 @@ impl Mirror {
     }
 
     async fn apply(&self, doc: &firestore::FirestoreDocument) -> Result<(), Error> {
+        // Until the cache holds every batch, "not cached" does not mean "does not exist".
+        // It fails only once the controller has stopped, and then nothing is to be mirrored.
+        if self.batches.wait_until_ready().await.is_err() {
+            return Ok(());
+        }
         let doc_id = doc.name.rsplit('/').next().unwrap_or_default();
         let path = format!("{}/{doc_id}", self.config.collection);
         let name = object_name_for_document(doc_id);
@@ -147,55 +166,12 @@ impl Mirror {
 
         let api: Api<PredictionBatch> =
             Api::namespaced(self.client.clone(), &self.config.namespace);
-        match api.get_opt(&name).await? {
-            Some(existing) if existing.spec.document_path.as_deref() != Some(path.as_str()) => {
-                return Err(Error::Invalid {
-                    what: format!("document {path}"),
-                    message: format!(
-                        "maps to object {name}, which mirrors {}; rename one of the documents",
-                        existing
-                            .spec
-                            .document_path
-                            .as_deref()
-                            .unwrap_or("<no document>")
-                    ),
-                });
-            }
-            Some(_) => {}
-            None => {
-                let created = parsed
-                    .as_ref()
-                    .ok()
-                    .and_then(|d| d.report.created_at.as_ref().map(|t| t.0))
-                    .or(create_time);
-                let complete = parsed.as_ref().is_ok_and(|d| d.report.complete);
-                if complete || !self.within_max_age(created) {
-                    debug!(document = %path, complete, "not mirrored: complete or too old");
-                    return Ok(());
-                }
-                let spec = PredictionBatchSpec {
-                    batch_id: doc_id.to_owned(),
-                    game_date: parsed.as_ref().ok().map(|d| d.game_date),
-                    source: BatchSource::Firestore,
-                    document_path: Some(path.clone()),
-                    expected_players: None,
-                    correlation_id: parsed
-                        .as_ref()
-                        .ok()
-                        .and_then(|d| d.correlation_id.clone())
-                        .or_else(|| string_field(&fields, "correlation_id")),
-                };
-                let mut object = PredictionBatch::new(&name, spec);
-                object.metadata.namespace = Some(self.config.namespace.clone());
-                match api.create(&PostParams::default(), &object).await {
-                    Ok(_) => info!(batch = %name, document = %path, "mirroring a new batch"),
-                    // Another replica's mirror was first: same name, same document.
-                    Err(kube::Error::Api(e)) if e.code == 409 => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+        if !self
+            .ensure_object(&api, &name, &path, &fields, &parsed, create_time)
+            .await?
+        {
+            return Ok(());
         }
-
         let status = match &parsed {
             Ok(doc) => json!({"report": doc.report}),
             Err(problems) => json!({"sourceError": problems.to_string()}),
@@ -205,6 +181,8 @@ impl Mirror {
             "kind": "PredictionBatch",
             "status": status,
         });
+        // An object deleted since the cache saw it (retention, or by hand) fails here; the
+        // retry finds it gone from the cache and creates it again if it is still wanted.
         api.patch_status(
             &name,
             &PatchParams::apply(MIRROR_MANAGER).force(),
@@ -214,12 +192,83 @@ impl Mirror {
         Ok(())
     }
 
+    /// Makes sure the document's object exists, creating it for an incomplete document within
+    /// the policy's max age; returns whether it exists. An object of the same name that
+    /// mirrors another document is an error that retrying cannot fix.
+    async fn ensure_object(
+        &self,
+        api: &Api<PredictionBatch>,
+        name: &str,
+        path: &str,
+        fields: &BTreeMap<String, DocValue>,
+        parsed: &Result<BatchDoc, DocProblems>,
+        create_time: Option<Timestamp>,
+    ) -> Result<bool, Error> {
+        let doc_id = path.rsplit('/').next().unwrap_or_default();
+        let cached = ObjectRef::new(name).within(&self.config.namespace);
+        if let Some(existing) = self.batches.get(&cached) {
+            return mirrors_document(&existing, path).map(|()| true);
+        }
+        let created = parsed
+            .as_ref()
+            .ok()
+            .and_then(|d| d.report.created_at.as_ref().map(|t| t.0))
+            .or(create_time);
+        let complete = parsed.as_ref().is_ok_and(|d| d.report.complete);
+        if complete || !self.within_max_age(created) {
+            debug!(document = %path, complete, "not mirrored: complete or too old");
+            return Ok(false);
+        }
+        let spec = PredictionBatchSpec {
+            batch_id: doc_id.to_owned(),
+            game_date: parsed.as_ref().ok().map(|d| d.game_date),
+            source: BatchSource::Firestore,
+            document_path: Some(path.to_owned()),
+            expected_players: None,
+            correlation_id: parsed
+                .as_ref()
+                .ok()
+                .and_then(|d| d.correlation_id.clone())
+                .or_else(|| string_field(fields, "correlation_id")),
+        };
+        let mut object = PredictionBatch::new(name, spec);
+        object.metadata.namespace = Some(self.config.namespace.clone());
+        match api.create(&PostParams::default(), &object).await {
+            Ok(_) => info!(batch = %name, document = %path, "mirroring a new batch"),
+            // Created since the cache was filled (this mirror a moment ago, another replica's,
+            // or a person): it must mirror this very document.
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let existing = api.get(name).await?;
+                mirrors_document(&existing, path)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(true)
+    }
+
     /// Whether a document created at `created` is young enough to mirror, by the mirror
     /// namespace's policy. A document with no creation time at all is mirrored (to show it).
     fn within_max_age(&self, created: Option<Timestamp>) -> bool {
         let policy = crate::controller::policy_in(&self.policies, &self.config.namespace);
         created.is_none_or(|c| Timestamp::now() < c + policy.max_age.as_span())
     }
+}
+
+/// Whether `batch`, the object a document's name maps to, mirrors that document; two
+/// documents whose ids map to one name cannot both be mirrored, and retrying cannot fix it.
+fn mirrors_document(batch: &PredictionBatch, path: &str) -> Result<(), Error> {
+    let mirrored = batch.spec.document_path.as_deref();
+    if mirrored == Some(path) {
+        return Ok(());
+    }
+    Err(Error::Invalid {
+        what: format!("document {path}"),
+        message: format!(
+            "maps to object {}, which mirrors {}; rename one of the documents",
+            batch.name_any(),
+            mirrored.unwrap_or("<no document>")
+        ),
+    })
 }
 
 fn string_field(fields: &BTreeMap<String, DocValue>, name: &str) -> Option<String> {

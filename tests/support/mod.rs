@@ -135,7 +135,11 @@ impl ControllerProcess {
             .env("GOOGLE_CLOUD_PROJECT", &emu.project)
             .env("FIRESTORE_EMULATOR_HOST", &emu.firestore)
             .env("POD_NAME", instance)
-            .env("RUST_LOG", "warn")
+            // PH_CONTROLLER_LOG raises the child's log level when profiling a run.
+            .env(
+                "RUST_LOG",
+                std::env::var("PH_CONTROLLER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
