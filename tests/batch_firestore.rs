@@ -574,3 +574,40 @@ async fn documents_waiting_for_the_mirror_namespace_are_not_lost() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn two_documents_mapping_to_one_name_do_not_overwrite_each_other() {
+    let ns = namespace("fs-collide").await;
+    let db = firestore_db().await;
+    let collection = format!("batches_{}", ns.name.replace('-', "_"));
+    // `_` and `-` both map to `-`: one object name for two documents.
+    let (a, b) = ("batch_2026-11-24_17", "batch-2026-11-24-17");
+    assert_eq!(object_name_for_document(a), object_name_for_document(b));
+    put(&db, &collection, a, &doc(a, 10, Timestamp::now())).await;
+    put(&db, &collection, b, &doc(b, 40, Timestamp::now())).await;
+    let _controller = start_controller(&ns, db.clone(), &collection);
+
+    let mirrored = eventually(20, "the batch", || async {
+        batch(&ns, a)
+            .await
+            .filter(|p| p.status.as_ref().is_some_and(|s| s.report.is_some()))
+    })
+    .await;
+    // Both documents have been through the mirror by now (one listen snapshot); a later write
+    // to the other one must not land on this object either.
+    let path = mirrored.spec.document_path.clone().expect("document path");
+    let (other, other_done) = if path.ends_with(a) { (b, 41) } else { (a, 11) };
+    put(
+        &db,
+        &collection,
+        other,
+        &doc(other, other_done, Timestamp::now()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = batch(&ns, a).await.expect("the batch");
+    assert_eq!(after.spec.document_path.as_deref(), Some(path.as_str()));
+    let completed = after.status.and_then(|s| s.report).map(|r| r.completed);
+    let own = if path.ends_with(a) { 10 } else { 40 };
+    assert_eq!(completed, Some(own), "the other document's report landed");
+}
