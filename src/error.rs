@@ -18,11 +18,18 @@ pub enum Error {
 
     #[error("firestore: {0}")]
     Firestore(#[source] Box<firestore::errors::FirestoreError>),
+
+    #[error("bigquery: {0}")]
+    BigQuery(#[source] Box<gcp_bigquery_client::error::BQError>),
 }
 
 impl Error {
     pub fn firestore(e: firestore::errors::FirestoreError) -> Self {
         Error::Firestore(Box::new(e))
+    }
+
+    pub fn bigquery(e: gcp_bigquery_client::error::BQError) -> Self {
+        Error::BigQuery(Box::new(e))
     }
 
     /// Whether the same call may succeed later without anything being changed by a person.
@@ -32,7 +39,7 @@ impl Error {
                 // 409 conflicts, 429 throttling and 5xx are worth retrying; other 4xx are not.
                 status.code == 409 || status.code == 429 || status.code >= 500
             }
-            Error::Kube(_) | Error::Io(..) => true,
+            Error::Kube(_) | Error::Io(..) | Error::BigQuery(_) => true,
             Error::Firestore(e) => !matches!(
                 **e,
                 firestore::errors::FirestoreError::InvalidParametersError(_)

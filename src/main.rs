@@ -1,8 +1,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use pipeline_healer::controller;
+use pipeline_healer::sink::bigquery::{BigQueryExport, TableRef};
 use pipeline_healer::sink::consolidation::Consolidation;
 use pipeline_healer::source::firestore::MirrorConfig;
 use pipeline_healer::telemetry::{LogFormat, init_logging};
@@ -18,40 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller. Kubernetes access as kubectl has it: in-cluster, or KUBECONFIG.
-    Run {
-        /// Watch one namespace only (default: all namespaces).
-        #[arg(long, env = "PIPELINE_HEALER_NAMESPACE")]
-        namespace: Option<String>,
-        /// Log format.
-        #[arg(
-            long,
-            env = "PIPELINE_HEALER_LOG_FORMAT",
-            value_enum,
-            default_value = "text"
-        )]
-        log_format: LogFormat,
-        /// This replica's name, reported on Kubernetes Events (the chart sets the pod name).
-        #[arg(long, env = "POD_NAME")]
-        instance: Option<String>,
-        /// Google Cloud project whose Firestore holds the batches; without it, Firestore
-        /// batches are not mirrored. FIRESTORE_EMULATOR_HOST points it at the emulator.
-        #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
-        firestore_project: Option<String>,
-        /// Firestore collection of the batch documents.
-        #[arg(
-            long,
-            env = "PIPELINE_HEALER_BATCH_COLLECTION",
-            default_value = "prediction_batches"
-        )]
-        batch_collection: String,
-        /// POSTed after each auto-completion so staged predictions are consolidated; `{batch_id}`
-        /// and `{game_date}` are substituted. Unset: no request.
-        #[arg(long, env = "PIPELINE_HEALER_CONSOLIDATION_URL")]
-        consolidation_url: Option<String>,
-        /// Namespace of the mirrored PredictionBatch objects (default: --namespace, else `default`).
-        #[arg(long, env = "PIPELINE_HEALER_MIRROR_NAMESPACE")]
-        mirror_namespace: Option<String>,
-    },
+    Run(Box<RunArgs>),
     /// Write the CustomResourceDefinitions as YAML, one file per CRD.
     Crds {
         /// Directory to write `<plural>.healing.pipeline.dev.yaml` into.
@@ -63,18 +31,89 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct RunArgs {
+    /// Watch one namespace only (default: all namespaces).
+    #[arg(long, env = "PIPELINE_HEALER_NAMESPACE")]
+    namespace: Option<String>,
+    /// Log format.
+    #[arg(
+        long,
+        env = "PIPELINE_HEALER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    /// This replica's name, reported on Kubernetes Events (the chart sets the pod name).
+    #[arg(long, env = "POD_NAME")]
+    instance: Option<String>,
+    /// Google Cloud project whose Firestore holds the batches; without it, Firestore
+    /// batches are not mirrored. FIRESTORE_EMULATOR_HOST points it at the emulator.
+    #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
+    firestore_project: Option<String>,
+    /// Firestore collection of the batch documents.
+    #[arg(
+        long,
+        env = "PIPELINE_HEALER_BATCH_COLLECTION",
+        default_value = "prediction_batches"
+    )]
+    batch_collection: String,
+    /// POSTed after each auto-completion so staged predictions are consolidated; `{batch_id}`
+    /// and `{game_date}` are substituted. Unset: no request.
+    #[arg(long, env = "PIPELINE_HEALER_CONSOLIDATION_URL")]
+    consolidation_url: Option<String>,
+    /// Namespace of the mirrored PredictionBatch objects (default: --namespace, else `default`).
+    #[arg(long, env = "PIPELINE_HEALER_MIRROR_NAMESPACE")]
+    mirror_namespace: Option<String>,
+    /// Firestore collection HealingEvents are exported to (document id = healing_id);
+    /// needs --firestore-project.
+    #[arg(
+        long,
+        env = "PIPELINE_HEALER_EVENTS_COLLECTION",
+        default_value = "healing_events"
+    )]
+    events_collection: String,
+    /// Google Cloud project of the BigQuery table HealingEvents are exported to; without
+    /// it, events are not exported to BigQuery.
+    #[arg(long, env = "PIPELINE_HEALER_BIGQUERY_PROJECT")]
+    bigquery_project: Option<String>,
+    /// BigQuery dataset of the events table.
+    #[arg(
+        long,
+        env = "PIPELINE_HEALER_BIGQUERY_DATASET",
+        default_value = "nba_orchestration"
+    )]
+    bigquery_dataset: String,
+    /// BigQuery table of healing events (schema: schemas/healing_events.json).
+    #[arg(
+        long,
+        env = "PIPELINE_HEALER_BIGQUERY_TABLE",
+        default_value = "healing_events"
+    )]
+    bigquery_table: String,
+    /// host:port of a BigQuery emulator to use instead of BigQuery (tests, the demo).
+    #[arg(long, env = "BIGQUERY_EMULATOR_HOST")]
+    bigquery_emulator_host: Option<String>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run {
-            namespace,
-            log_format,
-            instance,
-            firestore_project,
-            batch_collection,
-            mirror_namespace,
-            consolidation_url,
-        } => {
+        Command::Run(args) => {
+            let RunArgs {
+                namespace,
+                log_format,
+                instance,
+                firestore_project,
+                batch_collection,
+                mirror_namespace,
+                consolidation_url,
+                events_collection,
+                bigquery_project,
+                bigquery_dataset,
+                bigquery_table,
+                bigquery_emulator_host,
+            } = *args;
             init_logging(log_format);
             let mirror = firestore_project.map(|project| {
                 let namespace = mirror_namespace
@@ -92,6 +131,15 @@ fn main() -> ExitCode {
                 namespace,
                 instance,
                 consolidation: consolidation_url.map(Consolidation::new),
+                events_collection: Some(events_collection),
+                bigquery: bigquery_project.map(|project| BigQueryExport {
+                    table: TableRef {
+                        project,
+                        dataset: bigquery_dataset,
+                        table: bigquery_table,
+                    },
+                    emulator_host: bigquery_emulator_host,
+                }),
                 ..Default::default()
             };
             run(config, mirror)

@@ -99,7 +99,7 @@ fn start_controller(
         namespace: Some(ns.name.clone()),
         instance: Some(instance.into()),
         abandoned_heal_after: abandoned_after,
-        consolidation: None,
+        ..Config::default()
     };
     run_controller(ns, config)
 }

@@ -131,15 +131,6 @@ fn requeue_for(next: Option<Timestamp>, now: Timestamp) -> Action {
     }
 }
 
-pub fn error_policy(batch: Arc<PredictionBatch>, error: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(batch = %batch.name_any(), namespace = ?batch.namespace(), %error, transient = error.is_transient(), "reconcile failed");
-    if error.is_transient() {
-        Action::requeue(Duration::from_secs(5))
-    } else {
-        Action::await_change()
-    }
-}
-
 /// The identity a heal is keyed by: the Firestore document, or the object's uid.
 fn identity(batch: &PredictionBatch) -> String {
     match (&batch.spec.source, &batch.spec.document_path) {

@@ -1,18 +1,23 @@
 //! Thin reconcilers around the pure decisions in `decide`, and the process that runs them.
 
 pub mod batch;
+pub mod event;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::api::{HealingPolicy, HealingPolicySpec, PredictionBatch};
+use crate::Error;
+use crate::api::{HealingEvent, HealingPolicy, HealingPolicySpec, PredictionBatch};
+use crate::sink::Sinks;
+use crate::sink::bigquery::BigQueryExport;
 use crate::sink::consolidation::Consolidation;
 use crate::source::firestore::MirrorConfig;
 
@@ -31,6 +36,11 @@ pub struct Config {
     pub abandoned_heal_after: Duration,
     /// Asked to consolidate each batch the controller completes; None: not asked.
     pub consolidation: Option<Consolidation>,
+    /// HealingEvents are exported to this Firestore collection when a Firestore project is
+    /// configured; None: not to Firestore.
+    pub events_collection: Option<String>,
+    /// HealingEvents are exported to this BigQuery table; None: not to BigQuery.
+    pub bigquery: Option<BigQueryExport>,
 }
 
 impl Default for Config {
@@ -40,6 +50,8 @@ impl Default for Config {
             instance: None,
             abandoned_heal_after: Duration::from_secs(30),
             consolidation: None,
+            events_collection: None,
+            bigquery: None,
         }
     }
 }
@@ -52,6 +64,8 @@ pub struct Context {
     pub config: Config,
     /// Where `source: firestore` batches live; None when no project is configured.
     pub firestore: Option<firestore::FirestoreDb>,
+    /// Where HealingEvents are exported.
+    pub sinks: Sinks,
 }
 
 impl Context {
@@ -71,7 +85,12 @@ impl Context {
             policies,
             config,
             firestore,
+            sinks: Sinks::default(),
         }
+    }
+
+    pub fn with_sinks(self, sinks: Sinks) -> Self {
+        Self { sinks, ..self }
     }
 
     /// The namespace's policy, or the built-in defaults when it has none.
@@ -111,6 +130,54 @@ where
     }
 }
 
+/// A watch of `api` feeding a cache, as a controller's main stream. Managed fields are
+/// dropped from the cache: nothing reads them, and they are a large part of each object.
+fn cached_watch<K>(
+    api: Api<K>,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(|object| object.managed_fields_mut().clear()),
+    )
+    .applied_objects();
+    (store, stream)
+}
+
+/// Transient errors are retried after a pause; permanent ones wait for the object to change.
+pub fn error_policy<K>(object: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()>,
+{
+    warn!(
+        kind = %K::kind(&()),
+        name = %object.name_any(),
+        namespace = ?object.namespace(),
+        %error,
+        transient = error.is_transient(),
+        "reconcile failed"
+    );
+    if error.is_transient() {
+        Action::requeue(Duration::from_secs(5))
+    } else {
+        Action::await_change()
+    }
+}
+
 /// Batches kept in Firestore: the database, and where its batches are mirrored.
 #[derive(Clone)]
 pub struct FirestoreSource {
@@ -125,7 +192,7 @@ pub async fn run(
     config: Config,
     firestore: Option<FirestoreSource>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> Result<(), crate::Error> {
+) -> Result<(), Error> {
     let ns = config.namespace.as_deref();
     let (policies, policy_writer) = reflector::store::<HealingPolicy>();
     let policy_stream = reflector::reflector(
@@ -138,19 +205,7 @@ pub async fn run(
     .default_backoff()
     .applied_objects();
 
-    // The cache holds every batch; managed fields are dropped from it, as nothing reads them
-    // and they are a large part of each cached object.
-    let (batch_store, batch_writer) = reflector::store::<PredictionBatch>();
-    let batch_stream = reflector::reflector(
-        batch_writer,
-        watcher(
-            api::<PredictionBatch>(&client, ns),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(|batch| batch.managed_fields_mut().clear()),
-    )
-    .applied_objects();
+    let (batch_store, batch_stream) = cached_watch(api::<PredictionBatch>(&client, ns));
     let listener = match &firestore {
         Some(source) => Some(
             crate::source::firestore::start(
@@ -164,16 +219,40 @@ pub async fn run(
         ),
         None => None,
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        config.clone(),
-        policies,
-        firestore.map(|f| f.db),
-    ));
+    let sinks = Sinks::connect(
+        firestore.as_ref().map(|f| &f.db),
+        config.events_collection.as_deref(),
+        config.bigquery.as_ref(),
+    )
+    .await?;
+    info!(sinks = ?sinks.names(), "exporting healing events");
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            config.clone(),
+            policies,
+            firestore.map(|f| f.db),
+        )
+        .with_sinks(sinks),
+    );
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let shutdown_requested = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let (event_store, event_stream) = cached_watch(api::<HealingEvent>(&client, ns));
+    let events = Controller::for_stream(event_stream, event_store)
+        .graceful_shutdown_on(shutdown_requested(shutdown_rx.clone()))
+        .run(event::reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "healing event reconcile dispatch failed");
+            }
+        });
 
     let controller = Controller::for_stream(batch_stream, batch_store.clone());
     info!(namespace = ns.unwrap_or("<all>"), "controller starting");
-    controller
+    let batches = controller
         // A policy change re-decides every batch in its namespace at once.
         .watches_stream(policy_stream, move |policy: HealingPolicy| {
             let ns = policy.namespace();
@@ -183,14 +262,19 @@ pub async fn run(
                 .filter(move |b| b.namespace() == ns)
                 .map(|b| ObjectRef::from_obj(&*b))
         })
-        .graceful_shutdown_on(shutdown)
-        .run(batch::reconcile, batch::error_policy, ctx)
+        .graceful_shutdown_on(shutdown_requested(shutdown_rx))
+        .run(batch::reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
-                warn!(error = %e, "reconcile dispatch failed");
+                warn!(error = %e, "batch reconcile dispatch failed");
             }
-        })
-        .await;
+        });
+    // Both controllers stop together, each finishing the reconciles it has started.
+    let signal = async move {
+        shutdown.await;
+        let _ = shutdown_tx.send(true);
+    };
+    tokio::join!(batches, events, signal);
     if let Some(mut listener) = listener
         && let Err(e) = listener.shutdown_with_timeout(Duration::from_secs(5)).await
     {

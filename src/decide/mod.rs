@@ -3,5 +3,6 @@
 
 pub mod batch_status;
 pub mod conditions;
+pub mod export;
 pub mod naming;
 pub mod stall;

@@ -8,7 +8,7 @@
 
 /// FNV-1a, 64 bit: tiny, and stable across Rust releases (unlike `DefaultHasher`), which
 /// matters because ids must stay equal across controller versions.
-fn fnv1a(parts: &[&str]) -> u64 {
+pub(crate) fn fnv1a(parts: &[&str]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for byte in part.bytes().chain(std::iter::once(0)) {

@@ -1,4 +1,76 @@
-//! Where healing events go besides the cluster: BigQuery and Firestore (and Slack alerts).
+//! Where healing events go besides the cluster: Firestore and BigQuery (and Slack alerts),
+//! and the consolidation request after an auto-completion.
 
+pub mod batcher;
+pub mod bigquery;
 pub mod consolidation;
+pub mod firestore;
 pub mod row;
+
+use batcher::ItemResult;
+use bigquery::{BigQueryEventSink, BigQueryExport};
+use firestore::FirestoreEventSink;
+
+use crate::Error;
+use crate::api::HealingEvent;
+
+/// The sink names used as keys of a HealingEvent's `status.exports`.
+pub const FIRESTORE: &str = "firestore";
+pub const BIGQUERY: &str = "bigquery";
+
+/// The configured export sinks. None configured: events live in Kubernetes only.
+#[derive(Default)]
+pub struct Sinks {
+    firestore: Option<FirestoreEventSink>,
+    bigquery: Option<BigQueryEventSink>,
+}
+
+impl Sinks {
+    /// Connects the sinks asked for: Firestore when there is a database and a collection,
+    /// BigQuery when a table is configured.
+    pub async fn connect(
+        db: Option<&::firestore::FirestoreDb>,
+        events_collection: Option<&str>,
+        bigquery: Option<&BigQueryExport>,
+    ) -> Result<Self, Error> {
+        let firestore = match (db, events_collection) {
+            (Some(db), Some(collection)) => {
+                Some(FirestoreEventSink::new(db.clone(), collection.to_owned()).await?)
+            }
+            _ => None,
+        };
+        let bigquery = match bigquery {
+            Some(export) => {
+                let client = crate::gcp::bigquery_client(export.emulator_host.as_deref())
+                    .await
+                    .map_err(Error::bigquery)?;
+                Some(BigQueryEventSink::new(client, export.table.clone()))
+            }
+            None => None,
+        };
+        Ok(Self {
+            firestore,
+            bigquery,
+        })
+    }
+
+    /// The names of the configured sinks.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.bigquery.is_some() {
+            names.push(BIGQUERY);
+        }
+        if self.firestore.is_some() {
+            names.push(FIRESTORE);
+        }
+        names
+    }
+
+    pub async fn export(&self, sink: &str, event: &HealingEvent) -> ItemResult {
+        match (sink, &self.firestore, &self.bigquery) {
+            (FIRESTORE, Some(firestore), _) => firestore.export(event).await,
+            (BIGQUERY, _, Some(bigquery)) => bigquery.export(event).await,
+            _ => Err(format!("no sink named {sink} is configured")),
+        }
+    }
+}

@@ -7,6 +7,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::api::HealingEvent;
+
 /// One row of `<dataset>.healing_events`. Field order follows the table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HealingEventRow {
@@ -39,7 +41,38 @@ pub struct Column {
     pub mode: String,
 }
 
+/// Microseconds, as BigQuery keeps them, in the RFC 3339 form its streaming insert takes.
+pub fn bigquery_timestamp(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
 impl HealingEventRow {
+    /// The row of an event; JSON columns get JSON text.
+    pub fn from_event(event: &HealingEvent) -> Self {
+        let spec = &event.spec;
+        let status = event.status.as_ref();
+        let json_text = |v: Option<&serde_json::Value>| v.map(serde_json::Value::to_string);
+        Self {
+            healing_id: spec.healing_id.clone(),
+            timestamp: bigquery_timestamp(spec.timestamp.0),
+            healing_type: spec.healing_type.clone(),
+            trigger_reason: spec.trigger_reason.clone(),
+            action_taken: spec.action_taken.clone(),
+            before_state: json_text(spec.before_state.as_ref()),
+            after_state: json_text(status.and_then(|s| s.after_state.as_ref())),
+            success: status.and_then(|s| s.success).unwrap_or(false),
+            metadata: json_text(spec.details.as_ref()),
+            correlation_id: spec.correlation_id.clone(),
+            root_cause: Some(spec.root_cause.clone()),
+            target_kind: Some(spec.target.kind.clone()),
+            target_namespace: spec.target.namespace.clone(),
+            target_name: Some(spec.target.name.clone()),
+            dry_run: Some(spec.dry_run),
+            outcome: status.and_then(|s| s.outcome).map(|o| format!("{o:?}")),
+            heal_latency_seconds: status.and_then(|s| s.heal_latency_seconds),
+        }
+    }
+
     /// The table columns this type serialises to, derived from its JSON Schema, so the schema
     /// file can be checked against the code rather than kept in step by hand.
     pub fn columns() -> Vec<Column> {

@@ -1,0 +1,95 @@
+//! The HealingEvent reconciler: the outbox. Once an event's action has finished it is
+//! exported to every configured sink, each sink's state kept in the event's status (exported
+//! with time, or failing with attempts, last error and next attempt), failures retried with
+//! capped, jittered backoff; after the retention period, and only once every sink has it,
+//! the event is deleted. Events recorded by anyone (a worker's retry, a fallback) go the
+//! same way as the controller's own.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use super::Context;
+use crate::Error;
+use crate::api::HealingEvent;
+use crate::api::event::SinkExport;
+use crate::decide::export::{Backoff, after_attempt, plan};
+
+pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = event.namespace().unwrap_or_default();
+    let id = event.name_any();
+    let policy = ctx.policy_for(&namespace);
+    let sinks = ctx.sinks.names();
+    let now = Timestamp::now();
+    let retention = policy.retention.as_span();
+    let recorded = event.spec.timestamp.0;
+    let api: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    let next = plan(event.status.as_ref(), &sinks, recorded, retention, now);
+    if next.delete {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: event.uid(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&id, &params).await {
+            Ok(_) => info!(healing_id = %id, "healing event removed after the retention period"),
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        return Ok(Action::await_change());
+    }
+    if next.due.is_empty() {
+        return Ok(requeue_at(next.wake_at, now));
+    }
+
+    let results =
+        futures::future::join_all(next.due.iter().map(|sink| ctx.sinks.export(sink, &event))).await;
+    let previous = |sink: &str| event.status.as_ref().and_then(|s| s.exports.get(sink));
+    let backoff = Backoff::default();
+    let exports: BTreeMap<String, SinkExport> = next
+        .due
+        .iter()
+        .zip(results)
+        .map(|(sink, result)| {
+            match &result {
+                Ok(()) => debug!(healing_id = %id, sink, "healing event exported"),
+                Err(error) => warn!(healing_id = %id, sink, %error, "exporting a healing event failed; retrying later"),
+            }
+            let state = after_attempt(previous(sink), result, Timestamp::now(), &backoff, &id);
+            ((*sink).to_owned(), state)
+        })
+        .collect();
+    api.patch_status(
+        &id,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"exports": exports}})),
+    )
+    .await?;
+
+    // The patch brings the event back through here, where the plan sees the new state; the
+    // requeue below only covers a retry falling due with no change in between.
+    let mut status = event.status.clone().unwrap_or_default();
+    status.exports.extend(exports);
+    let after = plan(Some(&status), &sinks, recorded, retention, now);
+    Ok(requeue_at(after.wake_at, now))
+}
+
+fn requeue_at(wake_at: Option<Timestamp>, now: Timestamp) -> Action {
+    match wake_at {
+        Some(t) => {
+            let wait = Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO);
+            Action::requeue(wait.max(Duration::from_millis(10)))
+        }
+        None => Action::await_change(),
+    }
+}

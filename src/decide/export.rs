@@ -1,0 +1,331 @@
+//! When a healing event goes to each sink, when a failed export is retried, and when the
+//! event may be deleted. The HealingEvent object is the outbox: its status holds each sink's
+//! export state, and these functions turn (that state, the sinks configured, now) into the
+//! next step.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::naming::fnv1a;
+use crate::api::event::{ExportState, HealingEventStatus, Outcome, SinkExport};
+
+/// Capped exponential backoff for failed exports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    /// 1 s doubling to 5 min: a short blip costs a second, an outage a few calls an hour.
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait after the `attempts`-th failure in a row: `initial * 2^(attempts-1)`, capped
+    /// at `max`, then scaled into [50 %, 100 %] by a jitter derived from `key` and `attempts`.
+    /// Deterministic, so it can be tested, yet spread across events, so a thousand events
+    /// that failed together do not retry together.
+    pub fn delay(&self, attempts: u32, key: &str) -> Duration {
+        let doublings = attempts.saturating_sub(1).min(30);
+        let base = self.initial.saturating_mul(1u32 << doublings).min(self.max);
+        let attempt = attempts.to_string();
+        let fraction = (fnv1a(&[key, &attempt]) % 1024) as f64 / 2048.0; // [0, 0.5)
+        base.mul_f64(0.5 + fraction)
+    }
+}
+
+/// Whether the event's action has finished, so what it records is final. Exporting earlier
+/// would put a row without the outcome into an append-only table.
+pub fn is_final(status: Option<&HealingEventStatus>) -> bool {
+    status
+        .and_then(|s| s.outcome)
+        .is_some_and(|o| o != Outcome::Pending)
+}
+
+/// Whether `sink` should be tried now.
+pub fn is_due(export: Option<&SinkExport>, now: Timestamp) -> bool {
+    match export {
+        None => true,
+        Some(e) => match e.state {
+            ExportState::Exported => false,
+            ExportState::Pending => true,
+            ExportState::Failing => e.next_attempt_at.as_ref().is_none_or(|t| t.0 <= now),
+        },
+    }
+}
+
+/// The export state after one attempt: exported, or failing with the attempt counted, the
+/// error kept and the next attempt scheduled.
+pub fn after_attempt(
+    previous: Option<&SinkExport>,
+    result: Result<(), String>,
+    now: Timestamp,
+    backoff: &Backoff,
+    key: &str,
+) -> SinkExport {
+    let attempts = previous.map_or(0, |p| p.attempts).saturating_add(1);
+    match result {
+        Ok(()) => SinkExport {
+            state: ExportState::Exported,
+            attempts,
+            exported_at: Some(Time(now)),
+            last_error: None,
+            next_attempt_at: None,
+        },
+        Err(error) => {
+            let failures = match previous {
+                Some(p) if p.state == ExportState::Failing => p.attempts.saturating_add(1),
+                _ => 1,
+            };
+            let wait = SignedDuration::try_from(backoff.delay(failures, key))
+                .unwrap_or(SignedDuration::MAX);
+            SinkExport {
+                state: ExportState::Failing,
+                attempts,
+                exported_at: None,
+                last_error: Some(error),
+                next_attempt_at: Some(Time(now.saturating_add(wait).unwrap_or(now))),
+            }
+        }
+    }
+}
+
+/// What to do with one event now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportPlan<'a> {
+    /// Sinks to export to now.
+    pub due: Vec<&'a str>,
+    /// Delete the event: it is past retention and every sink has it.
+    pub delete: bool,
+    /// When to look again (the earliest retry or the retention instant), if ever.
+    pub wake_at: Option<Timestamp>,
+}
+
+/// The plan for an event recorded at `recorded`, kept for `retention`, with `sinks`
+/// configured. An event whose action has not finished waits: its outcome arrives as a change,
+/// which wakes the reconciler anyway.
+pub fn plan<'a>(
+    status: Option<&HealingEventStatus>,
+    sinks: &[&'a str],
+    recorded: Timestamp,
+    retention: SignedDuration,
+    now: Timestamp,
+) -> ExportPlan<'a> {
+    if !is_final(status) {
+        return ExportPlan {
+            due: Vec::new(),
+            delete: false,
+            wake_at: None,
+        };
+    }
+    let export_of = |sink: &str| status.and_then(|s| s.exports.get(sink));
+    let due: Vec<&str> = sinks
+        .iter()
+        .copied()
+        .filter(|s| is_due(export_of(s), now))
+        .collect();
+    let all_exported = sinks
+        .iter()
+        .all(|s| export_of(s).is_some_and(|e| e.state == ExportState::Exported));
+    let expires = recorded.saturating_add(retention).unwrap_or(Timestamp::MAX);
+    let next_retry = sinks
+        .iter()
+        .filter_map(|s| export_of(s))
+        .filter(|e| e.state == ExportState::Failing)
+        .filter_map(|e| e.next_attempt_at.as_ref().map(|t| t.0))
+        .filter(|t| *t > now)
+        .min();
+    let wake_at = match (all_exported, next_retry) {
+        (true, _) => Some(expires),
+        (false, retry) => retry,
+    };
+    ExportPlan {
+        delete: all_exported && now >= expires,
+        due,
+        wake_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn status(outcome: Outcome, exports: &[(&str, SinkExport)]) -> HealingEventStatus {
+        HealingEventStatus {
+            outcome: Some(outcome),
+            exports: exports
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<BTreeMap<_, _>>(),
+            ..Default::default()
+        }
+    }
+
+    fn exported(at_: &str) -> SinkExport {
+        SinkExport {
+            state: ExportState::Exported,
+            attempts: 1,
+            exported_at: Some(Time(at(at_))),
+            last_error: None,
+            next_attempt_at: None,
+        }
+    }
+
+    fn failing(attempts: u32, next: &str) -> SinkExport {
+        SinkExport {
+            state: ExportState::Failing,
+            attempts,
+            exported_at: None,
+            last_error: Some("unavailable".into()),
+            next_attempt_at: Some(Time(at(next))),
+        }
+    }
+
+    const SINKS: [&str; 2] = ["bigquery", "firestore"];
+    const DAY: SignedDuration = SignedDuration::from_hours(24);
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() {
+        let b = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        };
+        for (attempts, base) in [(1, 1.0), (2, 2.0), (3, 4.0), (7, 60.0), (40, 60.0)] {
+            for key in ["a", "b", "c", "batch-cleanup-x-0123"] {
+                let d = b.delay(attempts, key).as_secs_f64();
+                assert!(
+                    d >= base * 0.5 && d < base,
+                    "attempt {attempts} key {key}: {d} not in [{}, {base})",
+                    base * 0.5
+                );
+            }
+        }
+        // Jitter spreads keys that failed together.
+        let spread: std::collections::BTreeSet<u128> = (0..50)
+            .map(|i| b.delay(3, &format!("event-{i}")).as_millis())
+            .collect();
+        assert!(spread.len() > 25, "only {} distinct delays", spread.len());
+        // And is stable for one key.
+        assert_eq!(b.delay(3, "k"), b.delay(3, "k"));
+    }
+
+    #[test]
+    fn nothing_is_exported_before_the_outcome() {
+        let now = at("2026-11-25T10:00:00Z");
+        for st in [None, Some(status(Outcome::Pending, &[]))] {
+            let p = plan(st.as_ref(), &SINKS, now, DAY, now);
+            assert!(p.due.is_empty());
+            assert!(!p.delete);
+            assert_eq!(p.wake_at, None);
+        }
+        for outcome in [
+            Outcome::Succeeded,
+            Outcome::Failed,
+            Outcome::Superseded,
+            Outcome::Skipped,
+        ] {
+            let p = plan(Some(&status(outcome, &[])), &SINKS, now, DAY, now);
+            assert_eq!(p.due, SINKS.to_vec(), "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn a_failing_sink_waits_for_its_next_attempt_and_the_other_goes_on() {
+        let now = at("2026-11-25T10:00:00Z");
+        let st = status(
+            Outcome::Succeeded,
+            &[("bigquery", failing(3, "2026-11-25T10:00:08Z"))],
+        );
+        let p = plan(Some(&st), &SINKS, now, DAY, now);
+        assert_eq!(p.due, vec!["firestore"]);
+        assert_eq!(p.wake_at, Some(at("2026-11-25T10:00:08Z")));
+        assert!(!p.delete);
+        let later = at("2026-11-25T10:00:08Z");
+        assert_eq!(plan(Some(&st), &SINKS, now, DAY, later).due, SINKS.to_vec());
+    }
+
+    #[test]
+    fn deleted_after_retention_only_once_every_sink_has_it() {
+        let recorded = at("2026-11-24T10:00:00Z");
+        let both = status(
+            Outcome::Succeeded,
+            &[
+                ("bigquery", exported("2026-11-24T10:00:01Z")),
+                ("firestore", exported("2026-11-24T10:00:01Z")),
+            ],
+        );
+        let before = at("2026-11-25T09:59:59Z");
+        let p = plan(Some(&both), &SINKS, recorded, DAY, before);
+        assert!(p.due.is_empty() && !p.delete);
+        assert_eq!(p.wake_at, Some(at("2026-11-25T10:00:00Z")));
+        let expired = at("2026-11-25T10:00:00Z");
+        assert!(plan(Some(&both), &SINKS, recorded, DAY, expired).delete);
+
+        let one = status(
+            Outcome::Succeeded,
+            &[
+                ("bigquery", failing(9, "2026-11-25T10:05:00Z")),
+                ("firestore", exported("2026-11-24T10:00:01Z")),
+            ],
+        );
+        let p = plan(Some(&one), &SINKS, recorded, DAY, expired);
+        assert!(!p.delete, "deleted before BigQuery had it");
+        assert_eq!(p.wake_at, Some(at("2026-11-25T10:05:00Z")));
+        // With no sinks configured, events live in Kubernetes only, for the retention period.
+        let p = plan(
+            Some(&status(Outcome::Failed, &[])),
+            &[],
+            recorded,
+            DAY,
+            expired,
+        );
+        assert!(p.delete && p.due.is_empty());
+    }
+
+    #[test]
+    fn an_attempt_records_success_or_schedules_the_next_one() {
+        let now = at("2026-11-25T10:00:00Z");
+        let b = Backoff::default();
+        let first = after_attempt(None, Err("connection refused".into()), now, &b, "k");
+        assert_eq!(first.state, ExportState::Failing);
+        assert_eq!(first.attempts, 1);
+        assert_eq!(first.last_error.as_deref(), Some("connection refused"));
+        let wait = first
+            .next_attempt_at
+            .as_ref()
+            .unwrap()
+            .0
+            .duration_since(now);
+        assert!(wait >= SignedDuration::from_millis(500) && wait < SignedDuration::from_secs(1));
+
+        let second = after_attempt(Some(&first), Err("again".into()), now, &b, "k");
+        assert_eq!(second.attempts, 2);
+        let wait = second
+            .next_attempt_at
+            .as_ref()
+            .unwrap()
+            .0
+            .duration_since(now);
+        assert!(wait >= SignedDuration::from_secs(1) && wait < SignedDuration::from_secs(2));
+
+        let done = after_attempt(Some(&second), Ok(()), now, &b, "k");
+        assert_eq!(done.state, ExportState::Exported);
+        assert_eq!(done.attempts, 3);
+        assert_eq!(done.exported_at, Some(Time(now)));
+        assert_eq!(done.last_error, None);
+        assert!(!is_due(Some(&done), now));
+    }
+}

@@ -1,0 +1,153 @@
+//! Gathers items submitted by many concurrent reconciles into batches for one request each:
+//! a batch is sent when it is full or when `linger` has passed since its first item, and
+//! every submitter gets its own item's result back.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::warn;
+
+/// The result of exporting one item: `Err` carries the message recorded in the event status.
+pub type ItemResult = Result<(), String>;
+
+type Submission<T> = (T, oneshot::Sender<ItemResult>);
+
+pub struct Batcher<T> {
+    tx: mpsc::Sender<Submission<T>>,
+}
+
+impl<T: Send + 'static> Batcher<T> {
+    /// Starts the collecting task. `send` gets a batch and returns one result per item, in
+    /// order; up to `in_flight` batches are sent at once, so the next one fills meanwhile.
+    pub fn start<F, Fut>(max_items: usize, linger: Duration, in_flight: usize, send: F) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<ItemResult>> + Send + 'static,
+    {
+        let max_items = max_items.max(1);
+        let (tx, mut rx) = mpsc::channel::<Submission<T>>(max_items * 4);
+        let send = Arc::new(send);
+        let permits = Arc::new(Semaphore::new(in_flight.max(1)));
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                let deadline = tokio::time::Instant::now() + linger;
+                while batch.len() < max_items {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(item)) => batch.push(item),
+                        // Linger over, or every submitter gone: send what there is.
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let send = send.clone();
+                tokio::spawn(async move {
+                    let (items, replies): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
+                    let count = items.len();
+                    let mut results = send(items).await;
+                    if results.len() != count {
+                        warn!(
+                            expected = count,
+                            got = results.len(),
+                            "a sink answered for the wrong number of items"
+                        );
+                        results = vec![Err("the sink gave no result for this item".into()); count];
+                    }
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        // The submitter may have gone (shutdown); its event is retried later.
+                        let _ = reply.send(result);
+                    }
+                    drop(permit);
+                });
+            }
+        });
+        Self { tx }
+    }
+
+    /// Submits one item and waits for its result.
+    pub async fn submit(&self, item: T) -> ItemResult {
+        let (reply, result) = oneshot::channel();
+        self.tx
+            .send((item, reply))
+            .await
+            .map_err(|_| "the exporter has stopped".to_owned())?;
+        result
+            .await
+            .unwrap_or_else(|_| Err("the exporter stopped before answering".to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn items_are_batched_up_to_the_limit_and_each_gets_its_own_result() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let batcher = Arc::new(Batcher::start(
+            10,
+            Duration::from_millis(50),
+            2,
+            move |items: Vec<u32>| {
+                seen.lock().unwrap().push(items.len());
+                async move {
+                    items
+                        .iter()
+                        .map(|i| {
+                            if i % 7 == 0 {
+                                Err(format!("bad {i}"))
+                            } else {
+                                Ok(())
+                            }
+                        })
+                        .collect()
+                }
+            },
+        ));
+        let results = futures::future::join_all((1..=25u32).map(|i| {
+            let b = batcher.clone();
+            async move { (i, b.submit(i).await) }
+        }))
+        .await;
+        for (i, r) in results {
+            if i % 7 == 0 {
+                assert_eq!(r, Err(format!("bad {i}")));
+            } else {
+                assert_eq!(r, Ok(()), "item {i}");
+            }
+        }
+        let sizes = sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 25);
+        assert!(sizes.iter().all(|s| *s <= 10), "{sizes:?}");
+        assert!(sizes.len() <= 5, "not batched: {sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lone_item_is_sent_after_the_linger() {
+        let batcher = Batcher::start(
+            500,
+            Duration::from_millis(20),
+            1,
+            |items: Vec<u8>| async move { vec![Ok(()); items.len()] },
+        );
+        let started = std::time::Instant::now();
+        assert_eq!(batcher.submit(1).await, Ok(()));
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_sink_that_miscounts_fails_every_item_instead_of_misattributing() {
+        // Both arrive well within the linger, so they form one batch of two.
+        let batcher = Batcher::start(5, Duration::from_millis(300), 1, |_: Vec<u8>| async move {
+            vec![Ok(())]
+        });
+        let (a, b) = tokio::join!(batcher.submit(1), batcher.submit(2));
+        assert!(a.is_err() && b.is_err(), "{a:?} {b:?}");
+    }
+}
