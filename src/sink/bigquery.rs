@@ -4,8 +4,8 @@
 //!
 //! One bad row must not hold back the rest. Real BigQuery answers per row (`insertErrors`,
 //! with the innocent rows marked `stopped`, which are sent again); the emulator instead fails
-//! the whole request, so a rejected request of several rows is split in halves until the bad
-//! rows are alone.
+//! the whole request (400, or 500 for a value it cannot store), so a rejected request of
+//! several rows is split in halves until the bad rows are alone.
 
 use std::time::Duration;
 
@@ -67,63 +67,129 @@ impl BigQueryEventSink {
     }
 }
 
-/// Why a whole request failed.
-#[derive(Debug, PartialEq, Eq)]
-enum RequestFailure {
-    /// The request was refused as invalid: some row in it is bad (or the table's schema
-    /// does not fit our rows at all).
+/// The answer to one insertAll request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Attempt {
+    /// Accepted as a whole, with an outcome per row, in order.
+    Rows(Vec<RowOutcome>),
+    /// Refused as a whole in a way some row may be to blame for: invalid (400), or the
+    /// emulator's internal error (500) on a value it cannot store.
     Rejected(String),
-    /// Anything else (table missing, unreachable, unauthorised): no row is to blame.
+    /// Refused for a reason no row is to blame for: table missing, unreachable, unauthorised.
     Failed(String),
 }
 
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum RowOutcome {
+    Inserted,
+    /// Not inserted because another row of the request was bad; fine to send again.
+    Stopped,
+    Refused(String),
+}
+
+/// Sends one request; the seam between the delivery rules below and the HTTP client.
+type SendRows<'a, R> = dyn Fn(Vec<R>) -> BoxFuture<'a, Attempt> + Send + Sync + 'a;
+
 /// Inserts `rows`, returning one result per row, in order.
-fn insert<'a>(
-    client: &'a Client,
-    table: &'a TableRef,
-    rows: Vec<HealingEventRow>,
+async fn insert(client: &Client, table: &TableRef, rows: Vec<HealingEventRow>) -> Vec<ItemResult> {
+    let send = |rows: Vec<HealingEventRow>| -> BoxFuture<'_, Attempt> {
+        Box::pin(async move {
+            debug!(rows = rows.len(), %table, "streaming healing events to BigQuery");
+            insert_once(client, table, &rows).await
+        })
+    };
+    deliver(rows, &send).await
+}
+
+/// Sends `rows` and settles the answer.
+fn deliver<'a, R: Clone + Send + Sync + 'a>(
+    rows: Vec<R>,
+    send: &'a SendRows<'a, R>,
 ) -> BoxFuture<'a, Vec<ItemResult>> {
     Box::pin(async move {
         if rows.is_empty() {
             return Vec::new();
         }
-        debug!(rows = rows.len(), %table, "streaming healing events to BigQuery");
-        match insert_once(client, table, &rows).await {
-            Ok(response) => per_row_results(client, table, rows, response).await,
-            Err(RequestFailure::Rejected(message)) if rows.len() > 1 => {
-                let mut first = rows;
-                let second = first.split_off(first.len() / 2);
-                let mut results = insert(client, table, first).await;
-                results.extend(insert(client, table, second).await);
-                debug!(%message, "a rejected request was split to isolate its bad rows");
+        let attempt = send(rows.clone()).await;
+        settle(rows, attempt, send).await
+    })
+}
+
+/// One result per row from the answer to a request of `rows`:
+/// - rows another row `stopped` are sent again on their own;
+/// - a request rejected as a whole is split in halves, both sent, to find the bad rows. When
+///   both halves are rejected too the cause is not one row but the table or the service, so
+///   splitting stops: a systemic failure costs three requests, not one per row.
+fn settle<'a, R: Clone + Send + Sync + 'a>(
+    rows: Vec<R>,
+    attempt: Attempt,
+    send: &'a SendRows<'a, R>,
+) -> BoxFuture<'a, Vec<ItemResult>> {
+    Box::pin(async move {
+        match attempt {
+            Attempt::Rows(outcomes) if outcomes.len() != rows.len() => {
+                vec![Err("BigQuery answered for the wrong number of rows".to_owned()); rows.len()]
+            }
+            Attempt::Rows(outcomes) => {
+                let stopped: Vec<usize> = (0..rows.len())
+                    .filter(|i| outcomes[*i] == RowOutcome::Stopped)
+                    .collect();
+                let mut results: Vec<ItemResult> = outcomes
+                    .into_iter()
+                    .map(|o| match o {
+                        RowOutcome::Inserted => Ok(()),
+                        RowOutcome::Stopped => {
+                            Err("BigQuery stopped the row because of another row".to_owned())
+                        }
+                        RowOutcome::Refused(message) => Err(message),
+                    })
+                    .collect();
+                // All stopped and none refused would loop; leave those to the event's backoff.
+                if !stopped.is_empty() && stopped.len() < rows.len() {
+                    let again: Vec<R> = stopped.iter().map(|i| rows[*i].clone()).collect();
+                    for (i, result) in stopped.into_iter().zip(deliver(again, send).await) {
+                        results[i] = result;
+                    }
+                }
                 results
             }
-            Err(RequestFailure::Rejected(message) | RequestFailure::Failed(message)) => {
+            Attempt::Rejected(_) if rows.len() > 1 => {
+                let mut first = rows;
+                let second = first.split_off(first.len() / 2);
+                let (a, b) = futures::join!(send(first.clone()), send(second.clone()));
+                if let (Attempt::Rejected(message), Attempt::Rejected(_)) = (&a, &b) {
+                    return vec![Err(message.clone()); first.len() + second.len()];
+                }
+                let (mut results, rest) =
+                    futures::join!(settle(first, a, send), settle(second, b, send));
+                results.extend(rest);
+                results
+            }
+            Attempt::Rejected(message) | Attempt::Failed(message) => {
                 vec![Err(message); rows.len()]
             }
         }
     })
 }
 
-async fn insert_once(
-    client: &Client,
-    table: &TableRef,
-    rows: &[HealingEventRow],
-) -> Result<TableDataInsertAllResponse, RequestFailure> {
+async fn insert_once(client: &Client, table: &TableRef, rows: &[HealingEventRow]) -> Attempt {
     let mut request = TableDataInsertAllRequest::new();
     for row in rows {
-        request
-            .add_row(Some(row.healing_id.clone()), row)
-            .map_err(|e| RequestFailure::Rejected(format!("BigQuery row: {e}")))?;
+        if let Err(e) = request.add_row(Some(row.healing_id.clone()), row) {
+            return Attempt::Rejected(format!("BigQuery row: {e}"));
+        }
     }
-    client
+    match client
         .tabledata()
         .insert_all(&table.project, &table.dataset, &table.table, request)
         .await
-        .map_err(|e| classify(e, table))
+    {
+        Ok(response) => Attempt::Rows(row_outcomes(rows.len(), response, table)),
+        Err(e) => classify(e, table),
+    }
 }
 
-fn classify(error: BQError, table: &TableRef) -> RequestFailure {
+fn classify(error: BQError, table: &TableRef) -> Attempt {
     match error {
         BQError::ResponseError { error } => {
             let e = error.error;
@@ -136,43 +202,37 @@ fn classify(error: BQError, table: &TableRef) -> RequestFailure {
                         e.message, table.project, table.dataset
                     );
                     warn!(%table, "{message}");
-                    RequestFailure::Failed(message)
+                    Attempt::Failed(message)
                 }
-                400 => RequestFailure::Rejected(format!(
-                    "BigQuery rejected the rows for {table}: {}",
-                    e.message
+                400 | 500 => Attempt::Rejected(format!(
+                    "BigQuery rejected the rows for {table} ({}): {}",
+                    e.code, e.message
                 )),
-                code => RequestFailure::Failed(format!("BigQuery ({code}): {}", e.message)),
+                code => Attempt::Failed(format!("BigQuery ({code}): {}", e.message)),
             }
         }
-        other => RequestFailure::Failed(format!("BigQuery unreachable: {other}")),
+        other => Attempt::Failed(format!("BigQuery unreachable: {other}")),
     }
 }
 
-/// Per-row errors from a request that was accepted as a whole. Rows BigQuery `stopped`
-/// because of another row's error were not inserted and are sent again on their own.
-async fn per_row_results(
-    client: &Client,
-    table: &TableRef,
-    rows: Vec<HealingEventRow>,
+/// Per-row outcomes of a request accepted as a whole, from its `insertErrors`.
+fn row_outcomes(
+    count: usize,
     response: TableDataInsertAllResponse,
-) -> Vec<ItemResult> {
-    let mut results: Vec<ItemResult> = vec![Ok(()); rows.len()];
-    let mut stopped = Vec::new();
+    table: &TableRef,
+) -> Vec<RowOutcome> {
+    let mut outcomes = vec![RowOutcome::Inserted; count];
     for row_error in response.insert_errors.unwrap_or_default() {
         let Some(index) = row_error
             .index
             .and_then(|i| usize::try_from(i).ok())
-            .filter(|i| *i < rows.len())
+            .filter(|i| *i < count)
         else {
-            // An error we cannot pin on a row: nothing in this request counts as inserted
-            // (sending again is safe, the insertIds dedupe).
-            return vec![
-                Err(format!(
-                    "BigQuery reported an error for {table} without a valid row index"
-                ));
-                rows.len()
-            ];
+            // An error we cannot pin on a row: count no row as inserted (sending again is
+            // safe, the insertIds dedupe).
+            let message =
+                format!("BigQuery reported an error for {table} without a valid row index");
+            return vec![RowOutcome::Refused(message); count];
         };
         let errors = row_error.errors.unwrap_or_default();
         if !errors.is_empty()
@@ -180,7 +240,7 @@ async fn per_row_results(
                 .iter()
                 .all(|e| e.reason.as_deref() == Some("stopped"))
         {
-            stopped.push(index);
+            outcomes[index] = RowOutcome::Stopped;
             continue;
         }
         let text: Vec<String> = errors
@@ -196,20 +256,101 @@ async fn per_row_results(
                 )
             })
             .collect();
-        results[index] = Err(format!(
+        outcomes[index] = RowOutcome::Refused(format!(
             "BigQuery rejected the row for {table}: {}",
             text.join("; ")
         ));
     }
-    if !stopped.is_empty() && stopped.len() < rows.len() {
-        let again: Vec<HealingEventRow> = stopped.iter().map(|i| rows[*i].clone()).collect();
-        for (index, result) in stopped.into_iter().zip(insert(client, table, again).await) {
-            results[index] = result;
-        }
-    } else if !stopped.is_empty() {
-        for index in stopped {
-            results[index] = Err(format!("BigQuery stopped the row for {table}"));
-        }
+    outcomes
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A fake table that refuses whole requests containing a bad row, as the emulator does.
+    fn run(
+        rows: Vec<u32>,
+        answer: impl Fn(&[u32]) -> Attempt + Send + Sync,
+    ) -> (Vec<ItemResult>, usize) {
+        let requests = AtomicUsize::new(0);
+        let send = |rows: Vec<u32>| -> BoxFuture<'_, Attempt> {
+            requests.fetch_add(1, Ordering::SeqCst);
+            let attempt = answer(&rows);
+            Box::pin(async move { attempt })
+        };
+        let results = futures::executor::block_on(deliver(rows, &send));
+        (results, requests.load(Ordering::SeqCst))
     }
-    results
+
+    #[test]
+    fn one_bad_row_is_isolated_in_a_few_requests_and_the_rest_are_inserted() {
+        let rows: Vec<u32> = (0..500).collect();
+        let (results, requests) = run(rows, |rows| {
+            if rows.contains(&137) {
+                Attempt::Rejected("invalid value".into())
+            } else {
+                Attempt::Rows(vec![RowOutcome::Inserted; rows.len()])
+            }
+        });
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(r.is_err(), i == 137, "row {i}: {r:?}");
+        }
+        assert!(requests <= 1 + 2 * 9, "{requests} requests");
+    }
+
+    #[test]
+    fn a_failure_of_every_request_stops_splitting_after_one_split() {
+        let (results, requests) = run((0..500).collect(), |_| Attempt::Rejected("down".into()));
+        assert!(results.iter().all(|r| *r == Err("down".to_owned())));
+        assert_eq!(requests, 3);
+        let (results, requests) = run((0..500).collect(), |_| Attempt::Failed("no table".into()));
+        assert!(results.iter().all(Result::is_err));
+        assert_eq!(requests, 1);
+    }
+
+    #[test]
+    fn rows_stopped_by_another_rows_error_are_sent_again() {
+        let (results, requests) = run(vec![1, 2, 3], |rows| {
+            Attempt::Rows(
+                rows.iter()
+                    .map(|r| match (r, rows.len()) {
+                        (2, _) => RowOutcome::Refused("bad".into()),
+                        (_, 3) => RowOutcome::Stopped,
+                        _ => RowOutcome::Inserted,
+                    })
+                    .collect(),
+            )
+        });
+        assert_eq!(results, [Ok(()), Err("bad".into()), Ok(())]);
+        assert_eq!(requests, 2);
+    }
+
+    #[test]
+    fn insert_errors_map_to_rows_by_index() {
+        let table = TableRef {
+            project: "p".into(),
+            dataset: "d".into(),
+            table: "t".into(),
+        };
+        let response: TableDataInsertAllResponse = serde_json::from_value(serde_json::json!({
+            "kind": "bigquery#tableDataInsertAllResponse",
+            "insertErrors": [
+                {"index": 1, "errors": [{"reason": "invalid", "location": "timestamp", "message": "out of range"}]},
+                {"index": 0, "errors": [{"reason": "stopped", "message": ""}]},
+            ]
+        }))
+        .unwrap();
+        let outcomes = row_outcomes(3, response, &table);
+        assert_eq!(outcomes[0], RowOutcome::Stopped);
+        assert_eq!(
+            outcomes[1],
+            RowOutcome::Refused(
+                "BigQuery rejected the row for p:d.t: timestamp: out of range".into()
+            )
+        );
+        assert_eq!(outcomes[2], RowOutcome::Inserted);
+    }
 }
