@@ -14,8 +14,6 @@ use gcp_bigquery_client::model::query_request::QueryRequest;
 use gcp_bigquery_client::model::query_response::ResultSet;
 use gcp_bigquery_client::model::table::Table;
 use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
-use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
-use gcp_bigquery_client::model::table_schema::TableSchema;
 use pipeline_healer::sink::row::HealingEventRow;
 use serde::{Deserialize, Serialize};
 
@@ -32,7 +30,7 @@ struct BatchDoc {
 async fn both_emulators_answer_through_the_projects_crates() {
     let emu = support::emulators();
     firestore_round_trip().await;
-    bigquery_parameterised_query(&emu.project, &emu.bigquery).await;
+    bigquery_parameterised_query(&emu.project).await;
 }
 
 async fn firestore_round_trip() {
@@ -64,17 +62,8 @@ async fn firestore_round_trip() {
     assert_eq!(read, Some(doc));
 }
 
-fn schema_from_file() -> TableSchema {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/healing_events.json");
-    let fields: Vec<TableFieldSchema> =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("schema file parses");
-    TableSchema::new(fields)
-}
-
-async fn bigquery_parameterised_query(project: &str, host: &str) {
-    let bq = pipeline_healer::gcp::bigquery_client(Some(host))
-        .await
-        .expect("client");
+async fn bigquery_parameterised_query(project: &str) {
+    let bq = support::bigquery_client().await;
     bq.dataset()
         .create(Dataset::new(project, "nba_orchestration"))
         .await
@@ -84,7 +73,7 @@ async fn bigquery_parameterised_query(project: &str, host: &str) {
             project,
             "nba_orchestration",
             "healing_events",
-            schema_from_file(),
+            support::events_table_schema(),
         ))
         .await
         .expect("table from schemas/healing_events.json");

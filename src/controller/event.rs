@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use super::Context;
 use crate::Error;
 use crate::api::HealingEvent;
-use crate::api::event::SinkExport;
+use crate::api::event::{ExportState, SinkExport};
 use crate::decide::export::{Backoff, after_attempt, plan};
 
 pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -61,11 +61,9 @@ pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Ac
         .iter()
         .zip(results)
         .map(|(sink, result)| {
-            match &result {
-                Ok(()) => debug!(healing_id = %id, sink, "healing event exported"),
-                Err(error) => warn!(healing_id = %id, sink, %error, "exporting a healing event failed; retrying later"),
-            }
-            let state = after_attempt(previous(sink), result, Timestamp::now(), &backoff, &id);
+            let before = previous(sink);
+            log_attempt(&id, sink, before, &result);
+            let state = after_attempt(before, result, Timestamp::now(), &backoff, &id);
             ((*sink).to_owned(), state)
         })
         .collect();
@@ -82,6 +80,25 @@ pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Ac
     status.exports.extend(exports);
     let after = plan(Some(&status), &sinks, recorded, retention, now);
     Ok(requeue_at(after.wake_at, now))
+}
+
+/// Logs an export attempt. An outage fails every event at every retry, so a failure is
+/// a warning only when it is new for the event (or its error changed); repeats are debug,
+/// and the status keeps the count.
+fn log_attempt(id: &str, sink: &str, before: Option<&SinkExport>, result: &Result<(), String>) {
+    let failing_before = before.filter(|b| b.state == ExportState::Failing);
+    match (result, failing_before) {
+        (Ok(()), None) => debug!(healing_id = %id, sink, "healing event exported"),
+        (Ok(()), Some(b)) => {
+            info!(healing_id = %id, sink, failed_attempts = b.attempts, "healing event exported after failing")
+        }
+        (Err(error), Some(b)) if b.last_error.as_deref() == Some(error.as_str()) => {
+            debug!(healing_id = %id, sink, %error, attempts = b.attempts + 1, "exporting a healing event failed again");
+        }
+        (Err(error), _) => {
+            warn!(healing_id = %id, sink, %error, "exporting a healing event failed; retrying with backoff")
+        }
+    }
 }
 
 fn requeue_at(wake_at: Option<Timestamp>, now: Timestamp) -> Action {

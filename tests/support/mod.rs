@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod http;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -120,17 +121,27 @@ pub struct ControllerProcess(pub std::process::Child);
 impl ControllerProcess {
     /// `pipeline-healer run` watching `namespace`, mirroring `collection` into it.
     pub fn start(namespace: &str, collection: &str, instance: &str) -> Self {
+        Self::start_with(
+            namespace,
+            instance,
+            &["--batch-collection", collection],
+            &[],
+        )
+    }
+
+    /// `pipeline-healer run` watching `namespace` with more `args`; `env` overrides the
+    /// defaults (this binary's emulators), e.g. to reach one through a proxy.
+    pub fn start_with<S: AsRef<std::ffi::OsStr>>(
+        namespace: &str,
+        instance: &str,
+        args: &[S],
+        env: &[(&str, &str)],
+    ) -> Self {
         let emu = emulators();
-        let child = Command::new(env!("CARGO_BIN_EXE_pipeline-healer"))
-            .args([
-                "run",
-                "--namespace",
-                namespace,
-                "--batch-collection",
-                collection,
-                "--log-format",
-                "json",
-            ])
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pipeline-healer"));
+        command
+            .args(["run", "--namespace", namespace, "--log-format", "json"])
+            .args(args)
             .env("KUBECONFIG", &cluster().kubeconfig)
             .env("GOOGLE_CLOUD_PROJECT", &emu.project)
             .env("FIRESTORE_EMULATOR_HOST", &emu.firestore)
@@ -138,14 +149,15 @@ impl ControllerProcess {
             // PH_CONTROLLER_LOG raises the child's log level when profiling a run.
             .env(
                 "RUST_LOG",
-                std::env::var("PH_CONTROLLER_LOG").unwrap_or_else(|_| "warn".into()),
+                // The firestore crate warns on every target reset, which the emulator sends after every write.
+                std::env::var("PH_CONTROLLER_LOG")
+                    .unwrap_or_else(|_| "warn,firestore=error".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the controller binary");
-        Self(child)
+            .stderr(Stdio::inherit());
+        Self(command.spawn().expect("start the controller binary"))
     }
 }
 
@@ -216,6 +228,23 @@ fn rand_u32() -> u32 {
             .as_nanos(),
     );
     h.finish() as u32
+}
+
+/// The healing events table's schema, from schemas/healing_events.json.
+pub fn events_table_schema() -> gcp_bigquery_client::model::table_schema::TableSchema {
+    let path = project_root().join("schemas/healing_events.json");
+    let text = std::fs::read_to_string(&path).expect("read schemas/healing_events.json");
+    gcp_bigquery_client::model::table_schema::TableSchema::new(
+        serde_json::from_str(&text).expect("schema file parses"),
+    )
+}
+
+/// A BigQuery client for this binary's emulator.
+pub async fn bigquery_client() -> gcp_bigquery_client::Client {
+    init_crypto();
+    pipeline_healer::gcp::bigquery_client(Some(&emulators().bigquery))
+        .await
+        .expect("connect to the BigQuery emulator")
 }
 
 /// This binary's Firestore and BigQuery emulators.

@@ -1,0 +1,496 @@
+//! The HealingEvent outbox against the real API server and both emulators: events recorded
+//! as objects (as any component would record them) reach Firestore and BigQuery exactly
+//! once with equal fields, survive a sink outage and a controller crash, and a sink that
+//! refuses some rows holds back nothing else.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use gcp_bigquery_client::model::dataset::Dataset;
+use gcp_bigquery_client::model::query_request::QueryRequest;
+use gcp_bigquery_client::model::query_response::ResultSet;
+use gcp_bigquery_client::model::table::Table;
+use gcp_bigquery_client::model::table_schema::TableSchema;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use pipeline_healer::api::event::{ExportState, SinkExport, TargetRef};
+use pipeline_healer::api::{HealingEvent, HealingEventSpec};
+use pipeline_healer::sink::firestore::EventDocument;
+use pipeline_healer::sink::row::{HealingEventRow, bigquery_timestamp};
+use serde_json::json;
+use support::proxy::TcpProxy;
+use support::{ControllerProcess, TestNamespace};
+
+/// Where one test's events go: its own collection, dataset and table.
+struct Sinks {
+    collection: String,
+    dataset: String,
+    table: String,
+}
+
+impl Sinks {
+    fn for_namespace(ns: &TestNamespace) -> Self {
+        let slug = ns.name.replace('-', "_");
+        Self {
+            collection: format!("events_{slug}"),
+            dataset: format!("ds_{slug}"),
+            table: "healing_events".into(),
+        }
+    }
+
+    /// `run` flags exporting to these sinks; the batch collection is the test's own too, so
+    /// no other test's batches are mirrored here.
+    fn args(&self) -> Vec<String> {
+        self.args_via(&support::emulators().bigquery)
+    }
+
+    /// The same, reaching BigQuery at `bigquery_host` (a proxy).
+    fn args_via(&self, bigquery_host: &str) -> Vec<String> {
+        let flags = [
+            ("--batch-collection", self.collection.as_str()),
+            ("--events-collection", &self.collection),
+            ("--bigquery-project", &support::emulators().project),
+            ("--bigquery-dataset", &self.dataset),
+            ("--bigquery-table", &self.table),
+            ("--bigquery-emulator-host", bigquery_host),
+        ];
+        flags
+            .into_iter()
+            .flat_map(|(flag, value)| [flag.to_owned(), value.to_owned()])
+            .collect()
+    }
+
+    async fn create_dataset(&self) {
+        let project = &support::emulators().project;
+        support::bigquery_client()
+            .await
+            .dataset()
+            .create(Dataset::new(project, &self.dataset))
+            .await
+            .expect("create dataset");
+    }
+
+    async fn create_table(&self, schema: TableSchema) {
+        let project = &support::emulators().project;
+        support::bigquery_client()
+            .await
+            .table()
+            .create(Table::new(project, &self.dataset, &self.table, schema))
+            .await
+            .expect("create table");
+    }
+
+    async fn firestore_documents(&self) -> Vec<EventDocument> {
+        support::firestore_db()
+            .await
+            .fluent()
+            .select()
+            .from(self.collection.as_str())
+            .obj()
+            .query()
+            .await
+            .expect("read the events collection")
+    }
+
+    /// Every row of the table, as the export wrote it.
+    async fn bigquery_rows(&self) -> Vec<HealingEventRow> {
+        let project = &support::emulators().project;
+        let mut query = QueryRequest::new(format!(
+            "SELECT * FROM `{}.{}` ORDER BY healing_id",
+            self.dataset, self.table
+        ));
+        query.max_results = Some(100_000);
+        let response = support::bigquery_client()
+            .await
+            .job()
+            .query(project, query)
+            .await
+            .expect("query the events table");
+        let total: usize = response
+            .total_rows
+            .as_deref()
+            .map_or(0, |n| n.parse().expect("totalRows"));
+        let mut rs = ResultSet::new_from_query_response(response);
+        let mut rows = Vec::new();
+        while rs.next_row() {
+            rows.push(row_from(&rs));
+        }
+        assert_eq!(rows.len(), total, "the query answered in one page");
+        rows
+    }
+}
+
+fn row_from(rs: &ResultSet) -> HealingEventRow {
+    let string = |name: &str| rs.get_string_by_name(name).expect(name);
+    let required = |name: &str| string(name).unwrap_or_else(|| panic!("{name} is null"));
+    let boolean = |name: &str| rs.get_bool_by_name(name).expect(name);
+    // The emulator answers TIMESTAMP columns in microseconds since the epoch.
+    let micros: i64 = required("timestamp")
+        .parse()
+        .expect("timestamp in microseconds");
+    HealingEventRow {
+        healing_id: required("healing_id"),
+        timestamp: bigquery_timestamp(jiff::Timestamp::from_microsecond(micros).unwrap()),
+        healing_type: required("healing_type"),
+        trigger_reason: required("trigger_reason"),
+        action_taken: required("action_taken"),
+        before_state: string("before_state"),
+        after_state: string("after_state"),
+        success: boolean("success").expect("success is null"),
+        metadata: string("metadata"),
+        correlation_id: string("correlation_id"),
+        root_cause: string("root_cause"),
+        target_kind: string("target_kind"),
+        target_namespace: string("target_namespace"),
+        target_name: string("target_name"),
+        dry_run: boolean("dry_run"),
+        outcome: string("outcome"),
+        heal_latency_seconds: rs.get_f64_by_name("heal_latency_seconds").expect("latency"),
+    }
+}
+
+/// A worker's retry, recorded the way any component records a healing action.
+fn worker_retry(i: usize, target_namespace: Option<&str>) -> HealingEvent {
+    let id = format!("retry-worker-{i:05}");
+    HealingEvent::new(
+        &id,
+        HealingEventSpec {
+            healing_id: id.clone(),
+            timestamp: MicroTime(jiff::Timestamp::now()),
+            healing_type: "retry".into(),
+            trigger_reason: format!("player {i} timed out reading the feature store"),
+            action_taken: "retried the player once".into(),
+            root_cause: "feature_store_timeout".into(),
+            correlation_id: Some("run-2026-11-24".into()),
+            target: TargetRef {
+                api_version: None,
+                kind: "Worker".into(),
+                namespace: target_namespace.map(Into::into),
+                name: format!("worker-{}", i % 7),
+                uid: None,
+            },
+            dry_run: false,
+            threshold_time: None,
+            before_state: Some(json!({"attempt": 1, "player": format!("player{i}")})),
+            details: Some(json!({"timeout_seconds": 30, "nested": {"i": i}})),
+        },
+    )
+}
+
+/// Creates the events and records their outcome, `concurrency` at a time.
+async fn record(ns: &TestNamespace, events: Vec<HealingEvent>) {
+    let api = ns.api::<HealingEvent>();
+    futures::stream::iter(events)
+        .map(|event| {
+            let api = api.clone();
+            async move {
+                let name = event.spec.healing_id.clone();
+                api.create(&PostParams::default(), &event).await?;
+                let status = json!({"status": {
+                    "outcome": "Succeeded",
+                    "success": true,
+                    "afterState": {"attempt": 2, "ok": true},
+                    "healLatencySeconds": 0.25,
+                }});
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .expect("record the events");
+}
+
+async fn events(ns: &TestNamespace) -> Vec<HealingEvent> {
+    ns.api::<HealingEvent>()
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+}
+
+fn export<'a>(event: &'a HealingEvent, sink: &str) -> Option<&'a SinkExport> {
+    event.status.as_ref()?.exports.get(sink)
+}
+
+fn state(event: &HealingEvent, sink: &str) -> Option<ExportState> {
+    export(event, sink).map(|e| e.state)
+}
+
+/// How many events are in each (sink, state).
+fn tally(events: &[HealingEvent]) -> BTreeMap<(String, String), usize> {
+    let mut counts = BTreeMap::new();
+    for event in events {
+        for sink in ["firestore", "bigquery"] {
+            let state = state(event, sink).map_or("none".into(), |s| format!("{s:?}"));
+            *counts.entry((sink.to_owned(), state)).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Waits until every event of the namespace is exported to both sinks.
+async fn all_exported(ns: &TestNamespace, count: usize, secs: u64) -> Vec<HealingEvent> {
+    support::eventually(secs, "every event exported to both sinks", || async {
+        let events = events(ns).await;
+        let done = events.len() == count
+            && events.iter().all(|e| {
+                state(e, "firestore") == Some(ExportState::Exported)
+                    && state(e, "bigquery") == Some(ExportState::Exported)
+            });
+        if !done {
+            eprintln!("export progress: {:?}", tally(&events));
+        }
+        done.then_some(events)
+    })
+    .await
+}
+
+/// Both sinks hold exactly these events, field for field.
+async fn assert_sinks_hold(sinks: &Sinks, events: &[HealingEvent]) {
+    let expected_docs: BTreeMap<String, EventDocument> = events
+        .iter()
+        .map(|e| (e.spec.healing_id.clone(), EventDocument::from_event(e)))
+        .collect();
+    let docs = sinks.firestore_documents().await;
+    assert_eq!(docs.len(), events.len(), "Firestore documents");
+    for doc in &docs {
+        assert_eq!(Some(doc), expected_docs.get(&doc.healing_id));
+    }
+
+    let expected_rows: BTreeMap<String, HealingEventRow> = events
+        .iter()
+        .map(|e| (e.spec.healing_id.clone(), HealingEventRow::from_event(e)))
+        .collect();
+    let rows = sinks.bigquery_rows().await;
+    let distinct: BTreeSet<&str> = rows.iter().map(|r| r.healing_id.as_str()).collect();
+    assert_eq!(
+        distinct.len(),
+        events.len(),
+        "distinct healing_ids in BigQuery"
+    );
+    for row in &rows {
+        assert_eq!(Some(row), expected_rows.get(&row.healing_id));
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_events_reach_both_sinks_once_with_the_objects_fields() {
+    let ns = support::namespace("export-thousand").await;
+    let sinks = Sinks::for_namespace(&ns);
+    sinks.create_dataset().await;
+    sinks.create_table(support::events_table_schema()).await;
+    let _controller = ControllerProcess::start_with(&ns.name, "exporter", &sinks.args(), &[]);
+
+    record(
+        &ns,
+        (0..1000)
+            .map(|i| worker_retry(i, Some("pipeline")))
+            .collect(),
+    )
+    .await;
+    let events = all_exported(&ns, 1000, 180).await;
+    assert_sinks_hold(&sinks, &events).await;
+    // With no failure in between, each event was sent once: no duplicate rows either.
+    assert_eq!(sinks.bigquery_rows().await.len(), 1000);
+}
+
+#[tokio::test]
+async fn events_recorded_during_an_outage_of_both_sinks_are_exported_after_it() {
+    let ns = support::namespace("export-outage").await;
+    let sinks = Sinks::for_namespace(&ns);
+    sinks.create_dataset().await;
+    sinks.create_table(support::events_table_schema()).await;
+    let emu = support::emulators();
+    let firestore = TcpProxy::start(&emu.firestore).await;
+    let bigquery = TcpProxy::start(&emu.bigquery).await;
+    let _controller = ControllerProcess::start_with(
+        &ns.name,
+        "exporter",
+        &sinks.args_via(&bigquery.host()),
+        &[("FIRESTORE_EMULATOR_HOST", &firestore.host())],
+    );
+    // Let the controller connect while the sinks are up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    firestore.stop();
+    bigquery.stop();
+    record(
+        &ns,
+        (0..200)
+            .map(|i| worker_retry(i, Some("pipeline")))
+            .collect(),
+    )
+    .await;
+    // Meanwhile each event's status says which sink fails, how often, why, and when next.
+    support::eventually(120, "every export failing and retried", || async {
+        let events = events(&ns).await;
+        let retried = |e: &HealingEvent, sink| {
+            export(e, sink).is_some_and(|x| {
+                x.state == ExportState::Failing
+                    && x.attempts >= 2
+                    && x.last_error.as_deref().is_some_and(|m| !m.is_empty())
+                    && x.next_attempt_at.is_some()
+            })
+        };
+        (events.len() == 200
+            && events
+                .iter()
+                .all(|e| retried(e, "firestore") && retried(e, "bigquery")))
+        .then_some(())
+    })
+    .await;
+    let bq_error = events(&ns).await[0].status.as_ref().unwrap().exports["bigquery"]
+        .last_error
+        .clone()
+        .unwrap();
+    assert!(bq_error.contains("unreachable"), "{bq_error}");
+
+    firestore.resume().await;
+    bigquery.resume().await;
+    let events = all_exported(&ns, 200, 180).await;
+    assert_sinks_hold(&sinks, &events).await;
+}
+
+#[tokio::test]
+async fn a_missing_table_shows_in_the_status_and_holds_back_neither_firestore_nor_recovery() {
+    let ns = support::namespace("export-missing-table").await;
+    let sinks = Sinks::for_namespace(&ns);
+    let _controller = ControllerProcess::start_with(&ns.name, "exporter", &sinks.args(), &[]);
+
+    record(
+        &ns,
+        (0..10).map(|i| worker_retry(i, Some("pipeline"))).collect(),
+    )
+    .await;
+    let events = support::eventually(60, "Firestore exported, BigQuery failing", || async {
+        let events = events(&ns).await;
+        events
+            .iter()
+            .all(|e| {
+                state(e, "firestore") == Some(ExportState::Exported)
+                    && state(e, "bigquery") == Some(ExportState::Failing)
+            })
+            .then_some(events)
+    })
+    .await;
+    let error = export(&events[0], "bigquery")
+        .and_then(|e| e.last_error.clone())
+        .unwrap();
+    assert!(
+        error.contains("not found")
+            && error.contains(&format!(
+                "bq mk --dataset {}:{}",
+                support::emulators().project,
+                sinks.dataset
+            ))
+            && error.contains("schemas/healing_events.json"),
+        "{error}"
+    );
+
+    // Created as the message says, the table gets every event at the next retry.
+    sinks.create_dataset().await;
+    sinks.create_table(support::events_table_schema()).await;
+    let events = all_exported(&ns, 10, 120).await;
+    assert_sinks_hold(&sinks, &events).await;
+}
+
+#[tokio::test]
+async fn a_row_the_table_refuses_is_isolated_and_the_rest_are_exported() {
+    let ns = support::namespace("export-bad-row").await;
+    let sinks = Sinks::for_namespace(&ns);
+    sinks.create_dataset().await;
+    // A table whose target_namespace column is an INTEGER: every row that names a target
+    // namespace is refused, the others fit. The emulator fails a whole request for one such
+    // row, so the exporter must split the batch to find it.
+    let mut schema = support::events_table_schema();
+    for field in schema.fields.iter_mut().flatten() {
+        if field.name == "target_namespace" {
+            field.r#type = gcp_bigquery_client::model::field_type::FieldType::Integer;
+        }
+    }
+    sinks.create_table(schema).await;
+    let _controller = ControllerProcess::start_with(&ns.name, "exporter", &sinks.args(), &[]);
+
+    let bad = 17;
+    let batch: Vec<HealingEvent> = (0..40)
+        .map(|i| worker_retry(i, (i == bad).then_some("pipeline")))
+        .collect();
+    record(&ns, batch).await;
+    let events = support::eventually(60, "39 exported, the bad row failing", || async {
+        let events = events(&ns).await;
+        let settled = events.len() == 40
+            && events.iter().all(|e| {
+                let expected = if e.spec.target.namespace.is_some() {
+                    ExportState::Failing
+                } else {
+                    ExportState::Exported
+                };
+                state(e, "bigquery") == Some(expected)
+                    && state(e, "firestore") == Some(ExportState::Exported)
+            });
+        settled.then_some(events)
+    })
+    .await;
+    let refused = events
+        .iter()
+        .find(|e| e.spec.target.namespace.is_some())
+        .unwrap();
+    let error = export(refused, "bigquery")
+        .unwrap()
+        .last_error
+        .clone()
+        .unwrap();
+    assert!(error.contains("BigQuery rejected the rows"), "{error}");
+
+    let rows = sinks.bigquery_rows().await;
+    let ids: BTreeSet<&str> = rows.iter().map(|r| r.healing_id.as_str()).collect();
+    assert_eq!(ids.len(), 39);
+    assert!(!ids.contains(refused.spec.healing_id.as_str()));
+}
+
+#[tokio::test]
+async fn a_controller_killed_mid_export_loses_nothing_and_duplicates_no_document() {
+    let ns = support::namespace("export-restart").await;
+    let sinks = Sinks::for_namespace(&ns);
+    sinks.create_dataset().await;
+    sinks.create_table(support::events_table_schema()).await;
+    let first = ControllerProcess::start_with(&ns.name, "exporter-1", &sinks.args(), &[]);
+
+    // Events keep coming while the controller dies and a new one starts.
+    let producer = {
+        let ns = TestNamespace {
+            client: ns.client.clone(),
+            name: ns.name.clone(),
+        };
+        tokio::spawn(async move {
+            record(
+                &ns,
+                (0..600)
+                    .map(|i| worker_retry(i, Some("pipeline")))
+                    .collect(),
+            )
+            .await
+        })
+    };
+    support::eventually(120, "some events exported", || async {
+        let exported = events(&ns)
+            .await
+            .iter()
+            .filter(|e| state(e, "firestore") == Some(ExportState::Exported))
+            .count();
+        (exported >= 50).then_some(())
+    })
+    .await;
+    drop(first); // SIGKILL: no graceful shutdown, exports in flight are cut off.
+    let _second = ControllerProcess::start_with(&ns.name, "exporter-2", &sinks.args(), &[]);
+    producer.await.expect("producer");
+
+    let events = all_exported(&ns, 600, 180).await;
+    assert_sinks_hold(&sinks, &events).await;
+}
