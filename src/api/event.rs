@@ -37,6 +37,8 @@ pub const ROOT_CAUSE_PATTERN: &str = r"^[a-z][a-z0-9_]{0,62}(:[A-Za-z0-9_.:/-]{1
     printcolumn(name = "Success", type_ = "boolean", json_path = ".status.success"),
     printcolumn(name = "Dry-Run", type_ = "boolean", json_path = ".spec.dryRun"),
     printcolumn(name = "Outcome", type_ = "string", json_path = ".status.outcome", priority = 1),
+    printcolumn(name = "Firestore", type_ = "string", json_path = ".status.exports.firestore.state", priority = 1),
+    printcolumn(name = "BigQuery", type_ = "string", json_path = ".status.exports.bigquery.state", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -132,8 +134,10 @@ pub struct SinkExport {
     pub exported_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Microseconds: a backoff of under a second must survive the round trip through the
+    /// API server, or the retry would fall due at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_attempt_at: Option<Time>,
+    pub next_attempt_at: Option<MicroTime>,
 }
 
 /// The action's outcome and each sink's export state.

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 
 use super::naming::fnv1a;
 use crate::api::event::{ExportState, HealingEventStatus, Outcome, SinkExport};
@@ -92,7 +92,7 @@ pub fn after_attempt(
                 attempts,
                 exported_at: None,
                 last_error: Some(error),
-                next_attempt_at: Some(Time(now.saturating_add(wait).unwrap_or(now))),
+                next_attempt_at: Some(MicroTime(now.saturating_add(wait).unwrap_or(now))),
             }
         }
     }
@@ -190,7 +190,7 @@ mod tests {
             attempts,
             exported_at: None,
             last_error: Some("unavailable".into()),
-            next_attempt_at: Some(Time(at(next))),
+            next_attempt_at: Some(MicroTime(at(next))),
         }
     }
 

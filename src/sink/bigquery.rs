@@ -7,7 +7,8 @@
 //! the whole request (400, or 500 for a value it cannot store), so a rejected request of
 //! several rows is split in halves until the bad rows are alone.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use gcp_bigquery_client::Client;
@@ -53,9 +54,14 @@ pub struct BigQueryEventSink {
 
 impl BigQueryEventSink {
     pub fn new(client: Client, table: TableRef) -> Self {
+        let destination = Arc::new(Destination {
+            client,
+            table,
+            last_missing_table_warning: Mutex::new(None),
+        });
         let batcher = Batcher::start(MAX_ROWS, LINGER, IN_FLIGHT, move |rows| {
-            let (client, table) = (client.clone(), table.clone());
-            async move { insert(&client, &table, rows).await }
+            let destination = destination.clone();
+            async move { destination.insert(rows).await }
         });
         Self { batcher }
     }
@@ -67,6 +73,17 @@ impl BigQueryEventSink {
     }
 }
 
+/// How often a missing table is logged: every event's status says so anyway, and each retry
+/// of each batch would log it again.
+const MISSING_TABLE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The table and the client that reaches it.
+struct Destination {
+    client: Client,
+    table: TableRef,
+    last_missing_table_warning: Mutex<Option<Instant>>,
+}
+
 /// The answer to one insertAll request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Attempt {
@@ -75,7 +92,9 @@ enum Attempt {
     /// Refused as a whole in a way some row may be to blame for: invalid (400), or the
     /// emulator's internal error (500) on a value it cannot store.
     Rejected(String),
-    /// Refused for a reason no row is to blame for: table missing, unreachable, unauthorised.
+    /// The table (or its dataset) does not exist: the message says how to create it.
+    TableMissing(String),
+    /// Refused for another reason no row is to blame for: unreachable, unauthorised.
     Failed(String),
 }
 
@@ -90,15 +109,56 @@ enum RowOutcome {
 /// Sends one request; the seam between the delivery rules below and the HTTP client.
 type SendRows<'a, R> = dyn Fn(Vec<R>) -> BoxFuture<'a, Attempt> + Send + Sync + 'a;
 
-/// Inserts `rows`, returning one result per row, in order.
-async fn insert(client: &Client, table: &TableRef, rows: Vec<HealingEventRow>) -> Vec<ItemResult> {
-    let send = |rows: Vec<HealingEventRow>| -> BoxFuture<'_, Attempt> {
-        Box::pin(async move {
-            debug!(rows = rows.len(), %table, "streaming healing events to BigQuery");
-            insert_once(client, table, &rows).await
-        })
-    };
-    deliver(rows, &send).await
+impl Destination {
+    /// Inserts `rows`, returning one result per row, in order.
+    async fn insert(&self, rows: Vec<HealingEventRow>) -> Vec<ItemResult> {
+        let send = |rows: Vec<HealingEventRow>| -> BoxFuture<'_, Attempt> {
+            Box::pin(async move {
+                debug!(rows = rows.len(), table = %self.table, "streaming healing events to BigQuery");
+                self.insert_once(&rows).await
+            })
+        };
+        deliver(rows, &send).await
+    }
+
+    async fn insert_once(&self, rows: &[HealingEventRow]) -> Attempt {
+        let table = &self.table;
+        let mut request = TableDataInsertAllRequest::new();
+        for row in rows {
+            if let Err(e) = request.add_row(Some(row.healing_id.clone()), row) {
+                return Attempt::Rejected(format!("BigQuery row: {e}"));
+            }
+        }
+        match self
+            .client
+            .tabledata()
+            .insert_all(&table.project, &table.dataset, &table.table, request)
+            .await
+        {
+            Ok(response) => Attempt::Rows(row_outcomes(rows.len(), response, table)),
+            Err(e) => {
+                let attempt = classify(e, table);
+                if let Attempt::TableMissing(message) = &attempt
+                    && self.missing_table_warning_due()
+                {
+                    warn!(%table, "{message}");
+                }
+                attempt
+            }
+        }
+    }
+
+    fn missing_table_warning_due(&self) -> bool {
+        let Ok(mut last) = self.last_missing_table_warning.lock() else {
+            return true;
+        };
+        let now = Instant::now();
+        let due = last.is_none_or(|t| now.duration_since(t) >= MISSING_TABLE_WARNING_INTERVAL);
+        if due {
+            *last = Some(now);
+        }
+        due
+    }
 }
 
 /// Sends `rows` and settles the answer.
@@ -165,28 +225,13 @@ fn settle<'a, R: Clone + Send + Sync + 'a>(
                 results.extend(rest);
                 results
             }
-            Attempt::Rejected(message) | Attempt::Failed(message) => {
+            Attempt::Rejected(message)
+            | Attempt::TableMissing(message)
+            | Attempt::Failed(message) => {
                 vec![Err(message); rows.len()]
             }
         }
     })
-}
-
-async fn insert_once(client: &Client, table: &TableRef, rows: &[HealingEventRow]) -> Attempt {
-    let mut request = TableDataInsertAllRequest::new();
-    for row in rows {
-        if let Err(e) = request.add_row(Some(row.healing_id.clone()), row) {
-            return Attempt::Rejected(format!("BigQuery row: {e}"));
-        }
-    }
-    match client
-        .tabledata()
-        .insert_all(&table.project, &table.dataset, &table.table, request)
-        .await
-    {
-        Ok(response) => Attempt::Rows(row_outcomes(rows.len(), response, table)),
-        Err(e) => classify(e, table),
-    }
 }
 
 fn classify(error: BQError, table: &TableRef) -> Attempt {
@@ -194,16 +239,12 @@ fn classify(error: BQError, table: &TableRef) -> Attempt {
         BQError::ResponseError { error } => {
             let e = error.error;
             match e.code {
-                404 => {
-                    let message = format!(
-                        "BigQuery table {table} not found ({}); create it with \
-                         `bq mk --dataset {}:{}` (if the dataset is missing too) and \
-                         `bq mk --table {table} schemas/healing_events.json`",
-                        e.message, table.project, table.dataset
-                    );
-                    warn!(%table, "{message}");
-                    Attempt::Failed(message)
-                }
+                404 => Attempt::TableMissing(format!(
+                    "BigQuery table {table} not found ({}); create it with \
+                     `bq mk --dataset {}:{}` (if the dataset is missing too) and \
+                     `bq mk --table {table} schemas/healing_events.json`",
+                    e.message, table.project, table.dataset
+                )),
                 400 | 500 => Attempt::Rejected(format!(
                     "BigQuery rejected the rows for {table} ({}): {}",
                     e.code, e.message
