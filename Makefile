@@ -20,6 +20,7 @@ test: setup lint ## Everything: set-up, lint, unit and integration tests on a re
 	cargo test
 
 bench: setup ## Benchmarks (release build) on the local API server and emulators; prints BENCH lines
+	cargo bench --bench export
 	cargo bench --bench healing
 
 crds: ## Regenerate crds/ from the Rust types

@@ -115,6 +115,14 @@ fn main() -> ExitCode {
                 bigquery_emulator_host,
             } = *args;
             init_logging(log_format);
+            if firestore_project.is_some() && batch_collection == events_collection {
+                // The mirror would read every exported event as a malformed batch.
+                tracing::error!(
+                    collection = %batch_collection,
+                    "--batch-collection and --events-collection must name different collections"
+                );
+                return ExitCode::from(2);
+            }
             let mirror = firestore_project.map(|project| {
                 let namespace = mirror_namespace
                     .or_else(|| namespace.clone())

@@ -8,24 +8,22 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
 use gcp_bigquery_client::model::dataset::Dataset;
 use gcp_bigquery_client::model::query_request::QueryRequest;
 use gcp_bigquery_client::model::query_response::ResultSet;
 use gcp_bigquery_client::model::table::Table;
 use gcp_bigquery_client::model::table_schema::TableSchema;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use pipeline_healer::api::event::{ExportState, SinkExport, TargetRef};
-use pipeline_healer::api::{HealingEvent, HealingEventSpec};
+use kube::api::ListParams;
+use pipeline_healer::api::HealingEvent;
+use pipeline_healer::api::event::{ExportState, SinkExport};
 use pipeline_healer::sink::firestore::EventDocument;
 use pipeline_healer::sink::row::{HealingEventRow, bigquery_timestamp};
-use serde_json::json;
 use support::proxy::TcpProxy;
-use support::{ControllerProcess, TestNamespace};
+use support::{ControllerProcess, TestNamespace, events};
 
 /// Where one test's events go: its own collection, dataset and table.
 struct Sinks {
+    batch_collection: String,
     collection: String,
     dataset: String,
     table: String,
@@ -35,6 +33,7 @@ impl Sinks {
     fn for_namespace(ns: &TestNamespace) -> Self {
         let slug = ns.name.replace('-', "_");
         Self {
+            batch_collection: format!("batches_{slug}"),
             collection: format!("events_{slug}"),
             dataset: format!("ds_{slug}"),
             table: "healing_events".into(),
@@ -50,7 +49,7 @@ impl Sinks {
     /// The same, reaching BigQuery at `bigquery_host` (a proxy).
     fn args_via(&self, bigquery_host: &str) -> Vec<String> {
         let flags = [
-            ("--batch-collection", self.collection.as_str()),
+            ("--batch-collection", self.batch_collection.as_str()),
             ("--events-collection", &self.collection),
             ("--bigquery-project", &support::emulators().project),
             ("--bigquery-dataset", &self.dataset),
@@ -152,60 +151,6 @@ fn row_from(rs: &ResultSet) -> HealingEventRow {
     }
 }
 
-/// A worker's retry, recorded the way any component records a healing action.
-fn worker_retry(i: usize, target_namespace: Option<&str>) -> HealingEvent {
-    let id = format!("retry-worker-{i:05}");
-    HealingEvent::new(
-        &id,
-        HealingEventSpec {
-            healing_id: id.clone(),
-            timestamp: MicroTime(jiff::Timestamp::now()),
-            healing_type: "retry".into(),
-            trigger_reason: format!("player {i} timed out reading the feature store"),
-            action_taken: "retried the player once".into(),
-            root_cause: "feature_store_timeout".into(),
-            correlation_id: Some("run-2026-11-24".into()),
-            target: TargetRef {
-                api_version: None,
-                kind: "Worker".into(),
-                namespace: target_namespace.map(Into::into),
-                name: format!("worker-{}", i % 7),
-                uid: None,
-            },
-            dry_run: false,
-            threshold_time: None,
-            before_state: Some(json!({"attempt": 1, "player": format!("player{i}")})),
-            details: Some(json!({"timeout_seconds": 30, "nested": {"i": i}})),
-        },
-    )
-}
-
-/// Creates the events and records their outcome, `concurrency` at a time.
-async fn record(ns: &TestNamespace, events: Vec<HealingEvent>) {
-    let api = ns.api::<HealingEvent>();
-    futures::stream::iter(events)
-        .map(|event| {
-            let api = api.clone();
-            async move {
-                let name = event.spec.healing_id.clone();
-                api.create(&PostParams::default(), &event).await?;
-                let status = json!({"status": {
-                    "outcome": "Succeeded",
-                    "success": true,
-                    "afterState": {"attempt": 2, "ok": true},
-                    "healLatencySeconds": 0.25,
-                }});
-                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .buffer_unordered(16)
-        .try_collect::<Vec<()>>()
-        .await
-        .expect("record the events");
-}
-
 async fn events(ns: &TestNamespace) -> Vec<HealingEvent> {
     ns.api::<HealingEvent>()
         .list(&ListParams::default())
@@ -287,10 +232,10 @@ async fn a_thousand_events_reach_both_sinks_once_with_the_objects_fields() {
     sinks.create_table(support::events_table_schema()).await;
     let _controller = ControllerProcess::start_with(&ns.name, "exporter", &sinks.args(), &[]);
 
-    record(
+    events::record(
         &ns,
         (0..1000)
-            .map(|i| worker_retry(i, Some("pipeline")))
+            .map(|i| events::worker_retry(i, Some("pipeline")))
             .collect(),
     )
     .await;
@@ -320,10 +265,10 @@ async fn events_recorded_during_an_outage_of_both_sinks_are_exported_after_it() 
 
     firestore.stop();
     bigquery.stop();
-    record(
+    events::record(
         &ns,
         (0..200)
-            .map(|i| worker_retry(i, Some("pipeline")))
+            .map(|i| events::worker_retry(i, Some("pipeline")))
             .collect(),
     )
     .await;
@@ -363,9 +308,11 @@ async fn a_missing_table_shows_in_the_status_and_holds_back_neither_firestore_no
     let sinks = Sinks::for_namespace(&ns);
     let _controller = ControllerProcess::start_with(&ns.name, "exporter", &sinks.args(), &[]);
 
-    record(
+    events::record(
         &ns,
-        (0..10).map(|i| worker_retry(i, Some("pipeline"))).collect(),
+        (0..10)
+            .map(|i| events::worker_retry(i, Some("pipeline")))
+            .collect(),
     )
     .await;
     let events = support::eventually(60, "Firestore exported, BigQuery failing", || async {
@@ -419,9 +366,9 @@ async fn a_row_the_table_refuses_is_isolated_and_the_rest_are_exported() {
 
     let bad = 17;
     let batch: Vec<HealingEvent> = (0..40)
-        .map(|i| worker_retry(i, (i == bad).then_some("pipeline")))
+        .map(|i| events::worker_retry(i, (i == bad).then_some("pipeline")))
         .collect();
-    record(&ns, batch).await;
+    events::record(&ns, batch).await;
     let events = support::eventually(60, "39 exported, the bad row failing", || async {
         let events = events(&ns).await;
         let settled = events.len() == 40
@@ -469,10 +416,10 @@ async fn a_controller_killed_mid_export_loses_nothing_and_duplicates_no_document
             name: ns.name.clone(),
         };
         tokio::spawn(async move {
-            record(
+            events::record(
                 &ns,
                 (0..600)
-                    .map(|i| worker_retry(i, Some("pipeline")))
+                    .map(|i| events::worker_retry(i, Some("pipeline")))
                     .collect(),
             )
             .await

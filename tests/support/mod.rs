@@ -4,6 +4,7 @@
 //! Every test gets a namespace of its own.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod events;
 pub mod http;
 pub mod proxy;
 
