@@ -514,16 +514,6 @@ async fn a_finished_mirrored_batch_is_removed_after_the_retention_period() {
         batch(&ns, id).await.is_none(),
         "a complete document was mirrored again"
     );
-    // The healing record outlives the batch object.
-    assert_eq!(
-        ns.api::<HealingEvent>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
 }
 
 #[tokio::test]

@@ -130,14 +130,21 @@ where
     }
 }
 
-/// A watch of `api` feeding a cache, as a controller's main stream. Managed fields are
-/// dropped from the cache: nothing reads them, and they are a large part of each object.
+/// A cache of `api`'s objects and the watch that fills it, the controller's main stream.
+pub struct CachedWatch<K: Resource<DynamicType = ()> + 'static, S> {
+    pub store: Store<K>,
+    /// Turns true once the first list is in the cache. Use this, not
+    /// `Store::wait_until_ready`, to wait beside the controller: that future keeps a single
+    /// waker, so with two tasks waiting one of them may never wake.
+    pub ready: tokio::sync::watch::Receiver<bool>,
+    pub stream: S,
+}
+
+/// A watch of `api` feeding a cache. Managed fields are dropped from the cache: nothing reads
+/// them, and they are a large part of each object.
 fn cached_watch<K>(
     api: Api<K>,
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
+) -> CachedWatch<K, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -148,14 +155,25 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store::<K>();
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let stream = reflector::reflector(
         writer,
         watcher(api, watcher::Config::default())
             .default_backoff()
             .modify(|object| object.managed_fields_mut().clear()),
     )
+    // The reflector has applied an event to the store by the time it passes it on.
+    .inspect(move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) {
+            ready_tx.send_replace(true);
+        }
+    })
     .applied_objects();
-    (store, stream)
+    CachedWatch {
+        store,
+        ready,
+        stream,
+    }
 }
 
 /// Transient errors are retried after a pause; permanent ones wait for the object to change.
@@ -205,7 +223,11 @@ pub async fn run(
     .default_backoff()
     .applied_objects();
 
-    let (batch_store, batch_stream) = cached_watch(api::<PredictionBatch>(&client, ns));
+    let CachedWatch {
+        store: batch_store,
+        ready: batches_ready,
+        stream: batch_stream,
+    } = cached_watch(api::<PredictionBatch>(&client, ns));
     let listener = match &firestore {
         Some(source) => Some(
             crate::source::firestore::start(
@@ -214,6 +236,7 @@ pub async fn run(
                 source.mirror.clone(),
                 policies.clone(),
                 batch_store.clone(),
+                batches_ready,
             )
             .await?,
         ),
@@ -240,8 +263,8 @@ pub async fn run(
     let shutdown_requested = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let (event_store, event_stream) = cached_watch(api::<HealingEvent>(&client, ns));
-    let events = Controller::for_stream(event_stream, event_store)
+    let events = cached_watch(api::<HealingEvent>(&client, ns));
+    let events = Controller::for_stream(events.stream, events.store)
         .graceful_shutdown_on(shutdown_requested(shutdown_rx.clone()))
         .run(event::reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {

@@ -53,6 +53,8 @@ struct Mirror {
     policies: Store<HealingPolicy>,
     /// The controller's cache of batches: whether a document's object exists, without a read.
     batches: Store<PredictionBatch>,
+    /// True once `batches` holds every batch.
+    batches_ready: tokio::sync::watch::Receiver<bool>,
     /// The update time of each document as last applied. Firestore may resend a target's
     /// whole initial state (the emulator does after every write); an unchanged document then
     /// costs no API call.
@@ -67,6 +69,7 @@ pub async fn start(
     config: MirrorConfig,
     policies: Store<HealingPolicy>,
     batches: Store<PredictionBatch>,
+    batches_ready: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Listener, Error> {
     let params = FirestoreListenerParams::new().with_retry_delay(LISTEN_RETRY_DELAY);
     let mut listener = db
@@ -85,6 +88,7 @@ pub async fn start(
         config,
         policies,
         batches,
+        batches_ready,
         applied: Mutex::new(HashMap::new()),
     });
     // Changes are applied by a few workers, the latest per document, retried on failure:
@@ -152,7 +156,13 @@ impl Mirror {
     async fn apply(&self, doc: &firestore::FirestoreDocument) -> Result<(), Error> {
         // Until the cache holds every batch, "not cached" does not mean "does not exist".
         // It fails only once the controller has stopped, and then nothing is to be mirrored.
-        if self.batches.wait_until_ready().await.is_err() {
+        if self
+            .batches_ready
+            .clone()
+            .wait_for(|ready| *ready)
+            .await
+            .is_err()
+        {
             return Ok(());
         }
         let doc_id = doc.name.rsplit('/').next().unwrap_or_default();

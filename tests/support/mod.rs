@@ -30,6 +30,22 @@ pub fn init_crypto() {
     });
 }
 
+/// With PH_TEST_LOG set (a RUST_LOG-style filter), the in-process controllers of a test
+/// binary log to stderr as JSON, for debugging a failing test.
+fn init_test_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("PH_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .json()
+                .flatten_event(true)
+                .try_init();
+        }
+    });
+}
+
 /// Runs `hack/<script> up` tied to this process and returns its `export NAME=value` lines.
 fn start(script: &str) -> Vec<(String, String)> {
     let out = Command::new("bash")
@@ -176,6 +192,7 @@ pub struct TestNamespace {
 }
 
 pub async fn namespace(test: &str) -> TestNamespace {
+    init_test_logging();
     let client = cluster().client().await;
     let slug: String = test
         .chars()
