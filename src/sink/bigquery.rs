@@ -129,12 +129,24 @@ impl Destination {
                 return Attempt::Rejected(format!("BigQuery row: {e}"));
             }
         }
-        match self
-            .client
-            .tabledata()
-            .insert_all(&table.project, &table.dataset, &table.table, request)
-            .await
+        let send = || {
+            self.client.tabledata().insert_all(
+                &table.project,
+                &table.dataset,
+                &table.table,
+                request.clone(),
+            )
+        };
+        let mut result = send().await;
+        // A kept-alive connection the server has just closed fails before any answer: send
+        // once more on a fresh one rather than fail every row (safe: the insertIds dedupe).
+        if let Err(BQError::RequestError(e)) = &result
+            && e.is_request()
         {
+            debug!(%table, error = %e, "insertAll failed to send; sending again");
+            result = send().await;
+        }
+        match result {
             Ok(response) => Attempt::Rows(row_outcomes(rows.len(), response, table)),
             Err(e) => {
                 let attempt = classify(e, table);
