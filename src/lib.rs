@@ -1,6 +1,7 @@
 //! pipeline-healer: a Kubernetes controller that keeps a batch prediction pipeline healthy and
 //! accounts for every healing action. See README.md and ../shared/design.md for the shape.
 
+pub mod analyze;
 pub mod api;
 pub mod controller;
 pub mod crdgen;

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use pipeline_healer::analyze::{OutputFormat, Request, Source, SourceKind, window};
 use pipeline_healer::controller;
 use pipeline_healer::sink::bigquery::{BigQueryExport, TableRef};
 use pipeline_healer::sink::consolidation::Consolidation;
@@ -20,6 +21,11 @@ struct Cli {
 enum Command {
     /// Run the controller. Kubernetes access as kubectl has it: in-cluster, or KUBECONFIG.
     Run(Box<RunArgs>),
+    /// Report on healing: success rates, root causes, time to heal, recurring targets and
+    /// recommendations, from BigQuery or the cluster's HealingEvents.
+    ///
+    /// Exit codes: 0 report written, 1 the source could not be read, 2 bad arguments.
+    Analyze(Box<AnalyzeArgs>),
     /// Write the CustomResourceDefinitions as YAML, one file per CRD.
     Crds {
         /// Directory to write `<plural>.healing.pipeline.dev.yaml` into.
@@ -73,8 +79,55 @@ struct RunArgs {
         default_value = "healing_events"
     )]
     events_collection: String,
-    /// Google Cloud project of the BigQuery table HealingEvents are exported to; without
-    /// it, events are not exported to BigQuery.
+    #[command(flatten)]
+    bigquery: BigQueryArgs,
+}
+
+#[derive(Args)]
+struct AnalyzeArgs {
+    /// Start of the window: "YYYY-MM-DD HH:MM" (UTC) or RFC 3339 (default: 24 h before --end).
+    #[arg(long, env = "PIPELINE_HEALER_ANALYZE_START", conflicts_with = "since")]
+    start: Option<String>,
+    /// End of the window, exclusive: "YYYY-MM-DD HH:MM" (UTC) or RFC 3339 (default: now).
+    #[arg(long, env = "PIPELINE_HEALER_ANALYZE_END")]
+    end: Option<String>,
+    /// The window as a span back from --end: 90m, 36h, 7d, 2w.
+    #[arg(long, env = "PIPELINE_HEALER_ANALYZE_SINCE")]
+    since: Option<String>,
+    /// Only this healing type (batch_cleanup, phase_rerun, retry, ...).
+    #[arg(long = "type", env = "PIPELINE_HEALER_ANALYZE_TYPE")]
+    healing_type: Option<String>,
+    /// Also write the events as CSV to this file.
+    #[arg(long, env = "PIPELINE_HEALER_ANALYZE_EXPORT", value_name = "FILE.csv")]
+    export: Option<PathBuf>,
+    /// Where the events are read from.
+    #[arg(
+        long,
+        env = "PIPELINE_HEALER_ANALYZE_SOURCE",
+        value_enum,
+        default_value = "bigquery"
+    )]
+    source: SourceKind,
+    /// With --source cluster: one namespace's events (default: all namespaces).
+    #[arg(long, env = "PIPELINE_HEALER_NAMESPACE")]
+    namespace: Option<String>,
+    /// Report format.
+    #[arg(
+        long,
+        env = "PIPELINE_HEALER_ANALYZE_OUTPUT",
+        value_enum,
+        default_value = "text"
+    )]
+    output: OutputFormat,
+    #[command(flatten)]
+    bigquery: BigQueryArgs,
+}
+
+/// The healing events table in BigQuery: where `run` exports and `analyze` reads.
+#[derive(Args)]
+struct BigQueryArgs {
+    /// Google Cloud project of the healing events table. `run` without it exports no events
+    /// to BigQuery; `analyze --source bigquery` needs it.
     #[arg(long, env = "PIPELINE_HEALER_BIGQUERY_PROJECT")]
     bigquery_project: Option<String>,
     /// BigQuery dataset of the events table.
@@ -96,6 +149,26 @@ struct RunArgs {
     bigquery_emulator_host: Option<String>,
 }
 
+impl BigQueryArgs {
+    /// The export target, when a project is given.
+    fn export(self) -> Option<BigQueryExport> {
+        let Self {
+            bigquery_project,
+            bigquery_dataset,
+            bigquery_table,
+            bigquery_emulator_host,
+        } = self;
+        bigquery_project.map(|project| BigQueryExport {
+            table: TableRef {
+                project,
+                dataset: bigquery_dataset,
+                table: bigquery_table,
+            },
+            emulator_host: bigquery_emulator_host,
+        })
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -109,10 +182,7 @@ fn main() -> ExitCode {
                 mirror_namespace,
                 consolidation_url,
                 events_collection,
-                bigquery_project,
-                bigquery_dataset,
-                bigquery_table,
-                bigquery_emulator_host,
+                bigquery,
             } = *args;
             init_logging(log_format);
             if firestore_project.is_some() && batch_collection == events_collection {
@@ -140,18 +210,12 @@ fn main() -> ExitCode {
                 instance,
                 consolidation: consolidation_url.map(Consolidation::new),
                 events_collection: Some(events_collection),
-                bigquery: bigquery_project.map(|project| BigQueryExport {
-                    table: TableRef {
-                        project,
-                        dataset: bigquery_dataset,
-                        table: bigquery_table,
-                    },
-                    emulator_host: bigquery_emulator_host,
-                }),
+                bigquery: bigquery.export(),
                 ..Default::default()
             };
             run(config, mirror)
         }
+        Command::Analyze(args) => analyze(*args),
         Command::Crds { dir, check } => crds(&dir, check),
     }
 }
@@ -207,6 +271,63 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// Bad arguments exit 2, as clap's own errors do.
+const EXIT_BAD_ARGUMENTS: u8 = 2;
+
+fn analyze(args: AnalyzeArgs) -> ExitCode {
+    let window = match window::window(
+        args.start.as_deref(),
+        args.end.as_deref(),
+        args.since.as_deref(),
+        jiff::Timestamp::now(),
+    ) {
+        Ok(w) => w,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_BAD_ARGUMENTS);
+        }
+    };
+    let source = match args.source {
+        SourceKind::Cluster => Source::Cluster {
+            namespace: args.namespace,
+        },
+        SourceKind::Bigquery => match args.bigquery.export() {
+            Some(export) => Source::BigQuery(export),
+            None => {
+                eprintln!(
+                    "error: --source bigquery needs --bigquery-project (or PIPELINE_HEALER_BIGQUERY_PROJECT)"
+                );
+                return ExitCode::from(EXIT_BAD_ARGUMENTS);
+            }
+        },
+    };
+    let request = Request {
+        window,
+        healing_type: args.healing_type,
+        source,
+        output: args.output,
+        export: args.export,
+    };
+    pipeline_healer::gcp::install_crypto_provider();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(pipeline_healer::analyze::run(&request)) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

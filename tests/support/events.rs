@@ -39,14 +39,19 @@ pub fn worker_retry(i: usize, target_namespace: Option<&str>) -> HealingEvent {
 
 /// Creates the events and records their outcome (as `finished` has it), 16 at a time.
 pub async fn record(ns: &TestNamespace, events: Vec<HealingEvent>) {
+    record_outcomes(ns, events.into_iter().map(|e| (e, finished())).collect()).await;
+}
+
+/// Creates each event and then records the outcome given with it, 16 at a time.
+pub async fn record_outcomes(ns: &TestNamespace, events: Vec<(HealingEvent, HealingEventStatus)>) {
     let api = ns.api::<HealingEvent>();
     futures::stream::iter(events)
-        .map(|event| {
+        .map(|(event, status)| {
             let api = api.clone();
             async move {
                 let name = event.spec.healing_id.clone();
                 api.create(&PostParams::default(), &event).await?;
-                let status = json!({"status": finished()});
+                let status = json!({"status": status});
                 api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
                     .await
                     .map(|_| ())

@@ -1,0 +1,83 @@
+//! One healing action as the analysis sees it, whichever source it came from: a BigQuery row
+//! (the original's nine columns, or ours) or a HealingEvent object.
+
+use jiff::Timestamp;
+
+use crate::api::HealingEvent;
+use crate::api::event::Outcome;
+use crate::sink::row::HealingEventRow;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub healing_id: String,
+    pub timestamp: Timestamp,
+    pub healing_type: String,
+    pub trigger_reason: String,
+    pub action_taken: String,
+    pub success: bool,
+    /// State columns as stored: JSON text, or Python repr in the original's rows.
+    pub before_state: Option<String>,
+    pub after_state: Option<String>,
+    pub metadata: Option<String>,
+    /// Absent in the original's rows: the report derives one from the trigger reason.
+    pub root_cause: Option<String>,
+    pub correlation_id: Option<String>,
+    /// `kind/namespace/name`, or `kind/name` for a target without a namespace.
+    pub target: Option<String>,
+    pub dry_run: bool,
+    pub outcome: Option<String>,
+    pub heal_latency_seconds: Option<f64>,
+}
+
+/// How a target is named in the report.
+pub fn target_key(
+    kind: Option<&str>,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> Option<String> {
+    let name = name.filter(|n| !n.is_empty())?;
+    let kind = kind.filter(|k| !k.is_empty()).unwrap_or("Object");
+    Some(match namespace.filter(|n| !n.is_empty()) {
+        Some(ns) => format!("{kind}/{ns}/{name}"),
+        None => format!("{kind}/{name}"),
+    })
+}
+
+impl Record {
+    /// The record of an event whose action has finished, with the same texts the BigQuery
+    /// export writes (so both sources give the same report); None while it is still Pending,
+    /// which is neither exported nor analysed.
+    pub fn from_event(event: &HealingEvent) -> Option<Self> {
+        let outcome = event.status.as_ref().and_then(|s| s.outcome)?;
+        if outcome == Outcome::Pending {
+            return None;
+        }
+        let row = HealingEventRow::from_event(event);
+        Some(Self {
+            healing_id: row.healing_id,
+            timestamp: event.spec.timestamp.0,
+            healing_type: row.healing_type,
+            trigger_reason: row.trigger_reason,
+            action_taken: row.action_taken,
+            success: row.success,
+            before_state: row.before_state,
+            after_state: row.after_state,
+            metadata: row.metadata,
+            root_cause: row.root_cause,
+            correlation_id: row.correlation_id,
+            target: target_key(
+                row.target_kind.as_deref(),
+                row.target_namespace.as_deref(),
+                row.target_name.as_deref(),
+            ),
+            dry_run: row.dry_run.unwrap_or(false),
+            outcome: row.outcome,
+            heal_latency_seconds: row.heal_latency_seconds,
+        })
+    }
+
+    /// Skipped on purpose (a paused type or an open circuit), not a dry run.
+    pub fn circuit_skipped(&self) -> bool {
+        !self.dry_run && self.outcome.as_deref() == Some("Skipped")
+    }
+}

@@ -1,0 +1,422 @@
+//! The report, computed from records with no I/O: totals and success rate, the breakdown by
+//! healing type, the top root causes, time to heal, recurring targets and recommendations.
+
+use std::collections::{BTreeMap, HashSet};
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::record::Record;
+use super::window::Window;
+
+/// Below this overall success rate the report says so (the original's rule).
+const LOW_SUCCESS_RATE: f64 = 0.80;
+/// A healing type this frequent calls for a preventive fix (the original's rule).
+const FREQUENT_TYPE: usize = 10;
+/// A target healed this often has a cause worth fixing.
+const RECURRING_TARGET: usize = 3;
+/// The original's goal: healed within 5 minutes.
+const SLOW_HEAL_SECONDS: f64 = 300.0;
+const TOP_ROOT_CAUSES: usize = 5;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub healing_type: Option<String>,
+    /// Healing actions taken (dry runs and skips are counted apart).
+    pub total: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    /// 0-1; null with no actions.
+    pub success_rate: Option<f64>,
+    pub dry_run: usize,
+    pub circuit_skipped: usize,
+    /// Rows seen more than once (at-least-once export), each counted once.
+    pub duplicate_rows: usize,
+    pub by_type: BTreeMap<String, TypeStats>,
+    pub top_root_causes: Vec<RootCause>,
+    pub mean_time_to_heal_s: Option<f64>,
+    pub p95_time_to_heal_s: Option<f64>,
+    pub recurring_targets: Vec<RecurringTarget>,
+    pub recommendations: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TypeStats {
+    pub count: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub success_rate: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RootCause {
+    pub key: String,
+    pub count: usize,
+    /// The latest trigger reason under this key.
+    pub example: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RecurringTarget {
+    pub target: String,
+    pub count: usize,
+}
+
+/// A stable key for a record: its own root cause, or one derived from its trigger reason.
+pub fn root_cause_key(record: &Record) -> String {
+    match record.root_cause.as_deref().map(str::trim) {
+        Some(key) if !key.is_empty() => key.to_owned(),
+        _ => derive_root_cause(&record.trigger_reason),
+    }
+}
+
+/// The original's trigger reasons embed ids, percentages and times; dropping every word that
+/// holds a digit and keeping the rest as snake case groups "Batch stalled at 87.5% (injured
+/// players)" with "Batch stalled at 91.2% (injured players)".
+pub fn derive_root_cause(trigger_reason: &str) -> String {
+    let words: Vec<String> = trigger_reason
+        .split_whitespace()
+        .filter(|w| !w.chars().any(|c| c.is_ascii_digit()))
+        .flat_map(|w| {
+            w.split(|c: char| !c.is_alphabetic())
+                .filter(|part| !part.is_empty())
+                .map(str::to_lowercase)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut key = String::new();
+    for word in words {
+        if key.len() + word.len() + 1 > 64 {
+            break;
+        }
+        if !key.is_empty() {
+            key.push('_');
+        }
+        key.push_str(&word);
+    }
+    if key.is_empty() {
+        "unknown".into()
+    } else {
+        key
+    }
+}
+
+/// The records a report covers: in the window, of the type when given, each healing_id once,
+/// in time order.
+pub struct Selection<'a> {
+    pub records: Vec<&'a Record>,
+    /// Rows seen again under a healing_id already selected.
+    pub duplicate_rows: usize,
+}
+
+pub fn select<'a>(
+    records: &'a [Record],
+    window: Window,
+    healing_type: Option<&str>,
+) -> Selection<'a> {
+    let mut seen = HashSet::new();
+    let mut duplicate_rows = 0;
+    let mut selected: Vec<&Record> = Vec::new();
+    for r in records {
+        if !window.contains(r.timestamp) || healing_type.is_some_and(|t| t != r.healing_type) {
+            continue;
+        }
+        if seen.insert(r.healing_id.as_str()) {
+            selected.push(r);
+        } else {
+            duplicate_rows += 1;
+        }
+    }
+    selected.sort_by(|a, b| (a.timestamp, &a.healing_id).cmp(&(b.timestamp, &b.healing_id)));
+    Selection {
+        records: selected,
+        duplicate_rows,
+    }
+}
+
+/// The report over `records` (any order, duplicates allowed) in `window`, of one healing type
+/// when given.
+pub fn report(records: &[Record], window: Window, healing_type: Option<&str>) -> Report {
+    let Selection {
+        records: selected,
+        duplicate_rows,
+    } = select(records, window, healing_type);
+    let dry_run = selected.iter().filter(|r| r.dry_run).count();
+    let circuit_skipped = selected.iter().filter(|r| r.circuit_skipped()).count();
+    let actions: Vec<&Record> = selected
+        .into_iter()
+        .filter(|r| !r.dry_run && !r.circuit_skipped())
+        .collect();
+    let total = actions.len();
+    let succeeded = actions.iter().filter(|r| r.success).count();
+
+    let mut by_type: BTreeMap<String, TypeStats> = BTreeMap::new();
+    for r in &actions {
+        let stats = by_type.entry(r.healing_type.clone()).or_default();
+        stats.count += 1;
+        if r.success {
+            stats.succeeded += 1;
+        } else {
+            stats.failed += 1;
+        }
+    }
+    for stats in by_type.values_mut() {
+        stats.success_rate = stats.succeeded as f64 / stats.count as f64;
+    }
+
+    // Records are in time order, so the last reason seen under a key is the latest.
+    let mut causes: BTreeMap<String, RootCause> = BTreeMap::new();
+    for r in &actions {
+        let key = root_cause_key(r);
+        let cause = causes.entry(key.clone()).or_insert_with(|| RootCause {
+            key,
+            count: 0,
+            example: String::new(),
+        });
+        cause.count += 1;
+        cause.example = r.trigger_reason.clone();
+    }
+    let mut top_root_causes: Vec<RootCause> = causes.into_values().collect();
+    top_root_causes.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+    top_root_causes.truncate(TOP_ROOT_CAUSES);
+
+    let mut latencies: Vec<f64> = actions
+        .iter()
+        .filter(|r| r.success)
+        .filter_map(|r| r.heal_latency_seconds)
+        .filter(|s| s.is_finite())
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let mean_time_to_heal_s =
+        (!latencies.is_empty()).then(|| latencies.iter().sum::<f64>() / latencies.len() as f64);
+    let p95_time_to_heal_s = nearest_rank(&latencies, 0.95);
+
+    let mut per_target: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &actions {
+        if let Some(t) = r.target.as_deref() {
+            *per_target.entry(t).or_default() += 1;
+        }
+    }
+    let mut recurring_targets: Vec<RecurringTarget> = per_target
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(target, count)| RecurringTarget {
+            target: target.to_owned(),
+            count,
+        })
+        .collect();
+    recurring_targets.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.target.cmp(&b.target)));
+
+    let mut report = Report {
+        start: window.start,
+        end: window.end,
+        healing_type: healing_type.map(str::to_owned),
+        total,
+        succeeded,
+        failed: total - succeeded,
+        success_rate: (total > 0).then(|| succeeded as f64 / total as f64),
+        dry_run,
+        circuit_skipped,
+        duplicate_rows,
+        by_type,
+        top_root_causes,
+        mean_time_to_heal_s,
+        p95_time_to_heal_s,
+        recurring_targets,
+        recommendations: Vec::new(),
+    };
+    report.recommendations = recommendations(&report);
+    report
+}
+
+/// The value at or below which `q` of the sorted values fall (nearest rank).
+fn nearest_rank(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+fn recommendations(report: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(rate) = report.success_rate
+        && rate < LOW_SUCCESS_RATE
+    {
+        out.push(format!(
+            "Overall success rate is {:.1}% (below {:.0}%): look at the failing healing types first.",
+            rate * 100.0,
+            LOW_SUCCESS_RATE * 100.0
+        ));
+    }
+    for (healing_type, stats) in &report.by_type {
+        if stats.count >= FREQUENT_TYPE {
+            out.push(format!(
+                "{healing_type} ran {} times: implement preventive fixes so it is needed less.",
+                stats.count
+            ));
+        }
+    }
+    for t in report
+        .recurring_targets
+        .iter()
+        .filter(|t| t.count >= RECURRING_TARGET)
+    {
+        out.push(format!(
+            "{} was healed {} times: fix what keeps breaking it rather than healing it again.",
+            t.target, t.count
+        ));
+    }
+    if let Some(p95) = report.p95_time_to_heal_s
+        && p95 > SLOW_HEAL_SECONDS
+    {
+        out.push(format!(
+            "95% of heals took up to {p95:.0} s, above the 5-minute goal: check the stall \
+             threshold and the controller's backlog."
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn record(id: &str, minute: i64, healing_type: &str, success: bool) -> Record {
+        Record {
+            healing_id: id.into(),
+            timestamp: at("2026-11-24T12:00:00Z") + jiff::SignedDuration::from_mins(minute),
+            healing_type: healing_type.into(),
+            trigger_reason: format!("{id} stalled"),
+            action_taken: "marked complete".into(),
+            success,
+            before_state: None,
+            after_state: None,
+            metadata: None,
+            root_cause: Some("no_progress".into()),
+            correlation_id: None,
+            target: Some(format!("PredictionBatch/ns/{id}")),
+            dry_run: false,
+            outcome: Some(if success { "Succeeded" } else { "Failed" }.into()),
+            heal_latency_seconds: Some(minute as f64),
+        }
+    }
+
+    fn day() -> Window {
+        Window {
+            start: at("2026-11-24T00:00:00Z"),
+            end: at("2026-11-25T00:00:00Z"),
+        }
+    }
+
+    #[test]
+    fn derived_root_causes_group_reasons_that_differ_only_in_numbers_and_ids() {
+        let a = derive_root_cause("Batch stalled at 87.5% (injured players)");
+        assert_eq!(a, "batch_stalled_at_injured_players");
+        assert_eq!(
+            a,
+            derive_root_cause("Batch stalled at 91.2% (injured players)")
+        );
+        assert_eq!(
+            derive_root_cause("batch_2026-11-24_1795480001 stalled for 16 minutes at 23:41:07"),
+            "stalled_for_minutes_at"
+        );
+        assert_eq!(derive_root_cause("42 99.9%"), "unknown");
+        assert!(derive_root_cause(&"word ".repeat(100)).len() <= 64);
+    }
+
+    #[test]
+    fn totals_rates_and_types_count_each_healing_id_once() {
+        let mut records = vec![
+            record("a", 1, "batch_cleanup", true),
+            record("b", 2, "batch_cleanup", false),
+            record("c", 3, "retry", true),
+            record("d", 4, "retry", true),
+        ];
+        records.push(records[0].clone()); // exported twice
+        let r = report(&records, day(), None);
+        assert_eq!(
+            (r.total, r.succeeded, r.failed, r.duplicate_rows),
+            (4, 3, 1, 1)
+        );
+        assert_eq!(r.success_rate, Some(0.75));
+        assert_eq!(r.by_type["batch_cleanup"].success_rate, 0.5);
+        assert_eq!(r.by_type["retry"].count, 2);
+        assert!(r.recommendations[0].starts_with("Overall success rate is 75.0%"));
+
+        let only_retry = report(&records, day(), Some("retry"));
+        assert_eq!((only_retry.total, only_retry.success_rate), (2, Some(1.0)));
+        assert!(only_retry.recommendations.is_empty());
+    }
+
+    #[test]
+    fn dry_runs_skips_and_events_outside_the_window_are_apart() {
+        let mut dry = record("dry", 5, "batch_cleanup", false);
+        dry.dry_run = true;
+        dry.outcome = Some("Skipped".into());
+        let mut skipped = record("open-circuit", 6, "batch_cleanup", false);
+        skipped.outcome = Some("Skipped".into());
+        let late = record("tomorrow", 24 * 60, "batch_cleanup", true);
+        let r = report(
+            &[dry, skipped, late, record("a", 1, "retry", true)],
+            day(),
+            None,
+        );
+        assert_eq!((r.total, r.dry_run, r.circuit_skipped), (1, 1, 1));
+    }
+
+    #[test]
+    fn root_causes_latency_recurrence_and_their_recommendations() {
+        let mut records: Vec<Record> = (0..12)
+            .map(|i| record(&format!("r{i}"), i, "retry", true))
+            .collect();
+        for r in records.iter_mut().take(4) {
+            r.target = Some("Worker/ns/flaky".into());
+            r.root_cause = Some("feature_store_timeout".into());
+        }
+        records[11].heal_latency_seconds = Some(900.0);
+        let mut original = record("orig", 30, "retry", true);
+        original.root_cause = None;
+        original.trigger_reason = "Batch stalled at 87.5% (injured players)".into();
+        records.push(original);
+
+        let r = report(&records, day(), None);
+        assert_eq!(r.top_root_causes[0].key, "no_progress");
+        assert_eq!(r.top_root_causes[0].count, 8);
+        assert_eq!(r.top_root_causes[0].example, "r11 stalled");
+        assert_eq!(r.top_root_causes[1].key, "feature_store_timeout");
+        assert_eq!(r.top_root_causes[2].key, "batch_stalled_at_injured_players");
+        assert_eq!(
+            r.recurring_targets,
+            [RecurringTarget {
+                target: "Worker/ns/flaky".into(),
+                count: 4
+            }]
+        );
+        // Latencies 0..=10 and 900 (and 30): the p95 of 13 values is the 13th.
+        assert_eq!(r.p95_time_to_heal_s, Some(900.0));
+        let text = r.recommendations.join("\n");
+        assert!(text.contains("retry ran 13 times"), "{text}");
+        assert!(
+            text.contains("Worker/ns/flaky was healed 4 times"),
+            "{text}"
+        );
+        assert!(text.contains("above the 5-minute goal"), "{text}");
+    }
+
+    #[test]
+    fn nothing_to_report_is_not_an_error() {
+        let r = report(&[], day(), None);
+        assert_eq!(
+            (r.total, r.success_rate, r.p95_time_to_heal_s),
+            (0, None, None)
+        );
+        assert!(r.recommendations.is_empty());
+    }
+}

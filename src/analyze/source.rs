@@ -1,0 +1,249 @@
+//! Where the records come from: the BigQuery table (a parameterised query over the window),
+//! or the HealingEvents in the cluster (listed in pages).
+
+use std::str::FromStr;
+
+use gcp_bigquery_client::Client as BigQuery;
+use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
+use gcp_bigquery_client::model::query_parameter::QueryParameter;
+use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
+use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
+use gcp_bigquery_client::model::query_request::QueryRequest;
+use gcp_bigquery_client::model::query_response::ResultSet;
+use jiff::Timestamp;
+use kube::api::{Api, ListParams};
+
+use super::record::{Record, target_key};
+use super::window::Window;
+use crate::Error;
+use crate::api::HealingEvent;
+use crate::api::schema::TableName;
+use crate::sink::bigquery::TableRef;
+
+/// Rows per page of query results.
+const PAGE_ROWS: i32 = 10_000;
+/// Objects per page when listing the cluster's events.
+const PAGE_OBJECTS: u32 = 500;
+
+fn scalar(name: &str, kind: &str, value: String) -> QueryParameter {
+    QueryParameter {
+        name: Some(name.into()),
+        parameter_type: Some(QueryParameterType {
+            r#type: kind.into(),
+            array_type: None,
+            struct_types: None,
+        }),
+        parameter_value: Some(QueryParameterValue {
+            value: Some(value),
+            array_values: None,
+            struct_values: None,
+        }),
+    }
+}
+
+/// BigQuery's canonical timestamp text.
+fn timestamp_parameter(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string()
+}
+
+/// The rows of `table` in the window (and of the type), each becoming a record. The names
+/// go into the SQL only once validated as identifiers; the values only as parameters.
+pub async fn from_bigquery(
+    client: &BigQuery,
+    table: &TableRef,
+    window: Window,
+    healing_type: Option<&str>,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<Record>, Error> {
+    let name = TableName::from_str(&format!(
+        "{}.{}.{}",
+        table.project, table.dataset, table.table
+    ))
+    .map_err(|e| Error::Invalid {
+        what: "BigQuery table".into(),
+        message: e.to_string(),
+    })?;
+    let mut sql = format!(
+        "SELECT * FROM `{}` WHERE `timestamp` >= @start AND `timestamp` < @end",
+        name.as_str()
+    );
+    let mut parameters = vec![
+        scalar("start", "TIMESTAMP", timestamp_parameter(window.start)),
+        scalar("end", "TIMESTAMP", timestamp_parameter(window.end)),
+    ];
+    if let Some(t) = healing_type {
+        sql.push_str(" AND healing_type = @healing_type");
+        parameters.push(scalar("healing_type", "STRING", t.to_owned()));
+    }
+    let mut request = QueryRequest::new(sql);
+    request.parameter_mode = Some("NAMED".into());
+    request.query_parameters = Some(parameters);
+    request.use_legacy_sql = false;
+    request.max_results = Some(PAGE_ROWS);
+
+    let response = client
+        .job()
+        .query(&table.project, request)
+        .await
+        .map_err(Error::bigquery)?;
+    let job_id = response
+        .job_reference
+        .as_ref()
+        .and_then(|j| j.job_id.clone());
+    let mut complete = response.job_complete.unwrap_or(true);
+    let mut page_token = response.page_token.clone();
+    let mut records = Vec::new();
+    if complete {
+        read_rows(
+            &mut ResultSet::new_from_query_response(response),
+            table,
+            &mut records,
+        )?;
+        progress(records.len());
+    }
+    // Further pages, or the whole result of a query that outlived the first call.
+    while let Some(job_id) = job_id.as_deref()
+        && (!complete || page_token.is_some())
+    {
+        let page = client
+            .job()
+            .get_query_results(
+                &table.project,
+                job_id,
+                GetQueryResultsParameters {
+                    page_token: page_token.clone(),
+                    max_results: Some(PAGE_ROWS),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(Error::bigquery)?;
+        if !page.job_complete.unwrap_or(true) {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            continue;
+        }
+        complete = true;
+        page_token = page.page_token.clone();
+        read_rows(
+            &mut ResultSet::new_from_get_query_results_response(page),
+            table,
+            &mut records,
+        )?;
+        progress(records.len());
+    }
+    Ok(records)
+}
+
+/// BigQuery answers TIMESTAMP as epoch seconds in floating point; the emulator as integer
+/// microseconds.
+fn parse_bigquery_timestamp(text: &str) -> Option<Timestamp> {
+    if let Ok(micros) = text.parse::<i64>() {
+        // 1e11 s is the year 5138: a bigger integer is microseconds.
+        return if micros.abs() > 100_000_000_000 {
+            Timestamp::from_microsecond(micros).ok()
+        } else {
+            Timestamp::from_second(micros).ok()
+        };
+    }
+    let seconds: f64 = text.parse().ok()?;
+    Timestamp::from_microsecond((seconds * 1e6).round() as i64).ok()
+}
+
+fn read_rows(rs: &mut ResultSet, table: &TableRef, out: &mut Vec<Record>) -> Result<(), Error> {
+    if rs.row_count() == 0 {
+        return Ok(());
+    }
+    for required in ["healing_id", "timestamp", "healing_type", "success"] {
+        if rs.column_index(required).is_none() {
+            return Err(Error::Invalid {
+                what: "BigQuery table".into(),
+                message: format!("{table} has no column {required}: is it a healing events table?"),
+            });
+        }
+    }
+    let string = |rs: &ResultSet, name: &str| -> Option<String> {
+        rs.column_index(name)?;
+        rs.get_string_by_name(name).ok().flatten()
+    };
+    while rs.next_row() {
+        let Some(healing_id) = string(rs, "healing_id") else {
+            continue;
+        };
+        let Some(timestamp) = string(rs, "timestamp")
+            .as_deref()
+            .and_then(parse_bigquery_timestamp)
+        else {
+            tracing::warn!(%healing_id, "row without a readable timestamp skipped");
+            continue;
+        };
+        let boolean = |name: &str| {
+            rs.column_index(name)
+                .and_then(|_| rs.get_bool_by_name(name).ok().flatten())
+        };
+        out.push(Record {
+            healing_id,
+            timestamp,
+            healing_type: string(rs, "healing_type").unwrap_or_default(),
+            trigger_reason: string(rs, "trigger_reason").unwrap_or_default(),
+            action_taken: string(rs, "action_taken").unwrap_or_default(),
+            success: boolean("success").unwrap_or(false),
+            before_state: string(rs, "before_state"),
+            after_state: string(rs, "after_state"),
+            metadata: string(rs, "metadata"),
+            root_cause: string(rs, "root_cause"),
+            correlation_id: string(rs, "correlation_id"),
+            target: target_key(
+                string(rs, "target_kind").as_deref(),
+                string(rs, "target_namespace").as_deref(),
+                string(rs, "target_name").as_deref(),
+            ),
+            dry_run: boolean("dry_run").unwrap_or(false),
+            outcome: string(rs, "outcome"),
+            heal_latency_seconds: rs
+                .column_index("heal_latency_seconds")
+                .and_then(|_| rs.get_f64_by_name("heal_latency_seconds").ok().flatten()),
+        });
+    }
+    Ok(())
+}
+
+/// Every finished HealingEvent of `namespace` (or all namespaces).
+pub async fn from_cluster(
+    client: kube::Client,
+    namespace: Option<&str>,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<Record>, Error> {
+    let api: Api<HealingEvent> = match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let mut records = Vec::new();
+    let mut params = ListParams::default().limit(PAGE_OBJECTS);
+    loop {
+        let page = api.list(&params).await?;
+        records.extend(page.items.iter().filter_map(Record::from_event));
+        progress(records.len());
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(records),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_read_in_both_forms() {
+        let t: Timestamp = "2026-11-24T23:41:07.123456Z".parse().unwrap();
+        assert_eq!(parse_bigquery_timestamp("1795563667123456"), Some(t));
+        assert_eq!(parse_bigquery_timestamp("1.795563667123456E9"), Some(t));
+        assert_eq!(
+            parse_bigquery_timestamp("1795563667"),
+            Some("2026-11-24T23:41:07Z".parse().unwrap())
+        );
+        assert_eq!(parse_bigquery_timestamp("yesterday"), None);
+        assert_eq!(timestamp_parameter(t), "2026-11-24 23:41:07.123456+00:00");
+    }
+}

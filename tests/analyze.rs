@@ -1,0 +1,510 @@
+//! `pipeline-healer analyze`, the binary, against the BigQuery emulator and the real API
+//! server: the same events give the same report from either source, the original's rows are
+//! read and grouped, CSV and JSON parse back, bad arguments exit 2 and an unreachable source 1.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::{Command, Output};
+
+use gcp_bigquery_client::model::dataset::Dataset;
+use gcp_bigquery_client::model::table::Table;
+use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
+use gcp_bigquery_client::model::table_schema::TableSchema;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use pipeline_healer::analyze::render::CSV_COLUMNS;
+use pipeline_healer::api::event::{HealingEventStatus, Outcome, TargetRef};
+use pipeline_healer::api::{HealingEvent, HealingEventSpec};
+use pipeline_healer::sink::row::{HealingEventRow, bigquery_timestamp};
+use serde_json::{Value, json};
+use support::{TestNamespace, events};
+
+fn analyze(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pipeline-healer"))
+        .arg("analyze")
+        .args(args)
+        .env_remove("PIPELINE_HEALER_BIGQUERY_PROJECT")
+        .env_remove("BIGQUERY_EMULATOR_HOST")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run pipeline-healer analyze")
+}
+
+fn report_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the JSON report parses")
+}
+
+/// A fresh dataset with a table of `schema`; returns the dataset.
+async fn table(ns: &TestNamespace, name: &str, schema: TableSchema) -> String {
+    let project = &support::emulators().project;
+    let dataset = format!("an_{}", ns.name.replace('-', "_"));
+    let bq = support::bigquery_client().await;
+    if bq.dataset().get(project, &dataset).await.is_err() {
+        bq.dataset()
+            .create(Dataset::new(project, &dataset))
+            .await
+            .expect("create dataset");
+    }
+    bq.table()
+        .create(Table::new(project, &dataset, name, schema))
+        .await
+        .expect("create table");
+    dataset
+}
+
+async fn insert(dataset: &str, table: &str, rows: Vec<Value>) {
+    let project = &support::emulators().project;
+    let mut request = TableDataInsertAllRequest::new();
+    for row in rows {
+        let id = row["healing_id"].as_str().map(str::to_owned);
+        request.add_row(id, row).unwrap();
+    }
+    let response = support::bigquery_client()
+        .await
+        .tabledata()
+        .insert_all(project, dataset, table, request)
+        .await
+        .expect("insertAll");
+    assert!(response.insert_errors.unwrap_or_default().is_empty());
+}
+
+fn bigquery_args<'a>(dataset: &'a str, table: &'a str) -> Vec<&'a str> {
+    let emu = support::emulators();
+    vec![
+        "--source",
+        "bigquery",
+        "--bigquery-project",
+        &emu.project,
+        "--bigquery-dataset",
+        dataset,
+        "--bigquery-table",
+        table,
+        "--bigquery-emulator-host",
+        &emu.bigquery,
+    ]
+}
+
+/// One healing action `minutes_ago`, with its outcome.
+#[allow(clippy::too_many_arguments)]
+fn action(
+    id: &str,
+    minutes_ago: i64,
+    healing_type: &str,
+    root_cause: &str,
+    target: (&str, Option<&str>, &str),
+    outcome: Outcome,
+    dry_run: bool,
+    latency: Option<f64>,
+) -> (HealingEvent, HealingEventStatus) {
+    let spec = HealingEventSpec {
+        healing_id: id.into(),
+        timestamp: MicroTime(Timestamp::now() - SignedDuration::from_mins(minutes_ago)),
+        healing_type: healing_type.into(),
+        trigger_reason: format!("{id}: {root_cause} at {minutes_ago} minutes"),
+        action_taken: "healed".into(),
+        root_cause: root_cause.into(),
+        correlation_id: Some("pass-1".into()),
+        target: TargetRef {
+            api_version: None,
+            kind: target.0.into(),
+            namespace: target.1.map(Into::into),
+            name: target.2.into(),
+            uid: None,
+        },
+        dry_run,
+        threshold_time: None,
+        before_state: Some(json!({"completed": 46, "expected": 50})),
+        details: None,
+    };
+    let status = HealingEventStatus {
+        outcome: Some(outcome),
+        success: Some(outcome == Outcome::Succeeded),
+        heal_latency_seconds: latency,
+        ..Default::default()
+    };
+    (HealingEvent::new(id, spec), status)
+}
+
+/// 12 batch cleanups (2 failed) over 4 batches, 3 retries of one worker, a dry run, a skip,
+/// and one action two days old.
+fn actions() -> Vec<(HealingEvent, HealingEventStatus)> {
+    let mut all = Vec::new();
+    for i in 0..12 {
+        let outcome = if i == 3 || i == 8 {
+            Outcome::Failed
+        } else {
+            Outcome::Succeeded
+        };
+        let cause = if i < 7 {
+            "feature_store_timeout"
+        } else {
+            "no_progress"
+        };
+        let batch = format!("batch-{}", i % 4);
+        all.push(action(
+            &format!("cleanup-{i:02}"),
+            i + 1,
+            "batch_cleanup",
+            cause,
+            ("PredictionBatch", Some("pipeline"), &batch),
+            outcome,
+            false,
+            Some(2.0 + i as f64),
+        ));
+    }
+    for i in 0..3 {
+        all.push(action(
+            &format!("retry-{i}"),
+            20 + i,
+            "retry",
+            "worker_timeout",
+            ("Worker", None, "worker-1"),
+            Outcome::Succeeded,
+            false,
+            None,
+        ));
+    }
+    let batch = ("PredictionBatch", Some("pipeline"), "batch-9");
+    all.push(action(
+        "dry",
+        30,
+        "batch_cleanup",
+        "no_progress",
+        batch,
+        Outcome::Skipped,
+        true,
+        None,
+    ));
+    let phase = ("PhaseRun", Some("pipeline"), "phase4");
+    all.push(action(
+        "open-circuit",
+        31,
+        "phase_rerun",
+        "missing_rows:nba_precompute.player_daily_cache",
+        phase,
+        Outcome::Skipped,
+        false,
+        None,
+    ));
+    all.push(action(
+        "old",
+        2 * 24 * 60,
+        "batch_cleanup",
+        "no_progress",
+        batch,
+        Outcome::Succeeded,
+        false,
+        Some(1.0),
+    ));
+    all
+}
+
+#[tokio::test]
+async fn the_same_events_give_the_same_report_from_bigquery_and_the_cluster() {
+    let ns = support::namespace("analyze-same").await;
+    let actions = actions();
+    events::record_outcomes(&ns, actions.clone()).await;
+
+    // BigQuery holds the same events as the export writes them, one of them twice.
+    let dataset = table(&ns, "healing_events", support::events_table_schema()).await;
+    let mut rows: Vec<Value> = actions
+        .into_iter()
+        .map(|(mut event, status)| {
+            event.status = Some(status);
+            serde_json::to_value(HealingEventRow::from_event(&event)).unwrap()
+        })
+        .collect();
+    rows.push(rows[0].clone());
+    insert(&dataset, "healing_events", rows).await;
+
+    let mut args = bigquery_args(&dataset, "healing_events");
+    args.extend(["--since", "1d", "--output", "json"]);
+    let mut from_bigquery = report_of(&analyze(&args, &[]));
+    let kubeconfig = support::cluster().kubeconfig.to_string_lossy().into_owned();
+    let mut from_cluster = report_of(&analyze(
+        &[
+            "--source",
+            "cluster",
+            "--namespace",
+            &ns.name,
+            "--since",
+            "1d",
+            "--output",
+            "json",
+        ],
+        &[("KUBECONFIG", &kubeconfig)],
+    ));
+
+    assert_eq!(from_bigquery["source"], "bigquery");
+    assert_eq!(from_bigquery["duplicate_rows"], 1);
+    assert_eq!(from_cluster["duplicate_rows"], 0);
+    for report in [&mut from_bigquery, &mut from_cluster] {
+        let fields = report.as_object_mut().unwrap();
+        for differs in ["source", "duplicate_rows", "start", "end"] {
+            fields.remove(differs);
+        }
+    }
+    assert_eq!(from_bigquery, from_cluster);
+
+    let r = &from_cluster;
+    assert_eq!(r["total"], 15);
+    assert_eq!(r["succeeded"], 13);
+    assert!((r["success_rate"].as_f64().unwrap() - 13.0 / 15.0).abs() < 1e-9);
+    assert_eq!(
+        (r["dry_run"].clone(), r["circuit_skipped"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(
+        r["by_type"]["batch_cleanup"],
+        json!({"count": 12, "succeeded": 10, "failed": 2, "success_rate": 10.0 / 12.0})
+    );
+    assert_eq!(r["by_type"]["retry"]["count"], 3);
+    let causes: Vec<(String, u64)> = r["top_root_causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["key"].as_str().unwrap().to_owned(),
+                c["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        causes,
+        [
+            ("feature_store_timeout".to_owned(), 7),
+            ("no_progress".to_owned(), 5),
+            ("worker_timeout".to_owned(), 3)
+        ]
+    );
+    // Latest first in time order is the example: cleanup-00 is one minute old.
+    assert_eq!(
+        r["top_root_causes"][0]["example"],
+        "cleanup-00: feature_store_timeout at 1 minutes"
+    );
+    // Heal latencies of the 10 successful cleanups: 2..13 without 5 and 10.
+    assert_eq!(r["p95_time_to_heal_s"], 13.0);
+    assert!((r["mean_time_to_heal_s"].as_f64().unwrap() - 7.5).abs() < 1e-9);
+    let recurring: BTreeSet<String> = r["recurring_targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| format!("{}={}", t["target"].as_str().unwrap(), t["count"]))
+        .collect();
+    assert_eq!(
+        recurring,
+        [
+            "PredictionBatch/pipeline/batch-0=3",
+            "PredictionBatch/pipeline/batch-1=3",
+            "PredictionBatch/pipeline/batch-2=3",
+            "PredictionBatch/pipeline/batch-3=3",
+            "Worker/worker-1=3"
+        ]
+        .map(String::from)
+        .into()
+    );
+    let recommendations = r["recommendations"].to_string();
+    assert!(
+        recommendations.contains("batch_cleanup ran 12 times"),
+        "{recommendations}"
+    );
+    assert!(
+        recommendations.contains("Worker/worker-1 was healed 3 times"),
+        "{recommendations}"
+    );
+    assert!(
+        !recommendations.contains("success rate"),
+        "{recommendations}"
+    );
+
+    // --type narrows both the same way.
+    let mut args = bigquery_args(&dataset, "healing_events");
+    args.extend(["--since", "1d", "--output", "json", "--type", "retry"]);
+    let retries = report_of(&analyze(&args, &[]));
+    assert_eq!(
+        (retries["total"].clone(), retries["success_rate"].clone()),
+        (json!(3), json!(1.0))
+    );
+}
+
+#[tokio::test]
+async fn the_originals_rows_are_read_grouped_and_exported_as_csv() {
+    let ns = support::namespace("analyze-original").await;
+    // The original's table: its nine columns only.
+    let mut schema = support::events_table_schema();
+    schema.fields.as_mut().unwrap().truncate(9);
+    let dataset = table(&ns, "original_events", schema).await;
+    let at =
+        |minutes: i64| bigquery_timestamp(Timestamp::now() - SignedDuration::from_mins(minutes));
+    let row = |id: &str, minutes: i64, reason: &str, success: bool, before: &str| {
+        json!({
+            "healing_id": id, "timestamp": at(minutes), "healing_type": "batch_cleanup",
+            "trigger_reason": reason, "action_taken": "Marked batch complete", "success": success,
+            "before_state": before, "after_state": "{'is_complete': True}",
+            "metadata": "{'players': ['lebronjames', 'stephencurry']}",
+        })
+    };
+    insert(
+        &dataset,
+        "original_events",
+        vec![
+            row(
+                "h1",
+                50,
+                "Batch stalled at 87.5% (injured players)",
+                true,
+                "{'completed': 35, 'expected': 40, 'ok': True}",
+            ),
+            row(
+                "h2",
+                40,
+                "Batch stalled at 91.2% (injured players)",
+                false,
+                "{'completed': 41, 'expected': 45, 'ok': None}",
+            ),
+            row(
+                "h3",
+                30,
+                "Retried player 1795 after timeout",
+                true,
+                "not a literal",
+            ),
+        ],
+    )
+    .await;
+
+    let csv_path = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    let csv_arg = csv_path.to_string_lossy().into_owned();
+    let mut args = bigquery_args(&dataset, "original_events");
+    args.extend(["--since", "2h", "--output", "json", "--export", &csv_arg]);
+    let r = report_of(&analyze(&args, &[]));
+    assert_eq!(r["total"], 3);
+    assert_eq!(
+        r["top_root_causes"][0],
+        json!({"key": "batch_stalled_at_injured_players", "count": 2, "example": "Batch stalled at 91.2% (injured players)"})
+    );
+    assert_eq!(
+        r["top_root_causes"][1]["key"],
+        "retried_player_after_timeout"
+    );
+    assert!(
+        r["recommendations"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("Overall success rate is 66.7%")
+    );
+    assert_eq!(r["mean_time_to_heal_s"], Value::Null);
+
+    let mut reader = csv::Reader::from_path(&csv_path).unwrap();
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        CSV_COLUMNS
+    );
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), 3);
+    let field = |r: &csv::StringRecord, name: &str| {
+        r.get(CSV_COLUMNS.iter().position(|c| *c == name).unwrap())
+            .unwrap()
+            .to_owned()
+    };
+    let h1 = &records[0];
+    assert_eq!(field(h1, "healing_id"), "h1");
+    assert_eq!(field(h1, "success"), "true");
+    assert_eq!(field(h1, "root_cause"), "batch_stalled_at_injured_players");
+    // Python repr became JSON; what is not a literal stays as its text.
+    let state = |r: &csv::StringRecord, name: &str| -> Value {
+        serde_json::from_str(&field(r, name)).unwrap()
+    };
+    assert_eq!(
+        state(h1, "before_state"),
+        json!({"completed": 35, "expected": 40, "ok": true})
+    );
+    assert_eq!(state(h1, "after_state"), json!({"is_complete": true}));
+    assert_eq!(
+        state(h1, "metadata"),
+        json!({"players": ["lebronjames", "stephencurry"]})
+    );
+    assert_eq!(state(&records[1], "before_state")["ok"], Value::Null);
+    assert_eq!(state(&records[2], "before_state"), json!("not a literal"));
+    assert_eq!(
+        field(&records[2], "trigger_reason"),
+        "Retried player 1795 after timeout"
+    );
+
+    // The text report for people.
+    let mut args = bigquery_args(&dataset, "original_events");
+    args.extend(["--since", "2h"]);
+    let out = analyze(&args, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("success rate: 66.7%"), "{text}");
+    assert!(
+        text.contains("1. batch_stalled_at_injured_players (2 events)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_arguments_exit_2_with_the_reason() {
+    let cases: [(&[&str], &str); 6] = [
+        (&["--start", "yesterday"], "YYYY-MM-DD HH:MM"),
+        (
+            &["--start", "2026-11-25 00:00", "--end", "2026-11-24 00:00"],
+            "window is empty",
+        ),
+        (&["--since", "7x"], "not a span"),
+        (&["--source", "nope"], "invalid value"),
+        (
+            &["--start", "2026-11-24 00:00", "--since", "1d"],
+            "cannot be used with",
+        ),
+        (&["--source", "bigquery"], "--bigquery-project"),
+    ];
+    for (args, says) in cases {
+        let out = analyze(args, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn an_unreachable_source_exits_1_saying_which() {
+    let out = analyze(
+        &[
+            "--bigquery-project",
+            "pipeline-healer-test",
+            "--bigquery-emulator-host",
+            "127.0.0.1:1",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("bigquery"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\ncurrent-context: gone\nclusters: [{name: gone, cluster: {server: 'https://127.0.0.1:1'}}]\n\
+         contexts: [{name: gone, context: {cluster: gone, user: nobody}}]\nusers: [{name: nobody, user: {token: x}}]\n",
+    )
+    .unwrap();
+    let out = analyze(
+        &["--source", "cluster"],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("kubernetes"), "{stderr}");
+}
