@@ -285,7 +285,7 @@ async fn the_same_events_give_the_same_report_from_bigquery_and_the_cluster() {
             ("worker_timeout".to_owned(), 3)
         ]
     );
-    // Latest first in time order is the example: cleanup-00 is one minute old.
+    // The example is the latest reason under the key: cleanup-00, one minute old.
     assert_eq!(
         r["top_root_causes"][0]["example"],
         "cleanup-00: feature_store_timeout at 1 minutes"
