@@ -9,12 +9,14 @@
 //!   every event's status says exported to both, which includes one status write per event
 //!   on the API server.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::{bench, size};
 use futures::StreamExt;
 use gcp_bigquery_client::model::dataset::Dataset;
 use gcp_bigquery_client::model::query_request::QueryRequest;
@@ -26,17 +28,6 @@ use pipeline_healer::api::event::ExportState;
 use pipeline_healer::sink::bigquery::{BigQueryExport, TableRef};
 use pipeline_healer::sink::{BIGQUERY, FIRESTORE, Sinks};
 use support::{ControllerProcess, events};
-
-fn bench(name: &str, value: f64, unit: &str) {
-    println!("BENCH {name} {value:.3} {unit}");
-}
-
-fn size(var: &str, default: usize) -> usize {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A fresh dataset with the events table; returns (dataset, table).
 async fn events_table(slug: &str) -> TableRef {
@@ -152,13 +143,7 @@ async fn through_the_controller(n: usize) {
     let ns = support::namespace("bench-export").await;
     let collection = format!("bench_controller_events_{}", std::process::id());
     let table = events_table("controller").await;
-    events::record(
-        &ns,
-        (0..n)
-            .map(|i| events::worker_retry(i, Some("pipeline")))
-            .collect(),
-    )
-    .await;
+    events::record(&ns, events::worker_retries(n)).await;
 
     let start = Instant::now();
     let args = [

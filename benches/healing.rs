@@ -9,12 +9,14 @@
 //!
 //! Sizes: PH_BENCH_BURST (default 1000), PH_BENCH_BATCHES (default 10000).
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{bench, size};
 use firestore::FirestoreDb;
 use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
@@ -27,17 +29,6 @@ use support::{ControllerProcess, TestNamespace, firestore_db, namespace};
 const EXPECTED: usize = 50;
 const STALL_RATE_PER_SECOND: usize = 20;
 const STEADY_STALLS: usize = 200;
-
-fn bench(name: &str, value: f64, unit: &str) {
-    println!("BENCH {name} {value:.3} {unit}");
-}
-
-fn size(var: &str, default: usize) -> usize {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Figures of the controller process, from /proc.
 struct Usage(u32);

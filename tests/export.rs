@@ -196,6 +196,20 @@ async fn all_exported(ns: &TestNamespace, count: usize, secs: u64) -> Vec<Healin
     .await
 }
 
+/// Waits until all `count` events are in Firestore and failing for BigQuery.
+async fn firestore_only(ns: &TestNamespace, count: usize) -> Vec<HealingEvent> {
+    support::eventually(60, "Firestore exported, BigQuery failing", || async {
+        let events = events(ns).await;
+        let settled = events.len() == count
+            && events.iter().all(|e| {
+                state(e, "firestore") == Some(ExportState::Exported)
+                    && state(e, "bigquery") == Some(ExportState::Failing)
+            });
+        settled.then_some(events)
+    })
+    .await
+}
+
 /// Both sinks hold exactly these events, field for field.
 async fn assert_sinks_hold(sinks: &Sinks, events: &[HealingEvent]) {
     let expected_docs: BTreeMap<String, EventDocument> = events
@@ -232,13 +246,7 @@ async fn a_thousand_events_reach_both_sinks_once_with_the_objects_fields() {
     sinks.create_table(support::events_table_schema()).await;
     let _controller = ControllerProcess::start_with(&ns.name, "exporter", &sinks.args(), &[]);
 
-    events::record(
-        &ns,
-        (0..1000)
-            .map(|i| events::worker_retry(i, Some("pipeline")))
-            .collect(),
-    )
-    .await;
+    events::record(&ns, events::worker_retries(1000)).await;
     let events = all_exported(&ns, 1000, 180).await;
     assert_sinks_hold(&sinks, &events).await;
     // With no failure in between, each event was sent once: no duplicate rows either.
@@ -265,13 +273,7 @@ async fn events_recorded_during_an_outage_of_both_sinks_are_exported_after_it() 
 
     firestore.stop();
     bigquery.stop();
-    events::record(
-        &ns,
-        (0..200)
-            .map(|i| events::worker_retry(i, Some("pipeline")))
-            .collect(),
-    )
-    .await;
+    events::record(&ns, events::worker_retries(200)).await;
     // Meanwhile each event's status says which sink fails, how often, why, and when next.
     support::eventually(120, "every export failing and retried", || async {
         let events = events(&ns).await;
@@ -308,24 +310,8 @@ async fn a_missing_table_shows_in_the_status_and_holds_back_neither_firestore_no
     let sinks = Sinks::for_namespace(&ns);
     let _controller = ControllerProcess::start_with(&ns.name, "exporter", &sinks.args(), &[]);
 
-    events::record(
-        &ns,
-        (0..10)
-            .map(|i| events::worker_retry(i, Some("pipeline")))
-            .collect(),
-    )
-    .await;
-    let events = support::eventually(60, "Firestore exported, BigQuery failing", || async {
-        let events = events(&ns).await;
-        events
-            .iter()
-            .all(|e| {
-                state(e, "firestore") == Some(ExportState::Exported)
-                    && state(e, "bigquery") == Some(ExportState::Failing)
-            })
-            .then_some(events)
-    })
-    .await;
+    events::record(&ns, events::worker_retries(10)).await;
+    let events = firestore_only(&ns, 10).await;
     let error = export(&events[0], "bigquery")
         .and_then(|e| e.last_error.clone())
         .unwrap();
@@ -418,15 +404,7 @@ async fn a_controller_killed_mid_export_loses_nothing_and_duplicates_no_document
             client: ns.client.clone(),
             name: ns.name.clone(),
         };
-        tokio::spawn(async move {
-            events::record(
-                &ns,
-                (0..600)
-                    .map(|i| events::worker_retry(i, Some("pipeline")))
-                    .collect(),
-            )
-            .await
-        })
+        tokio::spawn(async move { events::record(&ns, events::worker_retries(600)).await })
     };
     support::eventually(120, "some events exported", || async {
         let exported = events(&ns)
@@ -461,17 +439,7 @@ async fn an_event_is_deleted_after_retention_only_once_every_sink_has_it() {
     // No table yet: Firestore has the events, BigQuery does not.
     let _controller = ControllerProcess::start_with(&ns.name, "exporter", &sinks.args(), &[]);
     events::record(&ns, (0..5).map(|i| events::worker_retry(i, None)).collect()).await;
-    support::eventually(30, "Firestore exported, BigQuery failing", || async {
-        let events = events(&ns).await;
-        events
-            .iter()
-            .all(|e| {
-                state(e, "firestore") == Some(ExportState::Exported)
-                    && state(e, "bigquery") == Some(ExportState::Failing)
-            })
-            .then_some(())
-    })
-    .await;
+    firestore_only(&ns, 5).await;
     // Well past the retention period, they stay: BigQuery does not have them.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(

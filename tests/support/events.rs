@@ -37,6 +37,13 @@ pub fn worker_retry(i: usize, target_namespace: Option<&str>) -> HealingEvent {
     )
 }
 
+/// `count` worker retries, each on a target in namespace `pipeline`.
+pub fn worker_retries(count: usize) -> Vec<HealingEvent> {
+    (0..count)
+        .map(|i| worker_retry(i, Some("pipeline")))
+        .collect()
+}
+
 /// Creates the events and records their outcome (as `finished` has it), 16 at a time.
 pub async fn record(ns: &TestNamespace, events: Vec<HealingEvent>) {
     record_outcomes(ns, events.into_iter().map(|e| (e, finished())).collect()).await;
