@@ -2,5 +2,6 @@
 
 pub mod firestore;
 pub mod firestore_doc;
+pub mod firestore_heal;
 pub mod report;
 pub mod workqueue;
