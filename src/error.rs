@@ -21,9 +21,6 @@ pub enum Error {
 
     #[error("bigquery: {0}")]
     BigQuery(#[source] Box<gcp_bigquery_client::error::BQError>),
-
-    #[error("healing batch {batch} in Firestore: {message}")]
-    Heal { batch: String, message: String },
 }
 
 impl Error {
@@ -42,7 +39,7 @@ impl Error {
                 // 409 conflicts, 429 throttling and 5xx are worth retrying; other 4xx are not.
                 status.code == 409 || status.code == 429 || status.code >= 500
             }
-            Error::Kube(_) | Error::Io(..) | Error::BigQuery(_) | Error::Heal { .. } => true,
+            Error::Kube(_) | Error::Io(..) | Error::BigQuery(_) => true,
             Error::Firestore(e) => !matches!(
                 **e,
                 firestore::errors::FirestoreError::InvalidParametersError(_)

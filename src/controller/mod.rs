@@ -20,7 +20,6 @@ use crate::sink::Sinks;
 use crate::sink::bigquery::BigQueryExport;
 use crate::sink::consolidation::Consolidation;
 use crate::source::firestore::MirrorConfig;
-use crate::source::firestore_heal::HealWriter;
 
 /// The field manager of everything the controller writes.
 pub const MANAGER: &str = "pipeline-healer";
@@ -67,8 +66,6 @@ pub struct Context {
     pub firestore: Option<firestore::FirestoreDb>,
     /// Where HealingEvents are exported.
     pub sinks: Sinks,
-    /// Writes heals into Firestore documents, made on first use.
-    heal_writer: tokio::sync::OnceCell<HealWriter>,
 }
 
 impl Context {
@@ -89,19 +86,7 @@ impl Context {
             config,
             firestore,
             sinks: Sinks::default(),
-            heal_writer: tokio::sync::OnceCell::new(),
         }
-    }
-
-    /// The heal writer of the Firestore database, when there is one.
-    pub async fn heal_writer(&self) -> Result<Option<&HealWriter>, Error> {
-        let Some(db) = &self.firestore else {
-            return Ok(None);
-        };
-        self.heal_writer
-            .get_or_try_init(|| HealWriter::new(db.clone()))
-            .await
-            .map(Some)
     }
 
     pub fn with_sinks(self, sinks: Sinks) -> Self {

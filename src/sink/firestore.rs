@@ -4,10 +4,7 @@
 
 use std::time::Duration;
 
-use firestore::FirestoreResult;
-use firestore::{
-    FirestoreBatch, FirestoreDb, FirestoreSimpleBatchWriteOptions, FirestoreSimpleBatchWriter,
-};
+use firestore::{FirestoreDb, FirestoreSimpleBatchWriteOptions, FirestoreSimpleBatchWriter};
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
@@ -92,38 +89,34 @@ impl FirestoreEventSink {
     }
 
     pub async fn export(&self, event: &HealingEvent) -> ItemResult {
-        self.batcher.export(EventDocument::from_event(event)).await
+        self.batcher.submit(EventDocument::from_event(event)).await
     }
 }
 
-/// Why one write of a BatchWrite did not happen.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WriteRefused {
-    /// The write's own gRPC status code; None when the request failed as a whole.
-    pub code: Option<i32>,
-    pub message: String,
-}
-
-/// gRPC status codes a write's status may carry.
-pub const NOT_FOUND: i32 = 5;
-pub const FAILED_PRECONDITION: i32 = 9;
-
-/// One BatchWrite of a write per item, made by `add`: not atomic, so each write has its own
-/// status (and precondition) and one refused write does not hold back the others.
-pub async fn batch_write<T>(
+/// One BatchWrite: not atomic, so each document has its own status and one refused
+/// document does not hold back the others.
+async fn write(
+    db: &FirestoreDb,
     writer: &FirestoreSimpleBatchWriter,
-    items: &[T],
-    add: impl Fn(&T, &mut FirestoreBatch<'_, FirestoreSimpleBatchWriter>) -> FirestoreResult<()>,
-) -> Vec<Result<(), WriteRefused>> {
-    let refused = |code, message: String| WriteRefused { code, message };
+    collection: &str,
+    docs: Vec<EventDocument>,
+) -> Vec<ItemResult> {
     let mut batch = writer.new_batch();
-    let queued: Vec<Result<(), WriteRefused>> = items
-        .iter()
-        .map(|item| add(item, &mut batch).map_err(|e| refused(None, format!("Firestore: {e}"))))
-        .collect();
+    let mut queued: Vec<ItemResult> = Vec::with_capacity(docs.len());
+    for doc in &docs {
+        let added = db
+            .fluent()
+            .update()
+            .in_col(collection)
+            .document_id(&doc.healing_id)
+            .object(doc)
+            .add_to_batch(&mut batch);
+        queued.push(added.map(|_| ()).map_err(|e| format!("Firestore: {e}")));
+    }
     if queued.iter().all(Result::is_err) {
         return queued;
     }
+    debug!(documents = docs.len(), %collection, "writing healing events to Firestore");
     match batch.write().await {
         Ok(response) => {
             // Statuses follow the writes actually queued, in order.
@@ -134,7 +127,7 @@ pub async fn batch_write<T>(
                     q?;
                     match statuses.next() {
                         Some(s) if s.code == 0 => Ok(()),
-                        Some(s) => Err(refused(Some(s.code), s.message)),
+                        Some(s) => Err(format!("Firestore refused the document: {}", s.message)),
                         // No status at all means the request as a whole succeeded.
                         None => Ok(()),
                     }
@@ -145,36 +138,8 @@ pub async fn batch_write<T>(
             let message = format!("Firestore: {e}");
             queued
                 .into_iter()
-                .map(|q| q.and(Err(refused(None, message.clone()))))
+                .map(|q| q.and(Err(message.clone())))
                 .collect()
         }
     }
-}
-
-/// The healing events of one batch as documents, id = healing_id.
-async fn write(
-    db: &FirestoreDb,
-    writer: &FirestoreSimpleBatchWriter,
-    collection: &str,
-    docs: Vec<EventDocument>,
-) -> Vec<ItemResult> {
-    debug!(documents = docs.len(), %collection, "writing healing events to Firestore");
-    batch_write(writer, &docs, |doc, batch| {
-        db.fluent()
-            .update()
-            .in_col(collection)
-            .document_id(&doc.healing_id)
-            .object(doc)
-            .add_to_batch(batch)
-            .map(|_| ())
-    })
-    .await
-    .into_iter()
-    .map(|r| {
-        r.map_err(|e| match e.code {
-            Some(_) => format!("Firestore refused the document: {}", e.message),
-            None => e.message,
-        })
-    })
-    .collect()
 }

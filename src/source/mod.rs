@@ -2,6 +2,5 @@
 
 pub mod firestore;
 pub mod firestore_doc;
-pub mod firestore_heal;
 pub mod report;
 pub mod workqueue;
