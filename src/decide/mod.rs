@@ -1,8 +1,11 @@
 //! Pure decisions: functions of (observation, policy, now) with no I/O. The reconcilers
 //! gather the inputs, call these, and carry out what they return.
 
+pub mod alerts;
 pub mod batch_status;
+pub mod breaker;
 pub mod conditions;
 pub mod export;
 pub mod naming;
+pub mod patterns;
 pub mod stall;
