@@ -4,11 +4,15 @@
 //! behaviour and `kubectl diff` after the API server's defaulting shows no drift. The same
 //! serde defaults are the controller's built-in policy for namespaces without one.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::schema::{PositiveDuration, SNAKE_CASE_PATTERN};
+use crate::decide::health::TypeHealth;
+use crate::decide::patterns::AlertLevel;
 
 /// The original's permanent skip reasons: a player skipped for one of these counts as done.
 pub const ORIGINAL_PERMANENT_SKIP_REASONS: [&str; 9] = [
@@ -42,6 +46,12 @@ pub const ORIGINAL_PERMANENT_SKIP_REASONS: [&str; 9] = [
         json_path = ".spec.minCompletionPercent"
     ),
     printcolumn(name = "Dry-Run", type_ = "boolean", json_path = ".spec.dryRun"),
+    printcolumn(name = "Level", type_ = "string", json_path = ".status.level"),
+    printcolumn(
+        name = "Open-Circuits",
+        type_ = "string",
+        json_path = ".status.openCircuits"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -166,12 +176,23 @@ pub struct PhaseHealingPolicy {
     pub max_backoff: PositiveDuration,
 }
 
-/// What the controller made of the policy.
+/// The namespace's healing health: pattern levels, alert state and circuits per healing
+/// type. Kept here so a restart or a second replica alerts nothing twice.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealingPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The highest alert level of any healing type.
+    #[serde(default)]
+    pub level: AlertLevel,
+    /// Healing types whose circuit is open or half-open: their heals are skipped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_circuits: Vec<String>,
+    /// Per healing type; types with nothing to remember are left out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub healing_types: BTreeMap<String, TypeHealth>,
+    /// `Alerting` (a type above normal) and `CircuitOpen` (a type's heals are skipped).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -3,23 +3,60 @@
 //! at once, and one resolution message when a type that was alerted returns to normal. The
 //! state lives in the cluster, so a restart sends nothing again.
 
-use std::collections::BTreeMap;
-
 use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::{Deserialize, Serialize};
 
 use super::patterns::AlertLevel;
 
 /// One healing type's alert state.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct AlertState {
     /// The level at the last assessment.
+    #[serde(default)]
     pub level: AlertLevel,
     /// When each level was last alerted.
-    pub last_sent: BTreeMap<AlertLevel, Timestamp>,
+    #[serde(default)]
+    pub last_sent: LastSent,
     /// Whether this episode (since the last return to normal) sent an alert, so its end is
     /// worth a resolution message.
+    #[serde(default)]
     pub alerted: bool,
+}
+
+/// When each alerting level last sent a message.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastSent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yellow: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub red: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical: Option<Time>,
+}
+
+impl LastSent {
+    pub fn get(&self, level: AlertLevel) -> Option<Timestamp> {
+        let time = match level {
+            AlertLevel::Normal => None,
+            AlertLevel::Yellow => self.yellow.as_ref(),
+            AlertLevel::Red => self.red.as_ref(),
+            AlertLevel::Critical => self.critical.as_ref(),
+        };
+        time.map(|t| t.0)
+    }
+
+    fn set(&mut self, level: AlertLevel, at: Timestamp) {
+        let at = Some(Time(at));
+        match level {
+            AlertLevel::Normal => {}
+            AlertLevel::Yellow => self.yellow = at,
+            AlertLevel::Red => self.red = at,
+            AlertLevel::Critical => self.critical = at,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,14 +82,14 @@ pub fn next_notice(
     }
     let recently_sent = state
         .last_sent
-        .get(&level)
-        .is_some_and(|t| now.duration_since(*t) < cooldown);
+        .get(level)
+        .is_some_and(|t| now.duration_since(t) < cooldown);
     // A lower level than one already alerted in this episode adds nothing.
     let below_episode = state.alerted && level < state.level;
     if recently_sent || below_episode {
         return (None, next);
     }
-    next.last_sent.insert(level, now);
+    next.last_sent.set(level, now);
     next.alerted = true;
     (Some(Notice::Alert(level)), next)
 }

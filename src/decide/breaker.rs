@@ -2,25 +2,67 @@
 //! trigger level, so a type that keeps failing stops acting (its heals are recorded as
 //! skipped: circuit_open); after the cooldown one trial heal is let through (half-open),
 //! which closes the circuit on success and reopens it on failure.
+//!
+//! The circuit is a flat struct rather than an enum with data: it is kept in a CRD status,
+//! whose schema must be structural.
 
 use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::{Deserialize, Serialize};
 
 use super::patterns::AlertLevel;
 use crate::api::policy::BreakerTrigger;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state")]
-pub enum Circuit {
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum CircuitState {
     #[default]
     Closed,
-    Open {
-        since: Timestamp,
-    },
-    /// One trial heal is under way (named by its healing id).
-    HalfOpen {
-        trial: String,
-    },
+    Open,
+    /// One trial heal is under way.
+    HalfOpen,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Circuit {
+    #[serde(default)]
+    pub state: CircuitState,
+    /// When the circuit entered its state. For a closed circuit: only actions after this
+    /// count towards opening it again, so the failures that opened it do not reopen it the
+    /// moment a trial closes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+    /// The healing id of the trial heal (half-open only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<String>,
+}
+
+impl Circuit {
+    fn in_state(state: CircuitState, since: Timestamp) -> Self {
+        Self {
+            state,
+            since: Some(Time(since)),
+            trial: None,
+        }
+    }
+
+    pub fn since(&self) -> Option<Timestamp> {
+        self.since.as_ref().map(|t| t.0)
+    }
+
+    /// When an open circuit lets its trial through.
+    pub fn reopens_at(&self, cooldown: SignedDuration) -> Option<Timestamp> {
+        match self.state {
+            CircuitState::Open => Some(
+                self.since()
+                    .and_then(|s| s.checked_add(cooldown).ok())
+                    .unwrap_or(Timestamp::MIN),
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// What a heal of this type may do now.
@@ -29,7 +71,7 @@ pub enum Permit {
     Heal,
     /// The one trial heal after the cooldown.
     Trial,
-    /// Skip: the circuit is open (until `until`), or a trial is already under way.
+    /// Skip: the circuit is open (until `until`), or a trial is already under way (None).
     Skip {
         until: Option<Timestamp>,
     },
@@ -42,52 +84,46 @@ fn trips(level: AlertLevel, trigger: BreakerTrigger) -> bool {
     }
 }
 
-/// The circuit after an assessment of the type's level.
+/// The circuit after an assessment of the type's level (over the actions since the circuit
+/// last closed).
 pub fn on_level(
     circuit: &Circuit,
     level: AlertLevel,
     trigger: BreakerTrigger,
     now: Timestamp,
 ) -> Circuit {
-    match circuit {
-        Circuit::Closed if trips(level, trigger) => Circuit::Open { since: now },
-        other => other.clone(),
+    if circuit.state == CircuitState::Closed && trips(level, trigger) {
+        Circuit::in_state(CircuitState::Open, now)
+    } else {
+        circuit.clone()
     }
 }
 
 pub fn permit(circuit: &Circuit, cooldown: SignedDuration, now: Timestamp) -> Permit {
-    match circuit {
-        Circuit::Closed => Permit::Heal,
-        Circuit::Open { since } => {
-            let until = since.checked_add(cooldown).unwrap_or(Timestamp::MAX);
-            if now >= until {
-                Permit::Trial
-            } else {
-                Permit::Skip { until: Some(until) }
-            }
-        }
-        Circuit::HalfOpen { .. } => Permit::Skip { until: None },
+    match circuit.state {
+        CircuitState::Closed => Permit::Heal,
+        CircuitState::Open => match circuit.reopens_at(cooldown) {
+            Some(until) if now < until => Permit::Skip { until: Some(until) },
+            _ => Permit::Trial,
+        },
+        CircuitState::HalfOpen => Permit::Skip { until: None },
     }
 }
 
 /// The circuit once the trial `healing_id` has started.
-pub fn trial_started(healing_id: &str) -> Circuit {
-    Circuit::HalfOpen {
-        trial: healing_id.to_owned(),
+pub fn trial_started(healing_id: &str, now: Timestamp) -> Circuit {
+    Circuit {
+        trial: Some(healing_id.to_owned()),
+        ..Circuit::in_state(CircuitState::HalfOpen, now)
     }
 }
 
-/// The circuit after a heal's outcome: only the trial's outcome moves a half-open circuit.
-pub fn on_outcome(circuit: &Circuit, healing_id: &str, success: bool, now: Timestamp) -> Circuit {
-    match circuit {
-        Circuit::HalfOpen { trial } if trial == healing_id => {
-            if success {
-                Circuit::Closed
-            } else {
-                Circuit::Open { since: now }
-            }
-        }
-        other => other.clone(),
+/// The circuit after the trial's outcome: closed on success, open again on failure.
+pub fn on_trial_outcome(circuit: &Circuit, success: bool, now: Timestamp) -> Circuit {
+    match (circuit.state, success) {
+        (CircuitState::HalfOpen, true) => Circuit::in_state(CircuitState::Closed, now),
+        (CircuitState::HalfOpen, false) => Circuit::in_state(CircuitState::Open, now),
+        _ => circuit.clone(),
     }
 }
 
@@ -103,7 +139,7 @@ mod tests {
 
     #[test]
     fn critical_opens_and_the_cooldown_lets_one_trial_through() {
-        let closed = Circuit::Closed;
+        let closed = Circuit::default();
         assert_eq!(
             on_level(&closed, AlertLevel::Red, BreakerTrigger::Critical, at(0)),
             closed
@@ -114,7 +150,7 @@ mod tests {
             BreakerTrigger::Critical,
             at(0),
         );
-        assert_eq!(open, Circuit::Open { since: at(0) });
+        assert_eq!(open.state, CircuitState::Open);
         assert_eq!(
             permit(&open, COOLDOWN, at(10)),
             Permit::Skip {
@@ -122,50 +158,60 @@ mod tests {
             }
         );
         assert_eq!(permit(&open, COOLDOWN, at(30)), Permit::Trial);
-        let half = trial_started("trial-1");
+        let half = trial_started("trial-1", at(31));
         assert_eq!(
             permit(&half, COOLDOWN, at(31)),
             Permit::Skip { until: None }
         );
-        // Another heal's outcome does not decide the trial.
-        assert_eq!(on_outcome(&half, "other", true, at(32)), half);
-        assert_eq!(on_outcome(&half, "trial-1", true, at(32)), Circuit::Closed);
+        let closed_again = on_trial_outcome(&half, true, at(32));
+        assert_eq!(closed_again.state, CircuitState::Closed);
+        assert_eq!(closed_again.since(), Some(at(32)));
+        let reopened = on_trial_outcome(&half, false, at(32));
         assert_eq!(
-            on_outcome(&half, "trial-1", false, at(32)),
-            Circuit::Open { since: at(32) }
+            (reopened.state, reopened.since()),
+            (CircuitState::Open, Some(at(32)))
+        );
+        assert_eq!(
+            permit(&reopened, COOLDOWN, at(40)),
+            Permit::Skip {
+                until: Some(at(62))
+            }
         );
     }
 
     #[test]
     fn the_trigger_can_be_red() {
         let open = on_level(
-            &Circuit::Closed,
+            &Circuit::default(),
             AlertLevel::Red,
             BreakerTrigger::Red,
             at(0),
         );
-        assert!(matches!(open, Circuit::Open { .. }));
+        assert_eq!(open.state, CircuitState::Open);
         assert_eq!(
             on_level(
-                &Circuit::Closed,
+                &Circuit::default(),
                 AlertLevel::Yellow,
                 BreakerTrigger::Red,
                 at(0)
             ),
-            Circuit::Closed
+            Circuit::default()
         );
         // An open circuit stays open whatever the level: only a trial closes it.
         assert_eq!(
             on_level(&open, AlertLevel::Normal, BreakerTrigger::Red, at(5)),
             open
         );
+        // An outcome outside a trial changes nothing.
+        assert_eq!(on_trial_outcome(&open, true, at(6)), open);
     }
 
     #[test]
     fn the_state_survives_a_restart() {
-        let open = Circuit::Open { since: at(0) };
-        let json = serde_json::to_value(&open).unwrap();
-        assert_eq!(json["state"], "Open");
-        assert_eq!(serde_json::from_value::<Circuit>(json).unwrap(), open);
+        let half = trial_started("trial-1", at(0));
+        let json = serde_json::to_value(&half).unwrap();
+        assert_eq!(json["state"], "HalfOpen");
+        assert_eq!(json["trial"], "trial-1");
+        assert_eq!(serde_json::from_value::<Circuit>(json).unwrap(), half);
     }
 }

@@ -6,6 +6,7 @@ pub mod batch_status;
 pub mod breaker;
 pub mod conditions;
 pub mod export;
+pub mod health;
 pub mod naming;
 pub mod patterns;
 pub mod stall;

@@ -38,17 +38,24 @@ pub struct Occurrence {
     pub success: bool,
 }
 
-/// The level now, with the numbers behind it (for the alert text and the status).
+/// The numbers behind a level (for the alert text and the status).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowCounts {
+    /// Actions within the yellow window.
+    pub in_yellow_window: u32,
+    /// Actions within the red window.
+    pub in_red_window: u32,
+    /// Actions and failures within the critical window.
+    pub in_critical_window: u32,
+    pub failed_in_critical_window: u32,
+}
+
+/// The level now and why.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Assessment {
     pub level: AlertLevel,
-    /// Actions within the yellow window.
-    pub in_yellow_window: usize,
-    /// Actions within the red window.
-    pub in_red_window: usize,
-    /// Actions and failures within the critical window.
-    pub in_critical_window: usize,
-    pub failed_in_critical_window: usize,
+    pub counts: WindowCounts,
     /// When an action leaves a window, so the level may drop: requeue then, not on a timer.
     pub next_change: Option<Timestamp>,
 }
@@ -99,12 +106,15 @@ pub fn assess(occurrences: &[Occurrence], policy: &AlertPolicy, now: Timestamp) 
     .flatten()
     .min();
 
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     Assessment {
         level,
-        in_yellow_window: yellow.len(),
-        in_red_window: red.len(),
-        in_critical_window: critical.len(),
-        failed_in_critical_window: failed,
+        counts: WindowCounts {
+            in_yellow_window: count(yellow.len()),
+            in_red_window: count(red.len()),
+            in_critical_window: count(critical.len()),
+            failed_in_critical_window: count(failed),
+        },
         next_change,
     }
 }
@@ -165,7 +175,13 @@ mod tests {
         five[1].success = false;
         assert_eq!(level(&five), AlertLevel::Critical);
         let a = assess(&five, &p, now());
-        assert_eq!((a.in_critical_window, a.failed_in_critical_window), (5, 2));
+        assert_eq!(
+            (
+                a.counts.in_critical_window,
+                a.counts.failed_in_critical_window
+            ),
+            (5, 2)
+        );
     }
 
     #[test]

@@ -1,0 +1,280 @@
+//! A namespace's health per healing type: the pattern level, the alert state and the
+//! circuit, stepped forward from the stored state by the type's recent actions. The
+//! controller stores what this returns and sends the notices it names, in that order, so a
+//! restart sends nothing again.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::alerts::{AlertState, Notice, next_notice};
+use super::breaker::{Circuit, CircuitState, on_level, on_trial_outcome};
+use super::patterns::{AlertLevel, Occurrence, WindowCounts, assess};
+use crate::api::HealingPolicySpec;
+
+/// One healing type's stored health.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TypeHealth {
+    #[serde(flatten)]
+    pub alert: AlertState,
+    #[serde(default)]
+    pub counts: WindowCounts,
+    #[serde(default)]
+    pub circuit: Circuit,
+}
+
+/// What the controller observed of one type since the last step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// Its finished actions (succeeded or failed; skipped and superseded ones did nothing).
+    pub occurrences: Vec<Occurrence>,
+    /// The outcome of the circuit's trial heal, once it has one.
+    pub trial_succeeded: Option<bool>,
+}
+
+/// Something worth telling people about one type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    pub healing_type: String,
+    pub notice: Option<Notice>,
+    /// The circuit's state before and after, when it moved.
+    pub circuit: Option<(CircuitState, CircuitState)>,
+    pub counts: WindowCounts,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    /// The health to store; quiet types are left out.
+    pub types: BTreeMap<String, TypeHealth>,
+    pub changes: Vec<Change>,
+    /// When a level can next drop without a new action: evaluate again then.
+    pub wake_at: Option<Timestamp>,
+}
+
+/// Steps every type that has stored health or new observations.
+pub fn evaluate(
+    previous: &BTreeMap<String, TypeHealth>,
+    observed: &BTreeMap<String, Observed>,
+    policy: &HealingPolicySpec,
+    now: Timestamp,
+) -> Evaluation {
+    let cooldown = policy.alerts.cooldown.as_span();
+    let breaker = &policy.circuit_breaker;
+    let nothing = Observed::default();
+    let mut types = BTreeMap::new();
+    let mut changes = Vec::new();
+    let mut wake_at: Option<Timestamp> = None;
+    let names: std::collections::BTreeSet<&String> =
+        previous.keys().chain(observed.keys()).collect();
+    for name in names {
+        let before = previous.get(name).cloned().unwrap_or_default();
+        let seen = observed.get(name).unwrap_or(&nothing);
+        let assessment = assess(&seen.occurrences, &policy.alerts, now);
+        let (notice, alert) = next_notice(&before.alert, assessment.level, cooldown, now);
+
+        let mut circuit = before.circuit.clone();
+        if let Some(success) = seen.trial_succeeded {
+            circuit = on_trial_outcome(&circuit, success, now);
+        }
+        circuit = if breaker.enabled {
+            // Only actions since the circuit last closed can open it again.
+            let since = circuit.since().unwrap_or(Timestamp::MIN);
+            let recent: Vec<Occurrence> = seen
+                .occurrences
+                .iter()
+                .copied()
+                .filter(|o| o.at > since)
+                .collect();
+            let level = assess(&recent, &policy.alerts, now).level;
+            on_level(&circuit, level, breaker.open_on, now)
+        } else {
+            Circuit::default()
+        };
+
+        let moved = (circuit.state != before.circuit.state)
+            .then_some((before.circuit.state, circuit.state));
+        if notice.is_some() || moved.is_some() {
+            changes.push(Change {
+                healing_type: name.clone(),
+                notice,
+                circuit: moved,
+                counts: assessment.counts.clone(),
+            });
+        }
+        wake_at = [wake_at, assessment.next_change]
+            .into_iter()
+            .flatten()
+            .min();
+        let health = TypeHealth {
+            alert,
+            counts: assessment.counts,
+            circuit,
+        };
+        if !is_quiet(&health, cooldown, now) {
+            types.insert(name.clone(), health);
+        }
+    }
+    Evaluation {
+        types,
+        changes,
+        wake_at,
+    }
+}
+
+/// Nothing to remember: normal, nothing in any window, circuit closed, no cooldown running.
+fn is_quiet(health: &TypeHealth, cooldown: jiff::SignedDuration, now: Timestamp) -> bool {
+    let cooling = [AlertLevel::Yellow, AlertLevel::Red, AlertLevel::Critical]
+        .into_iter()
+        .filter_map(|l| health.alert.last_sent.get(l))
+        .any(|t| now.duration_since(t) < cooldown);
+    health.alert.level == AlertLevel::Normal
+        && !health.alert.alerted
+        && health.counts == WindowCounts::default()
+        && health.circuit.state == CircuitState::Closed
+        && !cooling
+}
+
+/// The highest level of any type.
+pub fn worst_level(types: &BTreeMap<String, TypeHealth>) -> AlertLevel {
+    types
+        .values()
+        .map(|h| h.alert.level)
+        .max()
+        .unwrap_or_default()
+}
+
+/// The types whose circuit is not closed.
+pub fn open_circuits(types: &BTreeMap<String, TypeHealth>) -> Vec<String> {
+    types
+        .iter()
+        .filter(|(_, h)| h.circuit.state != CircuitState::Closed)
+        .map(|(t, _)| t.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::SignedDuration;
+
+    fn at(minute: i64) -> Timestamp {
+        "2026-11-25T12:00:00Z".parse::<Timestamp>().unwrap() + SignedDuration::from_mins(minute)
+    }
+
+    fn observed(occurrences: &[(i64, bool)]) -> BTreeMap<String, Observed> {
+        let occurrences = occurrences
+            .iter()
+            .map(|(m, success)| Occurrence {
+                at: at(*m),
+                success: *success,
+            })
+            .collect();
+        BTreeMap::from([(
+            "batch_cleanup".to_owned(),
+            Observed {
+                occurrences,
+                trial_succeeded: None,
+            },
+        )])
+    }
+
+    #[test]
+    fn three_heals_alert_yellow_once_and_the_window_emptying_resolves() {
+        let policy = HealingPolicySpec::default();
+        let first = evaluate(
+            &BTreeMap::new(),
+            &observed(&[(0, true), (1, true)]),
+            &policy,
+            at(1),
+        );
+        assert!(first.changes.is_empty());
+        let three = observed(&[(0, true), (1, true), (2, true)]);
+        let second = evaluate(&first.types, &three, &policy, at(2));
+        assert_eq!(second.changes.len(), 1);
+        assert_eq!(
+            second.changes[0].notice,
+            Some(Notice::Alert(AlertLevel::Yellow))
+        );
+        assert_eq!(second.wake_at, Some(at(60)));
+        // Evaluated again (another event's export, a restart): nothing new to say.
+        let again = evaluate(&second.types, &three, &policy, at(3));
+        assert!(again.changes.is_empty());
+        // The first heal leaves the hour: back to normal, one resolution.
+        let later = evaluate(&again.types, &three, &policy, at(60));
+        assert_eq!(
+            later.changes[0].notice,
+            Some(Notice::Resolved {
+                was: AlertLevel::Yellow
+            })
+        );
+        // Still remembered while the yellow cooldown runs, so a flap does not re-alert.
+        assert!(later.types.contains_key("batch_cleanup"));
+        let quiet = evaluate(&later.types, &observed(&[]), &policy, at(200));
+        assert!(quiet.types.is_empty() && quiet.changes.is_empty());
+    }
+
+    #[test]
+    fn failures_open_the_circuit_and_a_successful_trial_closes_it_for_good() {
+        let policy = HealingPolicySpec::default();
+        // 3 of 5 failed: critical.
+        let failing = [(0, false), (1, false), (2, false), (3, true), (4, true)];
+        let opened = evaluate(&BTreeMap::new(), &observed(&failing), &policy, at(4));
+        let health = &opened.types["batch_cleanup"];
+        assert_eq!(health.alert.level, AlertLevel::Critical);
+        assert_eq!(health.circuit.state, CircuitState::Open);
+        assert_eq!(
+            opened.changes[0].circuit,
+            Some((CircuitState::Closed, CircuitState::Open))
+        );
+        // The trial (at minute 35) succeeds: closed, and the old failures do not reopen it.
+        let mut types = opened.types.clone();
+        types.get_mut("batch_cleanup").unwrap().circuit =
+            crate::decide::breaker::trial_started("trial", at(34));
+        let mut seen = observed(&[
+            (0, false),
+            (1, false),
+            (2, false),
+            (3, true),
+            (4, true),
+            (35, true),
+        ]);
+        seen.get_mut("batch_cleanup").unwrap().trial_succeeded = Some(true);
+        let closed = evaluate(&types, &seen, &policy, at(35));
+        assert_eq!(
+            closed.types["batch_cleanup"].circuit.state,
+            CircuitState::Closed
+        );
+        assert_eq!(
+            closed.types["batch_cleanup"].alert.level,
+            AlertLevel::Critical
+        );
+        seen.get_mut("batch_cleanup").unwrap().trial_succeeded = None;
+        let still = evaluate(&closed.types, &seen, &policy, at(36));
+        assert_eq!(
+            still.types["batch_cleanup"].circuit.state,
+            CircuitState::Closed
+        );
+    }
+
+    #[test]
+    fn a_disabled_breaker_never_opens() {
+        let mut policy = HealingPolicySpec::default();
+        policy.circuit_breaker.enabled = false;
+        let failing = [(0, false), (1, false), (2, false), (3, false), (4, false)];
+        let e = evaluate(&BTreeMap::new(), &observed(&failing), &policy, at(4));
+        assert_eq!(e.types["batch_cleanup"].circuit.state, CircuitState::Closed);
+        assert_eq!(e.types["batch_cleanup"].alert.level, AlertLevel::Critical);
+    }
+
+    #[test]
+    fn summaries_name_the_worst_level_and_the_open_circuits() {
+        let policy = HealingPolicySpec::default();
+        let failing = [(0, false), (1, false), (2, false), (3, true), (4, true)];
+        let e = evaluate(&BTreeMap::new(), &observed(&failing), &policy, at(4));
+        assert_eq!(worst_level(&e.types), AlertLevel::Critical);
+        assert_eq!(open_circuits(&e.types), ["batch_cleanup"]);
+        assert_eq!(worst_level(&BTreeMap::new()), AlertLevel::Normal);
+    }
+}
