@@ -6,6 +6,7 @@ use pipeline_healer::analyze::{OutputFormat, Request, Source, SourceKind, window
 use pipeline_healer::controller;
 use pipeline_healer::sink::bigquery::{BigQueryExport, TableRef};
 use pipeline_healer::sink::consolidation::Consolidation;
+use pipeline_healer::sink::slack::SlackConfig;
 use pipeline_healer::source::firestore::MirrorConfig;
 use pipeline_healer::telemetry::{LogFormat, init_logging};
 
@@ -79,6 +80,21 @@ struct RunArgs {
         default_value = "healing_events"
     )]
     events_collection: String,
+    /// Slack incoming webhook for yellow and red pattern alerts and resolutions (and
+    /// critical ones when --slack-webhook-url-error is unset). Unset: alerts are Kubernetes
+    /// Events and status only.
+    #[arg(long, env = "SLACK_WEBHOOK_URL", hide_env_values = true)]
+    slack_webhook_url: Option<String>,
+    /// Slack incoming webhook for critical pattern alerts (the error channel).
+    #[arg(long, env = "SLACK_WEBHOOK_URL_ERROR", hide_env_values = true)]
+    slack_webhook_url_error: Option<String>,
+    /// Address of the /metrics (Prometheus), /healthz and /readyz endpoints.
+    #[arg(
+        long,
+        env = "PIPELINE_HEALER_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_addr: std::net::SocketAddr,
     #[command(flatten)]
     bigquery: BigQueryArgs,
 }
@@ -150,6 +166,15 @@ struct BigQueryArgs {
 }
 
 impl BigQueryArgs {
+    /// The table as a BigQuery query names it (the alerts' investigation query).
+    fn query_name(&self) -> String {
+        let dataset_table = format!("{}.{}", self.bigquery_dataset, self.bigquery_table);
+        match &self.bigquery_project {
+            Some(project) => format!("{project}.{dataset_table}"),
+            None => dataset_table,
+        }
+    }
+
     /// The export target, when a project is given.
     fn export(self) -> Option<BigQueryExport> {
         let Self {
@@ -182,6 +207,9 @@ fn main() -> ExitCode {
                 mirror_namespace,
                 consolidation_url,
                 events_collection,
+                slack_webhook_url,
+                slack_webhook_url_error,
+                metrics_addr,
                 bigquery,
             } = *args;
             init_logging(log_format);
@@ -210,6 +238,12 @@ fn main() -> ExitCode {
                 instance,
                 consolidation: consolidation_url.map(Consolidation::new),
                 events_collection: Some(events_collection),
+                slack: SlackConfig {
+                    warning_webhook: slack_webhook_url,
+                    error_webhook: slack_webhook_url_error,
+                    events_table: bigquery.query_name(),
+                },
+                metrics_addr: Some(metrics_addr),
                 bigquery: bigquery.export(),
                 ..Default::default()
             };

@@ -260,7 +260,12 @@ async fn a_restart_between_intent_and_action_heals_once() {
     let observed = batch(&ns, "b1", last).await;
     // A previous instance recorded its intent and died before acting.
     let (_, stall) = stalled(&observed);
-    let intent = controller::batch::intent(&observed, &stall, false, Timestamp::now());
+    let intent = controller::batch::intent(
+        &observed,
+        &stall,
+        controller::batch::Recording::Act,
+        Timestamp::now(),
+    );
     ns.api::<HealingEvent>()
         .create(&PostParams::default(), &intent)
         .await

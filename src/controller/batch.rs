@@ -23,6 +23,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::Context;
+use super::health::{self, Gate};
 use crate::Error;
 use crate::api::batch::{BatchSource, BatchState};
 use crate::api::event::{HealingEventSpec, HealingEventStatus, Outcome, TargetRef};
@@ -69,6 +70,7 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
         // Recover from a crash between the action and the record of its outcome.
         finish_pending_event(&ctx, &ns, id, &batch).await?;
     }
+    let mut look_again_at = None;
     if let Verdict::Stalled(stall) = &verdict {
         match heal(&ctx, &batch, stall, &policy, policy_spec.dry_run, now).await? {
             // The batch changed (completed, or progressed first): its watch event reconciles.
@@ -79,6 +81,7 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
             HealProgress::InProgressElsewhere => {
                 return Ok(Action::requeue(ctx.config.abandoned_heal_after));
             }
+            HealProgress::Skipped { until } => look_again_at = until,
             // Dry-run, or a heal that ended earlier: show the stall.
             HealProgress::Finished(_) | HealProgress::FinishedEarlier => {}
         }
@@ -92,7 +95,10 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
         return Ok(Action::await_change());
     }
     write_status(&ctx, &batch, &summary, finished, now).await?;
-    let next = [verdict.next_check(), cleanup].into_iter().flatten().min();
+    let next = [verdict.next_check(), cleanup, look_again_at]
+        .into_iter()
+        .flatten()
+        .min();
     Ok(requeue_for(next, now))
 }
 
@@ -149,32 +155,52 @@ fn target_of(batch: &PredictionBatch) -> TargetRef {
     }
 }
 
-/// The HealingEvent recording the intent to heal `stall`.
+/// What a HealingEvent records of a stall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recording<'a> {
+    /// The heal itself.
+    Act,
+    /// What the heal would do (the policy is dry-run).
+    DryRun,
+    /// A heal not carried out: its type is paused, or its circuit is open (`episode`
+    /// names the circuit's opening, so each open period records the batch once).
+    Skip { reason: &'a str, episode: &'a str },
+}
+
+/// The HealingEvent recording `recording` of `stall`. Dry-runs and skips have ids of their
+/// own, so the heal that follows once the policy or the circuit allows it is not mistaken
+/// for one that already happened.
 pub fn intent(
     batch: &PredictionBatch,
     stall: &Stall,
-    dry_run: bool,
+    recording: Recording,
     now: Timestamp,
 ) -> HealingEvent {
     let episode = stall.progress.last_progress.as_millisecond().to_string();
-    let id = healing_id(
-        HEALING_TYPE,
-        &batch.spec.batch_id,
-        &[&identity(batch), &episode],
-    );
+    let identity = identity(batch);
+    let mut parts = vec![identity.as_str(), episode.as_str()];
+    match recording {
+        Recording::Act => {}
+        Recording::DryRun => parts.push("dry_run"),
+        Recording::Skip { reason, episode } => parts.extend([reason, episode]),
+    }
+    let id = healing_id(HEALING_TYPE, &batch.spec.batch_id, &parts);
+    let dry_run = recording == Recording::DryRun;
     let report = batch.status.as_ref().and_then(|s| s.report.as_ref());
     let spec = HealingEventSpec {
         healing_id: id.clone(),
         timestamp: MicroTime(now),
         healing_type: HEALING_TYPE.into(),
         trigger_reason: stall.trigger_reason.clone(),
-        action_taken: if dry_run {
-            "Would mark the batch complete (dry-run; nothing changed)".into()
-        } else {
-            format!(
+        action_taken: match recording {
+            Recording::Act => format!(
                 "Marked the batch complete at {:.1}%",
                 stall.progress.percent
-            )
+            ),
+            Recording::DryRun => "Would mark the batch complete (dry-run; nothing changed)".into(),
+            Recording::Skip { reason, .. } => {
+                format!("Skipped: {reason}; the batch was left as it was")
+            }
         },
         root_cause: stall.root_cause.clone(),
         correlation_id: batch.spec.correlation_id.clone(),
@@ -229,6 +255,9 @@ pub enum HealProgress {
     FinishedEarlier,
     /// Another actor recorded the intent recently and is presumably acting.
     InProgressElsewhere,
+    /// Recorded as skipped (paused type, open circuit); look again at `until`, or on a
+    /// change when None.
+    Skipped { until: Option<Timestamp> },
 }
 
 /// How often a heal retries its action when the batch changed in ways that do not matter
@@ -246,16 +275,40 @@ pub async fn heal(
 ) -> Result<HealProgress, Error> {
     let ns = batch.namespace().unwrap_or_default();
     let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), &ns);
-    let event = intent(batch, stall, dry_run, now);
+    let gate = if dry_run {
+        Gate::Act
+    } else {
+        health::gate(ctx, &ns, HEALING_TYPE, now)
+    };
+    let recording = match (&gate, dry_run) {
+        (_, true) => Recording::DryRun,
+        (
+            Gate::Skip {
+                reason, episode, ..
+            },
+            _,
+        ) => Recording::Skip { reason, episode },
+        _ => Recording::Act,
+    };
+    // A skipped heal is looked at again when the gate may open: `until`, else on a change.
+    let skipped = match &gate {
+        Gate::Skip { until, .. } => Some(HealProgress::Skipped { until: *until }),
+        _ => None,
+    };
+    let event = intent(batch, stall, recording, now);
     let id = event.name_any();
+    if gate == Gate::Trial && !health::claim_trial(ctx, &ns, HEALING_TYPE, &id, now).await? {
+        info!(batch = %batch.name_any(), healing_id = %id, "another heal claimed the circuit's trial");
+        return Ok(HealProgress::InProgressElsewhere);
+    }
     match events.create(&PostParams::default(), &event).await {
         Ok(_) => {
-            info!(batch = %batch.name_any(), healing_id = %id, root_cause = %stall.root_cause, "stall detected; healing recorded")
+            info!(batch = %batch.name_any(), healing_id = %id, root_cause = %stall.root_cause, ?recording, "stall detected; healing recorded")
         }
         Err(kube::Error::Api(e)) if e.code == 409 => {
             let existing = events.get(&id).await?;
             if !is_pending(&existing) {
-                return Ok(HealProgress::FinishedEarlier);
+                return Ok(skipped.unwrap_or(HealProgress::FinishedEarlier));
             }
             if has_live_actor(ctx, &existing, now) {
                 info!(batch = %batch.name_any(), healing_id = %id, "another actor is carrying out this heal");
@@ -265,17 +318,22 @@ pub async fn heal(
         }
         Err(e) => return Err(e.into()),
     }
-    if dry_run {
-        let status = outcome_status(
-            Outcome::Skipped,
-            false,
-            "dry-run: nothing changed",
-            None,
-            stall,
-            now,
-        );
-        record_outcome(ctx, batch, &id, status, None).await?;
-        return Ok(HealProgress::Finished(Outcome::Skipped));
+    let not_acting = match recording {
+        Recording::Act => None,
+        Recording::DryRun => Some(("dry-run: nothing changed".to_owned(), None)),
+        Recording::Skip { reason, .. } => Some((
+            format!("skipped: {reason}"),
+            Some((
+                EventType::Warning,
+                "HealSkipped",
+                format!("the batch is stalled, but {HEALING_TYPE} heals are skipped: {reason}"),
+            )),
+        )),
+    };
+    if let Some((message, note)) = not_acting {
+        let status = outcome_status(Outcome::Skipped, false, &message, None, stall, now);
+        record_outcome(ctx, batch, &id, status, note).await?;
+        return Ok(skipped.unwrap_or(HealProgress::Finished(Outcome::Skipped)));
     }
 
     let acted = match batch.spec.source {
@@ -388,7 +446,9 @@ fn still_calls_for(
     now: Timestamp,
 ) -> bool {
     match observe(fresh).map(|o| decide(&o, policy, Timestamp::now())) {
-        Some(Verdict::Stalled(stall)) => intent(fresh, &stall, false, now).name_any() == id,
+        Some(Verdict::Stalled(stall)) => {
+            intent(fresh, &stall, Recording::Act, now).name_any() == id
+        }
         _ => false,
     }
 }
@@ -602,6 +662,11 @@ async fn record_outcome(
         .await?;
     let outcome = status.outcome.unwrap_or(Outcome::Pending);
     info!(batch = %batch.name_any(), healing_id = %id, ?outcome, "heal outcome recorded");
+    let latency = status
+        .heal_latency_seconds
+        .filter(|_| outcome == Outcome::Succeeded);
+    ctx.metrics
+        .healed(HEALING_TYPE, &format!("{outcome:?}"), latency);
     if let Some((type_, reason, note)) = note {
         let event = Event {
             type_,

@@ -2,15 +2,17 @@
 
 pub mod batch;
 pub mod event;
+pub mod health;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
@@ -19,7 +21,10 @@ use crate::api::{HealingEvent, HealingPolicy, HealingPolicySpec, PredictionBatch
 use crate::sink::Sinks;
 use crate::sink::bigquery::BigQueryExport;
 use crate::sink::consolidation::Consolidation;
+use crate::sink::slack::{Slack, SlackConfig};
 use crate::source::firestore::MirrorConfig;
+use crate::telemetry::Metrics;
+use health::HealthTrigger;
 
 /// The field manager of everything the controller writes.
 pub const MANAGER: &str = "pipeline-healer";
@@ -41,6 +46,10 @@ pub struct Config {
     pub events_collection: Option<String>,
     /// HealingEvents are exported to this BigQuery table; None: not to BigQuery.
     pub bigquery: Option<BigQueryExport>,
+    /// Pattern alerts; no webhook: none sent (they are still Events and status).
+    pub slack: SlackConfig,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; None: not served.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -52,6 +61,8 @@ impl Default for Config {
             consolidation: None,
             events_collection: None,
             bigquery: None,
+            slack: SlackConfig::default(),
+            metrics_addr: None,
         }
     }
 }
@@ -66,6 +77,14 @@ pub struct Context {
     pub firestore: Option<firestore::FirestoreDb>,
     /// Where HealingEvents are exported.
     pub sinks: Sinks,
+    /// The HealingEvents cache, which the health loop reads its windows from.
+    pub events: Store<HealingEvent>,
+    /// The health ConfigMaps of namespaces without a HealingPolicy.
+    pub health_maps: Store<ConfigMap>,
+    /// Asks the health loop to evaluate a namespace.
+    pub health: HealthTrigger,
+    pub slack: Slack,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
@@ -86,6 +105,12 @@ impl Context {
             config,
             firestore,
             sinks: Sinks::default(),
+            events: reflector::store().0,
+            health_maps: reflector::store().0,
+            // Without the loop running, a touch goes nowhere.
+            health: HealthTrigger::channel().0,
+            slack: Slack::disabled(),
+            metrics: Arc::default(),
         }
     }
 
@@ -101,14 +126,22 @@ impl Context {
 
 /// The policy of `namespace` among those in `policies`, or the built-in defaults.
 pub fn policy_in(policies: &Store<HealingPolicy>, namespace: &str) -> HealingPolicySpec {
+    chosen_policy(policies, namespace)
+        .map(|p| p.spec.clone())
+        .unwrap_or_default()
+}
+
+/// The HealingPolicy that governs `namespace`, if it has one.
+pub fn chosen_policy(
+    policies: &Store<HealingPolicy>,
+    namespace: &str,
+) -> Option<Arc<HealingPolicy>> {
     let in_namespace: Vec<Arc<HealingPolicy>> = policies
         .state()
         .into_iter()
         .filter(|p| p.namespace().as_deref() == Some(namespace))
         .collect();
-    choose_policy(&in_namespace)
-        .map(|p| p.spec.clone())
-        .unwrap_or_default()
+    choose_policy(&in_namespace).cloned()
 }
 
 /// With several policies in one namespace, the one named `default` wins, else the first by
@@ -144,6 +177,7 @@ pub struct CachedWatch<K: Resource<DynamicType = ()> + 'static, S> {
 /// them, and they are a large part of each object.
 fn cached_watch<K>(
     api: Api<K>,
+    config: watcher::Config,
 ) -> CachedWatch<K, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static>
 where
     K: Resource<DynamicType = ()>
@@ -158,7 +192,7 @@ where
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let stream = reflector::reflector(
         writer,
-        watcher(api, watcher::Config::default())
+        watcher(api, config)
             .default_backoff()
             .modify(|object| object.managed_fields_mut().clear()),
     )
@@ -177,10 +211,12 @@ where
 }
 
 /// Transient errors are retried after a pause; permanent ones wait for the object to change.
-pub fn error_policy<K>(object: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action
+pub fn error_policy<K>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
 where
     K: Resource<DynamicType = ()>,
 {
+    ctx.metrics
+        .reconcile_failed(&K::kind(&()), error.is_transient());
     warn!(
         kind = %K::kind(&()),
         name = %object.name_any(),
@@ -203,8 +239,9 @@ pub struct FirestoreSource {
     pub mirror: MirrorConfig,
 }
 
-/// Runs the controllers (and, with a Firestore source, the mirror) until `shutdown`
-/// resolves (SIGTERM/SIGINT in the binary). Fails only when the mirror cannot start.
+/// Runs the controllers, the health loop, the metrics server (and, with a Firestore source,
+/// the mirror) until `shutdown` resolves (SIGTERM/SIGINT in the binary). Fails only when
+/// something cannot start (the mirror, a sink, the metrics port).
 pub async fn run(
     client: Client,
     config: Config,
@@ -212,7 +249,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     let ns = config.namespace.as_deref();
+    let (health, health_requests) = HealthTrigger::channel();
     let (policies, policy_writer) = reflector::store::<HealingPolicy>();
+    let policy_health = health.clone();
     let policy_stream = reflector::reflector(
         policy_writer,
         watcher(
@@ -221,13 +260,24 @@ pub async fn run(
         ),
     )
     .default_backoff()
-    .applied_objects();
+    .applied_objects()
+    // A policy (new, changed, or its state edited) has its namespace's health evaluated.
+    .inspect(move |p| {
+        if let Ok(p) = p {
+            policy_health.touch(&p.namespace().unwrap_or_default());
+        }
+    })
+    // Only spec changes re-decide batches: the health loop writes the status often.
+    .predicate_filter(predicates::generation, Default::default());
 
     let CachedWatch {
         store: batch_store,
         ready: batches_ready,
         stream: batch_stream,
-    } = cached_watch(api::<PredictionBatch>(&client, ns));
+    } = cached_watch(
+        api::<PredictionBatch>(&client, ns),
+        watcher::Config::default(),
+    );
     let listener = match &firestore {
         Some(source) => Some(
             crate::source::firestore::start(
@@ -236,7 +286,7 @@ pub async fn run(
                 source.mirror.clone(),
                 policies.clone(),
                 batch_store.clone(),
-                batches_ready,
+                batches_ready.clone(),
             )
             .await?,
         ),
@@ -249,24 +299,93 @@ pub async fn run(
     )
     .await?;
     info!(sinks = ?sinks.names(), "exporting healing events");
-    let ctx = Arc::new(
-        Context::new(
+    let events = cached_watch(api::<HealingEvent>(&client, ns), watcher::Config::default());
+    let health_maps = cached_watch(
+        api::<ConfigMap>(&client, ns),
+        watcher::Config::default().labels(&format!("{}=true", health::HEALTH_LABEL)),
+    );
+    let metrics = Arc::new(Metrics::default().with_collector(event::ExportBacklog {
+        events: events.store.clone(),
+        sinks: sinks.names(),
+    }));
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::Io(format!("binding the metrics port {addr}"), e))?,
+        ),
+        None => None,
+    };
+    let slack = Slack::start(config.slack.clone(), metrics.clone());
+    let ctx = Arc::new(Context {
+        events: events.store.clone(),
+        health_maps: health_maps.store.clone(),
+        health: health.clone(),
+        slack,
+        metrics: metrics.clone(),
+        ..Context::new(
             client.clone(),
             config.clone(),
             policies,
             firestore.map(|f| f.db),
         )
-        .with_sinks(sinks),
-    );
+        .with_sinks(sinks)
+    });
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let shutdown_requested = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let events = cached_watch(api::<HealingEvent>(&client, ns));
+
+    // Ready once the caches the decisions read are filled.
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
+    let (mut batches_filled, mut events_filled) = (batches_ready, events.ready.clone());
+    tokio::spawn(async move {
+        let _ = batches_filled.wait_for(|r| *r).await;
+        let _ = events_filled.wait_for(|r| *r).await;
+        ready_tx.send_replace(true);
+    });
+    let server = async {
+        if let Some(listener) = metrics_listener {
+            if let Ok(addr) = listener.local_addr() {
+                info!(%addr, "serving /metrics, /healthz and /readyz");
+            }
+            let stop = shutdown_requested(shutdown_rx.clone());
+            if let Err(e) = crate::telemetry::serve(listener, metrics.clone(), ready, stop).await {
+                warn!(error = %e, "the metrics server stopped");
+            }
+        }
+    };
+    let health_loop = health::run(
+        ctx.clone(),
+        health_requests,
+        shutdown_requested(shutdown_rx.clone()),
+    );
+    let map_health = health.clone();
+    let health_maps_watch = health_maps.stream.for_each(move |map| {
+        if let Ok(map) = map {
+            map_health.touch(&map.namespace().unwrap_or_default());
+        }
+        async {}
+    });
+    let health_maps_watch = async {
+        tokio::select! {
+            () = health_maps_watch => {}
+            () = shutdown_requested(shutdown_rx.clone()) => {}
+        }
+    };
+
     let events = Controller::for_stream(events.stream, events.store)
         .graceful_shutdown_on(shutdown_requested(shutdown_rx.clone()))
-        .run(event::reconcile, error_policy, ctx.clone())
+        .run(
+            |event, ctx: Arc<Context>| async move {
+                ctx.metrics.reconciled("HealingEvent");
+                ctx.health.touch(&event.namespace().unwrap_or_default());
+                event::reconcile(event, ctx).await
+            },
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "healing event reconcile dispatch failed");
@@ -285,19 +404,33 @@ pub async fn run(
                 .filter(move |b| b.namespace() == ns)
                 .map(|b| ObjectRef::from_obj(&*b))
         })
-        .graceful_shutdown_on(shutdown_requested(shutdown_rx))
-        .run(batch::reconcile, error_policy, ctx)
+        .graceful_shutdown_on(shutdown_requested(shutdown_rx.clone()))
+        .run(
+            |batch, ctx: Arc<Context>| async move {
+                ctx.metrics.reconciled("PredictionBatch");
+                batch::reconcile(batch, ctx).await
+            },
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "batch reconcile dispatch failed");
             }
         });
-    // Both controllers stop together, each finishing the reconciles it has started.
+    // Everything stops together, each controller finishing the reconciles it has started.
     let signal = async move {
         shutdown.await;
         let _ = shutdown_tx.send(true);
     };
-    tokio::join!(batches, events, signal);
+    tokio::join!(
+        batches,
+        events,
+        health_loop,
+        health_maps_watch,
+        server,
+        signal
+    );
     if let Some(mut listener) = listener
         && let Err(e) = listener.shutdown_with_timeout(Duration::from_secs(5)).await
     {

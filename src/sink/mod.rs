@@ -6,6 +6,7 @@ pub mod bigquery;
 pub mod consolidation;
 pub mod firestore;
 pub mod row;
+pub mod slack;
 
 use batcher::ItemResult;
 use bigquery::{BigQueryEventSink, BigQueryExport};

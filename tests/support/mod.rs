@@ -163,6 +163,8 @@ impl ControllerProcess {
             .env("GOOGLE_CLOUD_PROJECT", &emu.project)
             .env("FIRESTORE_EMULATOR_HOST", &emu.firestore)
             .env("POD_NAME", instance)
+            // Tests run controllers side by side: each serves its metrics on a port of its own.
+            .env("PIPELINE_HEALER_METRICS_ADDR", "127.0.0.1:0")
             // PH_CONTROLLER_LOG raises the child's log level when profiling a run.
             .env(
                 "RUST_LOG",
