@@ -18,6 +18,7 @@ use pipeline_healer::sink::consolidation::Consolidation;
 use pipeline_healer::source::report::observe;
 use serde_json::json;
 use support::http::RecordingServer;
+use support::status_batch::{batch, report};
 use support::{TestNamespace, eventually, namespace};
 use tokio::task::JoinHandle;
 
@@ -35,42 +36,6 @@ async fn policy(ns: &TestNamespace, stall_after: &str, dry_run: bool) {
         .unwrap();
 }
 
-/// A `source: status` batch of 10 players; the workers report 9 done, the last at `last`.
-async fn batch(ns: &TestNamespace, name: &str, last: Timestamp) -> PredictionBatch {
-    let pb: PredictionBatch = serde_json::from_value(json!({
-        "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "PredictionBatch",
-        "metadata": {"name": name},
-        "spec": {"batchId": format!("batch_2026-11-24_{name}"), "gameDate": "2026-11-24", "source": "status", "expectedPlayers": 10}
-    }))
-    .unwrap();
-    let api = ns.api::<PredictionBatch>();
-    api.create(&PostParams::default(), &pb).await.unwrap();
-    report(ns, name, 9, last).await
-}
-
-/// What a worker does: patch its progress report into the status.
-async fn report(
-    ns: &TestNamespace,
-    name: &str,
-    completed: u32,
-    last: Timestamp,
-) -> PredictionBatch {
-    let patch = json!({"status": {"report": {
-        "completed": completed,
-        "failing": {"feature_store_timeout": 10 - completed},
-        "missingPlayers": ["lebronjames"],
-        "lastProgressTime": last.to_string(),
-    }}});
-    ns.api::<PredictionBatch>()
-        .patch_status(
-            name,
-            &PatchParams::apply("worker").force(),
-            &Patch::Apply(&with_kind(patch)),
-        )
-        .await
-        .unwrap()
-}
-
 /// The default policy and the stall it finds in `batch` now.
 fn stalled(batch: &PredictionBatch) -> (StallPolicy, Stall) {
     let policy = StallPolicy::from(&pipeline_healer::api::HealingPolicySpec::default());
@@ -82,12 +47,6 @@ fn stalled(batch: &PredictionBatch) -> (StallPolicy, Stall) {
         Verdict::Stalled(stall) => (policy, stall),
         other => panic!("not stalled: {other:?}"),
     }
-}
-
-fn with_kind(mut v: serde_json::Value) -> serde_json::Value {
-    v["apiVersion"] = json!("healing.pipeline.dev/v1alpha1");
-    v["kind"] = json!("PredictionBatch");
-    v
 }
 
 fn start_controller(

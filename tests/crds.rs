@@ -209,7 +209,15 @@ async fn kubectl_get_shows_the_printer_columns() {
         ),
         (
             "healingpolicies",
-            &["NAME", "STALL-AFTER", "MIN-PCT", "DRY-RUN", "AGE"],
+            &[
+                "NAME",
+                "STALL-AFTER",
+                "MIN-PCT",
+                "DRY-RUN",
+                "LEVEL",
+                "OPEN-CIRCUITS",
+                "AGE",
+            ],
         ),
     ] {
         let out = support::cluster()

@@ -7,6 +7,7 @@
 pub mod events;
 pub mod http;
 pub mod proxy;
+pub mod status_batch;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
