@@ -188,6 +188,40 @@ pub fn investigation_query(events_table: &str, healing_type: &str) -> String {
     )
 }
 
+/// The original's phase self-heal message: "Self-Heal Triggered: {phase}" with the date,
+/// whether healing was triggered, the correlation id and the missing components. Always the
+/// warning channel.
+pub fn phase_heal_message(
+    phase: &str,
+    date: &str,
+    triggered: bool,
+    correlation_id: &str,
+    missing: &[String],
+) -> (Channel, Value) {
+    let title = format!(":wrench: Self-Heal Triggered: {phase}");
+    let missing = if missing.is_empty() {
+        "none".to_owned()
+    } else {
+        missing.join(", ")
+    };
+    let text = [
+        format!("*{title}*"),
+        format!("*Date:* {date}"),
+        format!(
+            "*Healing triggered:* {}",
+            if triggered { "yes" } else { "no" }
+        ),
+        format!("*Correlation ID:* {correlation_id}"),
+        format!("*Missing components:* {missing}"),
+    ]
+    .join("\n");
+    let payload = json!({
+        "text": title,
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+    });
+    (Channel::Warning, payload)
+}
+
 /// A message waiting for delivery.
 struct Outgoing {
     channel: Channel,
@@ -368,6 +402,24 @@ mod tests {
         let (channel, payload) = pattern_message(&a, "t");
         assert_eq!(channel, Channel::Error);
         assert!(text(&payload).contains("skipped until 2026-11-25 12:30 UTC"));
+    }
+
+    #[test]
+    fn a_phase_heal_has_the_originals_fields() {
+        let missing = ["PlayerDailyCache".to_owned(), "MLFeatureStore".to_owned()];
+        let (channel, payload) =
+            phase_heal_message("phase4", "2026-11-24", true, "3f2a9c1e-77", &missing);
+        assert_eq!(channel, Channel::Warning);
+        assert_eq!(payload["text"], ":wrench: Self-Heal Triggered: phase4");
+        let text = text(&payload);
+        for line in [
+            "*Date:* 2026-11-24",
+            "*Healing triggered:* yes",
+            "*Correlation ID:* 3f2a9c1e-77",
+            "*Missing components:* PlayerDailyCache, MLFeatureStore",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]
