@@ -9,4 +9,5 @@ pub mod export;
 pub mod health;
 pub mod naming;
 pub mod patterns;
+pub mod plan;
 pub mod stall;
