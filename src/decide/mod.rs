@@ -9,5 +9,6 @@ pub mod export;
 pub mod health;
 pub mod naming;
 pub mod patterns;
+pub mod phase;
 pub mod plan;
 pub mod stall;
