@@ -7,6 +7,9 @@ use gcp_bigquery_client::Client as BigQueryClient;
 use gcp_bigquery_client::auth::Authenticator;
 use gcp_bigquery_client::client_builder::ClientBuilder;
 use gcp_bigquery_client::error::BQError;
+use gcp_bigquery_client::model::query_parameter::QueryParameter;
+use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
+use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
 
 /// Installs the process-wide rustls crypto provider. kube and the Google clients enable both
 /// of rustls' providers between them, and rustls then refuses to choose one by itself (the
@@ -38,5 +41,22 @@ pub async fn bigquery_client(emulator_host: Option<&str>) -> Result<BigQueryClie
                 .await
         }
         None => BigQueryClient::from_application_default_credentials().await,
+    }
+}
+
+/// A named scalar query parameter: values reach BigQuery only this way, never in the SQL.
+pub fn query_parameter(name: &str, kind: &str, value: String) -> QueryParameter {
+    QueryParameter {
+        name: Some(name.into()),
+        parameter_type: Some(QueryParameterType {
+            r#type: kind.into(),
+            array_type: None,
+            struct_types: None,
+        }),
+        parameter_value: Some(QueryParameterValue {
+            value: Some(value),
+            array_values: None,
+            struct_values: None,
+        }),
     }
 }

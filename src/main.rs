@@ -95,6 +95,10 @@ struct RunArgs {
         default_value = "0.0.0.0:8080"
     )]
     metrics_addr: std::net::SocketAddr,
+    /// Google Cloud project whose BigQuery holds the PhaseRun tables (`dataset.table` names
+    /// belong to it); default: --bigquery-project, else --firestore-project.
+    #[arg(long, env = "PIPELINE_HEALER_PHASE_PROJECT")]
+    phase_project: Option<String>,
     #[command(flatten)]
     bigquery: BigQueryArgs,
 }
@@ -210,6 +214,7 @@ fn main() -> ExitCode {
                 slack_webhook_url,
                 slack_webhook_url_error,
                 metrics_addr,
+                phase_project,
                 bigquery,
             } = *args;
             init_logging(log_format);
@@ -221,6 +226,10 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
+            let phase_bigquery = phase_project
+                .or_else(|| bigquery.bigquery_project.clone())
+                .or_else(|| firestore_project.clone())
+                .map(|project| (project, bigquery.bigquery_emulator_host.clone()));
             let mirror = firestore_project.map(|project| {
                 let namespace = mirror_namespace
                     .or_else(|| namespace.clone())
@@ -244,6 +253,7 @@ fn main() -> ExitCode {
                     events_table: bigquery.query_name(),
                 },
                 metrics_addr: Some(metrics_addr),
+                phase_bigquery,
                 bigquery: bigquery.export(),
                 ..Default::default()
             };

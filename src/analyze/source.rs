@@ -5,9 +5,6 @@ use std::str::FromStr;
 
 use gcp_bigquery_client::Client as BigQuery;
 use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
-use gcp_bigquery_client::model::query_parameter::QueryParameter;
-use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
-use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
 use gcp_bigquery_client::model::query_request::QueryRequest;
 use gcp_bigquery_client::model::query_response::ResultSet;
 use jiff::Timestamp;
@@ -18,28 +15,13 @@ use super::window::Window;
 use crate::Error;
 use crate::api::HealingEvent;
 use crate::api::schema::TableName;
+use crate::gcp::query_parameter;
 use crate::sink::bigquery::TableRef;
 
 /// Rows per page of query results.
 const PAGE_ROWS: i32 = 10_000;
 /// Objects per page when listing the cluster's events.
 const PAGE_OBJECTS: u32 = 500;
-
-fn scalar(name: &str, kind: &str, value: String) -> QueryParameter {
-    QueryParameter {
-        name: Some(name.into()),
-        parameter_type: Some(QueryParameterType {
-            r#type: kind.into(),
-            array_type: None,
-            struct_types: None,
-        }),
-        parameter_value: Some(QueryParameterValue {
-            value: Some(value),
-            array_values: None,
-            struct_values: None,
-        }),
-    }
-}
 
 /// BigQuery's canonical timestamp text.
 fn timestamp_parameter(t: Timestamp) -> String {
@@ -68,12 +50,12 @@ pub async fn from_bigquery(
         name.as_str()
     );
     let mut parameters = vec![
-        scalar("start", "TIMESTAMP", timestamp_parameter(window.start)),
-        scalar("end", "TIMESTAMP", timestamp_parameter(window.end)),
+        query_parameter("start", "TIMESTAMP", timestamp_parameter(window.start)),
+        query_parameter("end", "TIMESTAMP", timestamp_parameter(window.end)),
     ];
     if let Some(t) = healing_type {
         sql.push_str(" AND healing_type = @healing_type");
-        parameters.push(scalar("healing_type", "STRING", t.to_owned()));
+        parameters.push(query_parameter("healing_type", "STRING", t.to_owned()));
     }
     let mut request = QueryRequest::new(sql);
     request.parameter_mode = Some("NAMED".into());

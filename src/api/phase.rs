@@ -89,7 +89,10 @@ pub struct Processor {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 50), inner(length(max = 63)))]
     pub depends_on: Vec<String>,
-    pub trigger: Trigger,
+    /// How to run it again. Absent: it cannot be re-run from here (the original's Phase 2
+    /// scrapers had no endpoint); missing rows are then reported as skipped, never healed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
 }
 
 /// How a processor is run again: exactly one of `http` or `job`.
@@ -143,6 +146,8 @@ pub enum PhaseState {
     GaveUp,
     /// The spec cannot be acted on (e.g. a dependency cycle); see the conditions.
     Invalid,
+    /// Rows are missing but nothing can re-run them (no trigger configured).
+    Skipped,
 }
 
 /// What the controller observed, planned and did.
@@ -162,6 +167,15 @@ pub struct PhaseRunStatus {
     /// Index into `plan` of the wave under way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_wave: Option<u32>,
+    /// When the wave under way was (last) triggered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave_triggered_at: Option<Time>,
+    /// Looks at the wave under way since it was triggered (the backoff's exponent).
+    #[serde(default)]
+    pub checks: u32,
+    /// Processors that need a re-run but cannot have one, and why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub blocked: BTreeMap<String, String>,
     /// Triggers per processor so far.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attempts: BTreeMap<String, u32>,
@@ -172,7 +186,7 @@ pub struct PhaseRunStatus {
     pub last_observed_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Complete, NotRequired, Healing, ObservationFailed, GaveUp.
+    /// Complete, NotRequired, Healing, ObservationFailed, GaveUp, Skipped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

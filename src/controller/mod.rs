@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod event;
 pub mod health;
+pub mod phase;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,14 +18,18 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::Error;
+use crate::api::phase::PhaseRun;
 use crate::api::{HealingEvent, HealingPolicy, HealingPolicySpec, PredictionBatch};
 use crate::sink::Sinks;
 use crate::sink::bigquery::BigQueryExport;
 use crate::sink::consolidation::Consolidation;
 use crate::sink::slack::{Slack, SlackConfig};
+use crate::sink::trigger::HttpTriggers;
+use crate::source::bigquery::RowCounter;
 use crate::source::firestore::MirrorConfig;
 use crate::telemetry::Metrics;
 use health::HealthTrigger;
+use k8s_openapi::api::batch::v1::Job;
 
 /// The field manager of everything the controller writes.
 pub const MANAGER: &str = "pipeline-healer";
@@ -50,6 +55,9 @@ pub struct Config {
     pub slack: SlackConfig,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; None: not served.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where PhaseRun tables are counted: the project, and a BigQuery emulator (host:port)
+    /// to use instead of BigQuery. None: phases report that they cannot be observed.
+    pub phase_bigquery: Option<(String, Option<String>)>,
 }
 
 impl Default for Config {
@@ -63,6 +71,7 @@ impl Default for Config {
             bigquery: None,
             slack: SlackConfig::default(),
             metrics_addr: None,
+            phase_bigquery: None,
         }
     }
 }
@@ -85,6 +94,10 @@ pub struct Context {
     pub health: HealthTrigger,
     pub slack: Slack,
     pub metrics: Arc<Metrics>,
+    /// Counts the rows of PhaseRun tables; None when no BigQuery project is configured.
+    pub row_counter: Option<RowCounter>,
+    /// Re-runs processors over HTTP.
+    pub triggers: HttpTriggers,
 }
 
 impl Context {
@@ -111,6 +124,8 @@ impl Context {
             health: HealthTrigger::channel().0,
             slack: Slack::disabled(),
             metrics: Arc::default(),
+            row_counter: None,
+            triggers: HttpTriggers::default(),
         }
     }
 
@@ -317,7 +332,17 @@ pub async fn run(
         None => None,
     };
     let slack = Slack::start(config.slack.clone(), metrics.clone());
+    let row_counter = match &config.phase_bigquery {
+        Some((project, emulator)) => Some(RowCounter::new(
+            crate::gcp::bigquery_client(emulator.as_deref())
+                .await
+                .map_err(Error::bigquery)?,
+            project.clone(),
+        )),
+        None => None,
+    };
     let ctx = Arc::new(Context {
+        row_counter,
         events: events.store.clone(),
         health_maps: health_maps.store.clone(),
         health: health.clone(),
@@ -392,6 +417,24 @@ pub async fn run(
             }
         });
 
+    let phases = Controller::new(api::<PhaseRun>(&client, ns), watcher::Config::default())
+        // A Job trigger's Job finishing moves its phase on.
+        .owns(api::<Job>(&client, ns), watcher::Config::default())
+        .graceful_shutdown_on(shutdown_requested(shutdown_rx.clone()))
+        .run(
+            |run, ctx: Arc<Context>| async move {
+                ctx.metrics.reconciled("PhaseRun");
+                phase::reconcile(run, ctx).await
+            },
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "phase reconcile dispatch failed");
+            }
+        });
+
     let controller = Controller::for_stream(batch_stream, batch_store.clone());
     info!(namespace = ns.unwrap_or("<all>"), "controller starting");
     let batches = controller
@@ -426,6 +469,7 @@ pub async fn run(
     tokio::join!(
         batches,
         events,
+        phases,
         health_loop,
         health_maps_watch,
         server,

@@ -7,6 +7,7 @@ pub mod consolidation;
 pub mod firestore;
 pub mod row;
 pub mod slack;
+pub mod trigger;
 
 use batcher::ItemResult;
 use bigquery::{BigQueryEventSink, BigQueryExport};

@@ -1,0 +1,627 @@
+//! The PhaseRun reconciler: count rows -> step (pure) -> trigger a wave (intent first: one
+//! HealingEvent per trigger) -> write status -> look again after the step's backoff.
+//!
+//! BigQuery cannot be watched, so a phase being healed is looked at again on a doubling
+//! backoff; a complete phase (or one not required) waits for a change to its spec.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::Context;
+use crate::Error;
+use crate::api::event::{HealingEventSpec, HealingEventStatus, Outcome, TargetRef};
+use crate::api::phase::{PhaseRun, PhaseState, Processor};
+use crate::api::{HealingEvent, HealingPolicySpec};
+use crate::decide::conditions::{self, Desired};
+use crate::decide::naming::healing_id;
+use crate::decide::phase::{JobState, Limits, Observation, ProcessorSpec, Progress, Step, step};
+use crate::decide::plan::Node;
+use crate::sink::slack::phase_heal_message;
+
+pub const HEALING_TYPE: &str = "phase_rerun";
+/// The original's collection of phase healing passes.
+pub const HISTORY_COLLECTION: &str = "self_heal_history";
+const PHASE_LABEL: &str = "healing.pipeline.dev/phase-run";
+const PROCESSOR_LABEL: &str = "healing.pipeline.dev/processor";
+
+fn specs(processors: &[Processor]) -> Vec<ProcessorSpec> {
+    processors
+        .iter()
+        .map(|p| ProcessorSpec {
+            node: Node::from(p),
+            min_rows: i64::from(p.min_rows),
+            triggerable: p.trigger.is_some(),
+            job: p.trigger.as_ref().is_some_and(|t| t.job.is_some()),
+        })
+        .collect()
+}
+
+fn limits(policy: &HealingPolicySpec) -> Limits {
+    let p = &policy.phase_healing;
+    Limits {
+        max_attempts: p.max_attempts,
+        initial_backoff: p.initial_backoff.as_span(),
+        max_backoff: p.max_backoff.as_span(),
+    }
+}
+
+fn progress_of(run: &PhaseRun) -> Progress {
+    let Some(s) = run.status.as_ref() else {
+        return Progress::default();
+    };
+    Progress {
+        plan: if s.state == Some(PhaseState::Healing) {
+            s.plan.clone()
+        } else {
+            Vec::new()
+        },
+        current_wave: s.current_wave.unwrap_or(0) as usize,
+        wave_triggered_at: s.wave_triggered_at.as_ref().map(|t| t.0),
+        checks: s.checks,
+        attempts: s.attempts.clone(),
+    }
+}
+
+pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = run.namespace().unwrap_or_default();
+    let policy = ctx.policy_for(&ns);
+    let limits = limits(&policy);
+    let processors = specs(&run.spec.processors);
+    let now = Timestamp::now();
+    let observation = observe(&ctx, &run).await?;
+    let progress = progress_of(&run);
+    let next = step(&processors, &observation, &progress, &limits, now);
+    let missing = crate::decide::phase::missing(&processors, &observation);
+    let counts: BTreeMap<String, i64> = run
+        .spec
+        .processors
+        .iter()
+        .filter_map(|p| {
+            let n = observation.rows.get(&p.name)?.as_ref().ok()?;
+            Some((p.table.as_str().to_owned(), *n))
+        })
+        .collect();
+
+    let mut status = json!({
+        "recordCounts": counts,
+        "missingProcessors": missing,
+        "lastObservedTime": Time(now),
+        "observedGeneration": run.meta().generation,
+    });
+    let (state, desired, action) = match &next {
+        Step::Invalid(message) => (
+            PhaseState::Invalid,
+            vec![Desired::new(
+                "Healing",
+                false,
+                "InvalidSpec",
+                message.clone(),
+            )],
+            Action::await_change(),
+        ),
+        Step::ObservationFailed { message, retry_at } => {
+            warn!(phase_run = %run.name_any(), error = %message, "counting rows failed; nothing triggered");
+            (
+                PhaseState::ObservationFailed,
+                vec![Desired::new(
+                    "ObservationFailed",
+                    true,
+                    "QueryFailed",
+                    message.clone(),
+                )],
+                requeue_at(*retry_at, now),
+            )
+        }
+        Step::NotRequired => (
+            PhaseState::NotRequired,
+            vec![
+                Desired::new(
+                    "NotRequired",
+                    true,
+                    "NoGames",
+                    "the schedule has no rows for the date",
+                ),
+                Desired::new("ObservationFailed", false, "Counted", "rows counted"),
+            ],
+            Action::await_change(),
+        ),
+        Step::Complete => (
+            PhaseState::Complete,
+            vec![
+                Desired::new(
+                    "Complete",
+                    true,
+                    "AllTablesFilled",
+                    "every table has its rows for the date",
+                ),
+                Desired::new("Healing", false, "Complete", "nothing to re-run"),
+                Desired::new("ObservationFailed", false, "Counted", "rows counted"),
+            ],
+            Action::await_change(),
+        ),
+        Step::Wait { until } => {
+            status["checks"] = json!(progress.checks + 1);
+            (PhaseState::Healing, Vec::new(), requeue_at(*until, now))
+        }
+        Step::NothingTriggerable { reason } => {
+            write_history(
+                &ctx,
+                &run,
+                &skip_correlation(&run),
+                &missing,
+                &[],
+                &[],
+                Some(reason),
+                false,
+            )
+            .await;
+            (
+                PhaseState::Skipped,
+                vec![
+                    Desired::new("Complete", false, "RowsMissing", reason.clone()),
+                    Desired::new("Healing", false, "NothingTriggerable", reason.clone()),
+                ],
+                requeue_at(now + limits.max_backoff, now),
+            )
+        }
+        Step::GaveUp { reason } => {
+            publish(&ctx, &run, EventType::Warning, "GaveUp", reason.clone()).await;
+            (
+                PhaseState::GaveUp,
+                vec![
+                    Desired::new("GaveUp", true, "AttemptsExhausted", reason.clone()),
+                    Desired::new("Healing", false, "GaveUp", reason.clone()),
+                ],
+                Action::await_change(),
+            )
+        }
+        Step::Trigger {
+            processors: wave_processors,
+            plan,
+            wave,
+            new_pass,
+            blocked,
+        } => {
+            let correlation = match (
+                new_pass,
+                run.status.as_ref().and_then(|s| s.correlation_id.clone()),
+            ) {
+                (false, Some(c)) => c,
+                _ => uuid::Uuid::new_v4().to_string(),
+            };
+            let mut attempts = progress.attempts.clone();
+            let mut triggered = Vec::new();
+            let mut failed = Vec::new();
+            for name in wave_processors {
+                let attempt = attempts.get(name).copied().unwrap_or(0) + 1;
+                attempts.insert(name.clone(), attempt);
+                match trigger(&ctx, &run, name, &missing, &correlation, attempt).await? {
+                    Ok(()) => triggered.push(name.clone()),
+                    Err(_) => failed.push(name.clone()),
+                }
+            }
+            if *new_pass {
+                info!(phase_run = %run.name_any(), correlation_id = %correlation, plan = ?plan, "healing pass started");
+                let (channel, payload) = phase_heal_message(
+                    &run.spec.phase,
+                    &run.spec.date.to_string(),
+                    !triggered.is_empty(),
+                    &correlation,
+                    &missing,
+                );
+                ctx.slack.send(channel, payload, &ctx.metrics);
+                write_history(
+                    &ctx,
+                    &run,
+                    &correlation,
+                    &missing,
+                    &triggered,
+                    &failed,
+                    None,
+                    true,
+                )
+                .await;
+            }
+            status["plan"] = json!(plan);
+            status["currentWave"] = json!(wave);
+            status["waveTriggeredAt"] = json!(Time(now));
+            status["checks"] = json!(0);
+            status["attempts"] = json!(attempts);
+            status["correlationId"] = json!(correlation);
+            status["blocked"] = json!(blocked);
+            let message = format!(
+                "wave {} of {}: {}",
+                wave + 1,
+                plan.len(),
+                wave_processors.join(", ")
+            );
+            (
+                PhaseState::Healing,
+                vec![
+                    Desired::new("Healing", true, "WaveTriggered", message),
+                    Desired::new(
+                        "Complete",
+                        false,
+                        "RowsMissing",
+                        format!("missing: {}", missing.join(", ")),
+                    ),
+                    Desired::new("ObservationFailed", false, "Counted", "rows counted"),
+                ],
+                requeue_at(now + limits.initial_backoff, now),
+            )
+        }
+    };
+    status["state"] = json!(state);
+    let existing = run
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    status["conditions"] = json!(conditions::merge(
+        existing,
+        &desired,
+        run.meta().generation,
+        now
+    ));
+    let api: Api<PhaseRun> = Api::namespaced(ctx.client.clone(), &ns);
+    api.patch_status(
+        &run.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": status})),
+    )
+    .await?;
+    Ok(action)
+}
+
+fn requeue_at(at: Timestamp, now: Timestamp) -> Action {
+    let wait = Duration::try_from(at.duration_since(now)).unwrap_or_default();
+    Action::requeue(wait.max(Duration::from_millis(100)))
+}
+
+/// A fixed correlation id for "nothing could be triggered" records, so re-observing the
+/// same phase rewrites one history document instead of adding one each time.
+fn skip_correlation(run: &PhaseRun) -> String {
+    let hash = crate::decide::naming::fnv1a(&[&run.uid().unwrap_or_default(), "skipped"]);
+    format!("{hash:016x}")
+}
+
+/// Row counts for the schedule and every processor's table, and the state of this pass's
+/// Jobs. A failed query is an Err in the observation, never a zero.
+async fn observe(ctx: &Context, run: &PhaseRun) -> Result<Observation, Error> {
+    let date = run.spec.date.date();
+    let unconfigured =
+        || Err("no BigQuery project is configured for phases (--phase-project)".to_owned());
+    let count = |table: String, column: String| async move {
+        match &ctx.row_counter {
+            Some(counter) => counter.count(&table, &column, date).await,
+            None => unconfigured(),
+        }
+    };
+    let schedule = match &run.spec.schedule {
+        Some(s) => Some(count(s.table.to_string(), s.date_column.to_string()).await),
+        None => None,
+    };
+    let rows = futures::future::join_all(run.spec.processors.iter().map(|p| async {
+        (
+            p.name.clone(),
+            count(p.table.to_string(), p.date_column.to_string()).await,
+        )
+    }))
+    .await
+    .into_iter()
+    .collect();
+    Ok(Observation {
+        schedule_rows: schedule,
+        rows,
+        jobs: jobs_of(ctx, run).await?,
+    })
+}
+
+/// The latest Job per processor of this PhaseRun, as a JobState.
+async fn jobs_of(ctx: &Context, run: &PhaseRun) -> Result<BTreeMap<String, JobState>, Error> {
+    if !run
+        .spec
+        .processors
+        .iter()
+        .any(|p| p.trigger.as_ref().is_some_and(|t| t.job.is_some()))
+    {
+        return Ok(BTreeMap::new());
+    }
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
+    let jobs = api
+        .list(&ListParams::default().labels(&format!("{PHASE_LABEL}={}", run.name_any())))
+        .await?;
+    let mut latest: BTreeMap<String, (i64, JobState)> = BTreeMap::new();
+    for job in jobs.items {
+        let labels = job.labels();
+        let Some(processor) = labels.get(PROCESSOR_LABEL).cloned() else {
+            continue;
+        };
+        let attempt: i64 = labels
+            .get("healing.pipeline.dev/attempt")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0);
+        let status = job.status.as_ref();
+        let failed = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Failed" && c.status == "True"));
+        let state = if status.and_then(|s| s.succeeded).unwrap_or(0) > 0 {
+            JobState::Succeeded
+        } else if failed {
+            JobState::Failed
+        } else {
+            JobState::Running
+        };
+        if latest.get(&processor).is_none_or(|(a, _)| attempt >= *a) {
+            latest.insert(processor, (attempt, state));
+        }
+    }
+    Ok(latest.into_iter().map(|(p, (_, s))| (p, s)).collect())
+}
+
+/// Records the intent, triggers one processor, records the outcome. The outer Err is an
+/// API failure (retried); the inner one a trigger that failed (recorded, and retried by the
+/// phase's own backoff).
+async fn trigger(
+    ctx: &Context,
+    run: &PhaseRun,
+    name: &str,
+    missing: &[String],
+    correlation: &str,
+    attempt: u32,
+) -> Result<Result<(), String>, Error> {
+    let ns = run.namespace().unwrap_or_default();
+    let Some(processor) = run.spec.processors.iter().find(|p| p.name == name) else {
+        return Ok(Err(format!("no processor named {name}")));
+    };
+    let date = run.spec.date.to_string();
+    let subject = format!("{}-{date}-{name}", run.spec.phase);
+    let id = healing_id(
+        HEALING_TYPE,
+        &subject,
+        &[
+            &run.uid().unwrap_or_default(),
+            correlation,
+            name,
+            &attempt.to_string(),
+        ],
+    );
+    let table = processor.table.as_str();
+    let was_missing = missing.iter().any(|m| m == name);
+    let (root_cause, reason) = if was_missing {
+        (
+            format!("missing_rows:{table}"),
+            format!(
+                "{table} has fewer than {} rows for {date}",
+                processor.min_rows
+            ),
+        )
+    } else {
+        (
+            format!("upstream_rerun:{table}"),
+            format!("{table} depends on re-run processors for {date}"),
+        )
+    };
+    let how = match processor.trigger.as_ref() {
+        Some(t) if t.job.is_some() => "created a Job",
+        _ => "POSTed to its endpoint",
+    };
+    let spec = HealingEventSpec {
+        healing_id: id.clone(),
+        timestamp: MicroTime(Timestamp::now()),
+        healing_type: HEALING_TYPE.into(),
+        trigger_reason: reason,
+        action_taken: format!("Re-ran {name} (attempt {attempt}): {how}"),
+        root_cause,
+        correlation_id: Some(correlation.to_owned()),
+        target: TargetRef {
+            api_version: Some(PhaseRun::api_version(&()).into_owned()),
+            kind: PhaseRun::kind(&()).into_owned(),
+            namespace: run.namespace(),
+            name: run.name_any(),
+            uid: run.uid(),
+        },
+        dry_run: false,
+        threshold_time: None,
+        before_state: Some(
+            json!({"phase": run.spec.phase, "date": date, "processor": name, "table": table, "missing_processors": missing}),
+        ),
+        details: Some(json!({"attempt": attempt})),
+    };
+    let mut event = HealingEvent::new(&id, spec);
+    event.metadata.namespace = Some(ns.clone());
+    let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), &ns);
+    match events.create(&PostParams::default(), &event).await {
+        Ok(_) => {}
+        // This trigger was recorded already (a retried reconcile): do not run it twice.
+        Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Ok(())),
+        Err(e) => return Err(e.into()),
+    }
+    let result = match processor.trigger.as_ref() {
+        Some(t) => match (&t.http, &t.job) {
+            (Some(http), _) => ctx
+                .triggers
+                .trigger(http, name, &date, correlation)
+                .await
+                .map(|_| ()),
+            (None, Some(job)) => create_job(ctx, run, name, &job.template, attempt).await,
+            (None, None) => Err("the trigger names neither http nor job".to_owned()),
+        },
+        None => Err("no trigger is configured".to_owned()),
+    };
+    let (outcome, note) = match &result {
+        Ok(()) => (
+            Outcome::Succeeded,
+            (
+                EventType::Normal,
+                "Triggered",
+                format!("re-ran {name} ({how}; HealingEvent {id})"),
+            ),
+        ),
+        Err(e) => (
+            Outcome::Failed,
+            (
+                EventType::Warning,
+                "TriggerFailed",
+                format!("re-running {name} failed: {e} (HealingEvent {id})"),
+            ),
+        ),
+    };
+    let status = HealingEventStatus {
+        outcome: Some(outcome),
+        success: Some(result.is_ok()),
+        message: Some(
+            result
+                .as_ref()
+                .err()
+                .cloned()
+                .unwrap_or_else(|| "triggered".into()),
+        ),
+        finished_at: Some(Time(Timestamp::now())),
+        after_state: Some(json!({"triggered": result.is_ok()})),
+        ..Default::default()
+    };
+    events
+        .patch_status(
+            &id,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await?;
+    ctx.metrics
+        .healed(HEALING_TYPE, &format!("{outcome:?}"), None);
+    info!(phase_run = %run.name_any(), processor = name, healing_id = %id, ?outcome, "processor re-run");
+    publish(ctx, run, note.0, note.1, note.2).await;
+    Ok(result)
+}
+
+/// The Job for `processor` from its template: `{date}` and `{processor}` substituted (both
+/// validated values), labelled for the PhaseRun, owned by it.
+pub fn build_job(
+    run: &PhaseRun,
+    processor: &str,
+    template: &serde_json::Value,
+    attempt: u32,
+) -> Result<Job, String> {
+    let text = serde_json::to_string(template).map_err(|e| e.to_string())?;
+    let text = text
+        .replace("{date}", &run.spec.date.to_string())
+        .replace("{processor}", processor);
+    let template: k8s_openapi::api::batch::v1::JobTemplateSpec = serde_json::from_str(&text)
+        .map_err(|e| format!("the Job template is not a JobTemplateSpec: {e}"))?;
+    let mut metadata = template.metadata.unwrap_or_default();
+    let base = crate::decide::naming::healing_id(
+        "",
+        &format!("{}-{processor}", run.name_any()),
+        &[&attempt.to_string()],
+    );
+    metadata.name = Some(
+        base.trim_start_matches('-')
+            .chars()
+            .take(63)
+            .collect::<String>()
+            .trim_end_matches('-')
+            .to_owned(),
+    );
+    metadata.namespace = run.namespace();
+    let labels = metadata.labels.get_or_insert_with(Default::default);
+    labels.insert(PHASE_LABEL.into(), run.name_any());
+    labels.insert(PROCESSOR_LABEL.into(), processor.to_owned());
+    labels.insert("healing.pipeline.dev/attempt".into(), attempt.to_string());
+    metadata.owner_references = run.controller_owner_ref(&()).map(|r| vec![r]);
+    Ok(Job {
+        metadata,
+        spec: template.spec,
+        status: None,
+    })
+}
+
+async fn create_job(
+    ctx: &Context,
+    run: &PhaseRun,
+    processor: &str,
+    template: &serde_json::Value,
+    attempt: u32,
+) -> Result<(), String> {
+    let job = build_job(run, processor, template, attempt)?;
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
+    match api.create(&PostParams::default(), &job).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(format!("creating the Job: {e}")),
+    }
+}
+
+async fn publish(ctx: &Context, run: &PhaseRun, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Heal".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &run.object_ref(&())).await {
+        warn!(phase_run = %run.name_any(), error = %e, "publishing a Kubernetes Event failed");
+    }
+}
+
+/// The original's `self_heal_history` document for a healing pass (when a Firestore project
+/// is configured), so its queries keep working. A failure is logged: the HealingEvents are
+/// the record that must not be lost.
+#[allow(clippy::too_many_arguments)]
+async fn write_history(
+    ctx: &Context,
+    run: &PhaseRun,
+    correlation: &str,
+    missing: &[String],
+    triggered: &[String],
+    failed: &[String],
+    skipped_reason: Option<&String>,
+    success: bool,
+) {
+    let Some(db) = &ctx.firestore else { return };
+    let date = run.spec.date.to_string();
+    let short: String = correlation.chars().take(8).collect();
+    let id = format!("{date}_{}_{short}", run.spec.phase);
+    let skipped: Vec<String> = if skipped_reason.is_some() {
+        missing.to_vec()
+    } else {
+        Vec::new()
+    };
+    let document = json!({
+        "phase": run.spec.phase,
+        "target_date": date,
+        "missing_components": missing,
+        "healing_result": {
+            "triggered": triggered,
+            "failed": failed,
+            "skipped": skipped,
+            "reason": skipped_reason,
+        },
+        "correlation_id": correlation,
+        "timestamp": Timestamp::now().to_string(),
+        "success": success && failed.is_empty(),
+    });
+    let result = db
+        .fluent()
+        .update()
+        .in_col(HISTORY_COLLECTION)
+        .document_id(&id)
+        .object(&document)
+        .execute::<serde_json::Value>()
+        .await;
+    if let Err(e) = result {
+        warn!(phase_run = %run.name_any(), document = %id, error = %e, "writing self_heal_history failed");
+    }
+}
