@@ -417,7 +417,13 @@ pub async fn run(
             }
         });
 
-    let phases = Controller::new(api::<PhaseRun>(&client, ns), watcher::Config::default())
+    let phase_runs = cached_watch(api::<PhaseRun>(&client, ns), watcher::Config::default());
+    // Only spec changes (and the phase's Jobs) wake a PhaseRun: its own status writes would
+    // otherwise re-query BigQuery at once, defeating the backoff.
+    let phase_stream = phase_runs
+        .stream
+        .predicate_filter(predicates::generation, Default::default());
+    let phases = Controller::for_stream(phase_stream, phase_runs.store)
         // A Job trigger's Job finishing moves its phase on.
         .owns(api::<Job>(&client, ns), watcher::Config::default())
         .graceful_shutdown_on(shutdown_requested(shutdown_rx.clone()))

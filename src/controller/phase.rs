@@ -16,7 +16,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::Context;
 use crate::Error;
@@ -111,7 +111,14 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
             Action::await_change(),
         ),
         Step::ObservationFailed { message, retry_at } => {
-            warn!(phase_run = %run.name_any(), error = %message, "counting rows failed; nothing triggered");
+            let before = run.status.as_ref().and_then(|s| s.state);
+            if before == Some(PhaseState::ObservationFailed) {
+                debug!(phase_run = %run.name_any(), error = %message, "counting rows failed again");
+            } else {
+                warn!(phase_run = %run.name_any(), error = %message, "counting rows failed; nothing triggered until it works");
+            }
+            // Each failure waits longer before the next query.
+            status["checks"] = json!(progress.checks + 1);
             (
                 PhaseState::ObservationFailed,
                 vec![Desired::new(

@@ -1,0 +1,480 @@
+//! Phase completeness healing on a real API server, the BigQuery and Firestore emulators,
+//! and local HTTP processor endpoints that fill their tables when called.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gcp_bigquery_client::model::dataset::Dataset;
+use gcp_bigquery_client::model::table::Table;
+use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
+use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
+use gcp_bigquery_client::model::table_schema::TableSchema;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use pipeline_healer::api::phase::{PhaseRun, PhaseState};
+use pipeline_healer::api::{HealingEvent, HealingPolicy};
+use pipeline_healer::source::bigquery::RowCounter;
+use serde_json::{Value, json};
+use support::http::RecordingServer;
+use support::{ControllerProcess, TestNamespace, emulators, eventually, namespace};
+
+const DATE: &str = "2026-11-24";
+
+/// A dataset of its own for the test, and its tables, each with a date column.
+struct Tables {
+    dataset: String,
+}
+
+impl Tables {
+    async fn create(ns: &TestNamespace, tables: &[(&str, &str)]) -> Self {
+        let project = &emulators().project;
+        let dataset = format!("ph_{}", ns.name.replace('-', "_"));
+        let bq = support::bigquery_client().await;
+        bq.dataset()
+            .create(Dataset::new(project, &dataset))
+            .await
+            .expect("create dataset");
+        for (table, column) in tables {
+            let schema = TableSchema::new(vec![
+                TableFieldSchema::date(column),
+                TableFieldSchema::string("player"),
+            ]);
+            bq.table()
+                .create(Table::new(project, &dataset, table, schema))
+                .await
+                .expect("create table");
+        }
+        Self { dataset }
+    }
+
+    fn name(&self, table: &str) -> String {
+        format!("{}.{table}", self.dataset)
+    }
+
+    async fn fill(&self, table: &str, column: &str, date: &str, rows: usize) {
+        let mut request = TableDataInsertAllRequest::new();
+        for i in 0..rows {
+            request
+                .add_row(None, json!({column: date, "player": format!("player{i}")}))
+                .unwrap();
+        }
+        let response = support::bigquery_client()
+            .await
+            .tabledata()
+            .insert_all(&emulators().project, &self.dataset, table, request)
+            .await
+            .expect("insertAll");
+        assert!(response.insert_errors.unwrap_or_default().is_empty());
+    }
+}
+
+/// The original's Phase 4: (processor, table, date column, dependencies).
+const PHASE4: [(&str, &str, &str, &[&str]); 5] = [
+    (
+        "TeamDefenseZoneAnalysis",
+        "team_defense_zone_analysis",
+        "analysis_date",
+        &[],
+    ),
+    (
+        "PlayerShotZoneAnalysis",
+        "player_shot_zone_analysis",
+        "analysis_date",
+        &[],
+    ),
+    ("PlayerDailyCache", "player_daily_cache", "game_date", &[]),
+    (
+        "PlayerCompositeFactors",
+        "player_composite_factors",
+        "analysis_date",
+        &[
+            "TeamDefenseZoneAnalysis",
+            "PlayerShotZoneAnalysis",
+            "PlayerDailyCache",
+        ],
+    ),
+    (
+        "MLFeatureStore",
+        "ml_feature_store_v2",
+        "game_date",
+        &[
+            "TeamDefenseZoneAnalysis",
+            "PlayerShotZoneAnalysis",
+            "PlayerDailyCache",
+            "PlayerCompositeFactors",
+        ],
+    ),
+];
+
+async fn fast_policy(ns: &TestNamespace) {
+    let hp: HealingPolicy = serde_json::from_value(json!({
+        "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "HealingPolicy",
+        "metadata": {"name": "default"},
+        "spec": {"phaseHealing": {"initialBackoff": "1s", "maxBackoff": "4s", "maxAttempts": 2}}
+    }))
+    .unwrap();
+    ns.api::<HealingPolicy>()
+        .create(&PostParams::default(), &hp)
+        .await
+        .unwrap();
+}
+
+async fn create_phase(ns: &TestNamespace, name: &str, spec: Value) {
+    let run: PhaseRun = serde_json::from_value(json!({
+        "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "PhaseRun",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap();
+    ns.api::<PhaseRun>()
+        .create(&PostParams::default(), &run)
+        .await
+        .unwrap();
+}
+
+fn start_controller(ns: &TestNamespace) -> ControllerProcess {
+    ControllerProcess::start_with(
+        &ns.name,
+        "phases",
+        &[] as &[&str],
+        &[("BIGQUERY_EMULATOR_HOST", emulators().bigquery.as_str())],
+    )
+}
+
+async fn state_becomes(ns: &TestNamespace, name: &str, state: PhaseState) -> PhaseRun {
+    let api = ns.api::<PhaseRun>();
+    eventually(60, &format!("{name} becomes {state:?}"), || async {
+        let run = api.get(name).await.ok()?;
+        (run.status.as_ref()?.state == Some(state)).then_some(run)
+    })
+    .await
+}
+
+/// Fills a processor's table shortly after its endpoint is called, as a processor would.
+fn fill_on_request(
+    server: Arc<RecordingServer>,
+    tables: Arc<Tables>,
+    fills: BTreeMap<String, (String, String)>,
+) {
+    tokio::spawn(async move {
+        let mut served = 0;
+        loop {
+            let requests = server.requests();
+            for request in &requests[served..] {
+                let processor = request
+                    .path
+                    .trim_start_matches('/')
+                    .split('?')
+                    .next()
+                    .unwrap_or_default();
+                if let Some((table, column)) = fills.get(processor) {
+                    tables.fill(table, column, DATE, 3).await;
+                }
+            }
+            served = requests.len();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+#[tokio::test]
+async fn an_empty_daily_cache_reruns_exactly_it_and_what_depends_on_it_in_order() {
+    let ns = namespace("phase4").await;
+    fast_policy(&ns).await;
+    let specs: Vec<(&str, &str)> = PHASE4.iter().map(|(_, t, c, _)| (*t, *c)).collect();
+    let tables = Arc::new(Tables::create(&ns, &specs).await);
+    for (_, table, column, _) in PHASE4 {
+        if table != "player_daily_cache" {
+            tables.fill(table, column, DATE, 5).await;
+        }
+    }
+    // Other dates' rows do not count.
+    tables
+        .fill("player_daily_cache", "game_date", "2026-11-23", 5)
+        .await;
+    let server = Arc::new(RecordingServer::start(200).await);
+    let fills = PHASE4
+        .iter()
+        .map(|(p, t, c, _)| ((*p).to_owned(), ((*t).to_owned(), (*c).to_owned())))
+        .collect();
+    fill_on_request(server.clone(), tables.clone(), fills);
+    let processors: Vec<Value> = PHASE4
+        .iter()
+        .map(|(name, table, column, deps)| {
+            json!({
+                "name": name, "table": tables.name(table), "dateColumn": column, "dependsOn": deps,
+                "trigger": {"http": {"url": format!("{}/{{processor}}?analysis_date={{date}}", server.url)}},
+            })
+        })
+        .collect();
+    create_phase(
+        &ns,
+        "phase4",
+        json!({"phase": "phase4", "date": DATE, "processors": processors}),
+    )
+    .await;
+    let _controller = start_controller(&ns);
+
+    let run = state_becomes(&ns, "phase4", PhaseState::Complete).await;
+    let paths: Vec<String> = server.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        paths,
+        [
+            format!("/PlayerDailyCache?analysis_date={DATE}"),
+            format!("/PlayerCompositeFactors?analysis_date={DATE}"),
+            format!("/MLFeatureStore?analysis_date={DATE}"),
+        ]
+    );
+    let first = &server.requests()[0];
+    let body = first.json();
+    let correlation = body["correlation_id"].as_str().unwrap().to_owned();
+    assert_eq!(body["processor"], "PlayerDailyCache");
+    assert_eq!(body["date"], DATE);
+    assert_eq!(first.header("X-Correlation-Id"), Some(correlation.as_str()));
+    // One pass: every trigger carries the same correlation id.
+    assert!(
+        server
+            .requests()
+            .iter()
+            .all(|r| r.json()["correlation_id"] == correlation.as_str())
+    );
+
+    let status = run.status.unwrap();
+    assert_eq!(
+        status.plan,
+        [
+            vec!["PlayerDailyCache"],
+            vec!["PlayerCompositeFactors"],
+            vec!["MLFeatureStore"]
+        ]
+    );
+    assert_eq!(status.record_counts[&tables.name("player_daily_cache")], 3);
+    assert!(status.missing_processors.is_empty());
+    let complete = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Complete")
+        .unwrap();
+    assert_eq!(complete.status, "True");
+
+    let events: Vec<HealingEvent> = ns
+        .api::<HealingEvent>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let mut causes: Vec<String> = events.iter().map(|e| e.spec.root_cause.clone()).collect();
+    causes.sort();
+    assert_eq!(
+        causes,
+        [
+            format!("missing_rows:{}", tables.name("player_daily_cache")),
+            format!("upstream_rerun:{}", tables.name("ml_feature_store_v2")),
+            format!("upstream_rerun:{}", tables.name("player_composite_factors")),
+        ]
+    );
+    assert!(events.iter().all(|e| e.spec.healing_type == "phase_rerun"
+        && e.spec.correlation_id.as_deref() == Some(correlation.as_str())
+        && e.status.as_ref().and_then(|s| s.success) == Some(true)));
+
+    // The original's history document, for its queries.
+    let id = format!("{DATE}_phase4_{}", &correlation[..8]);
+    let doc: Option<Value> = support::firestore_db()
+        .await
+        .fluent()
+        .select()
+        .by_id_in("self_heal_history")
+        .obj()
+        .one(&id)
+        .await
+        .unwrap();
+    let doc = doc.expect("the self_heal_history document");
+    assert_eq!(doc["missing_components"], json!(["PlayerDailyCache"]));
+    assert_eq!(
+        doc["healing_result"]["triggered"],
+        json!(["PlayerDailyCache"])
+    );
+    assert_eq!(doc["correlation_id"], correlation.as_str());
+}
+
+#[tokio::test]
+async fn a_failed_query_triggers_nothing_and_a_date_without_games_is_not_required() {
+    let ns = namespace("phase-unknown").await;
+    fast_policy(&ns).await;
+    let tables = Tables::create(
+        &ns,
+        &[
+            ("nbac_schedule", "game_date_est"),
+            ("gamebook", "game_date"),
+        ],
+    )
+    .await;
+    tables
+        .fill("nbac_schedule", "game_date_est", "2026-11-23", 4)
+        .await;
+    let server = RecordingServer::start(200).await;
+    let trigger = json!({"http": {"url": format!("{}/{{processor}}", server.url)}});
+    // A table that does not exist: the count is unknown, not zero.
+    create_phase(&ns, "unknown", json!({"phase": "phase2", "date": DATE, "processors": [
+        {"name": "gamebook", "table": format!("{}.no_such_table", tables.dataset), "dateColumn": "game_date", "trigger": trigger},
+    ]}))
+    .await;
+    // The schedule has no games on the date: nothing is required, whatever is empty.
+    create_phase(&ns, "no-games", json!({"phase": "phase2", "date": DATE,
+        "schedule": {"table": tables.name("nbac_schedule"), "dateColumn": "game_date_est"},
+        "processors": [{"name": "gamebook", "table": tables.name("gamebook"), "dateColumn": "game_date", "trigger": trigger}],
+    }))
+    .await;
+    let _controller = start_controller(&ns);
+
+    let unknown = state_becomes(&ns, "unknown", PhaseState::ObservationFailed).await;
+    let condition = unknown
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "ObservationFailed")
+        .unwrap();
+    assert_eq!(condition.status, "True");
+    assert!(
+        condition.message.contains("no_such_table"),
+        "{}",
+        condition.message
+    );
+    let no_games = state_becomes(&ns, "no-games", PhaseState::NotRequired).await;
+    assert!(
+        no_games
+            .status
+            .unwrap()
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "NotRequired" && c.status == "True")
+    );
+    // Several backoffs later, still nothing triggered.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+    assert!(
+        ns.api::<HealingEvent>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_job_trigger_creates_an_owned_job_and_its_success_completes_the_phase() {
+    let ns = namespace("phase-job").await;
+    fast_policy(&ns).await;
+    let tables = Tables::create(&ns, &[("bdl_player_boxscores", "game_date")]).await;
+    create_phase(&ns, "boxscores", json!({"phase": "phase2", "date": DATE, "processors": [{
+        "name": "bdl_player_boxscores", "table": tables.name("bdl_player_boxscores"), "dateColumn": "game_date",
+        "trigger": {"job": {"template": {"spec": {"backoffLimit": 1, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "scraper", "image": "scrapers/bdl:1", "args": ["--date", "{date}", "--scraper", "{processor}"]}],
+        }}}}}},
+    }]}))
+    .await;
+    let _controller = start_controller(&ns);
+
+    let jobs = ns.api::<Job>();
+    let job = eventually(30, "the Job is created", || async {
+        jobs.list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .next()
+    })
+    .await;
+    let run = ns.api::<PhaseRun>().get("boxscores").await.unwrap();
+    let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str()),
+        ("PhaseRun", run.metadata.uid.as_deref().unwrap())
+    );
+    let args = job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert_eq!(args, ["--date", DATE, "--scraper", "bdl_player_boxscores"]);
+
+    // No kubelet runs it: the rows arrive and the Job is marked succeeded by hand.
+    tables
+        .fill("bdl_player_boxscores", "game_date", DATE, 3)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        ns.api::<PhaseRun>()
+            .get("boxscores")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .state,
+        Some(PhaseState::Healing)
+    );
+    let now = jiff::Timestamp::now().to_string();
+    jobs.patch_status(
+        &job.metadata.name.clone().unwrap(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"startTime": now, "succeeded": 1}})),
+    )
+    .await
+    .expect("mark the Job succeeded");
+    state_becomes(&ns, "boxscores", PhaseState::Complete).await;
+    assert_eq!(
+        jobs.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_hostile_table_name_never_reaches_bigquery() {
+    let ns = namespace("phase-hostile").await;
+    let tables = Tables::create(&ns, &[("victim", "game_date")]).await;
+    tables.fill("victim", "game_date", DATE, 2).await;
+    let counter = RowCounter::new(
+        support::bigquery_client().await,
+        emulators().project.clone(),
+    );
+    let date: jiff::civil::Date = DATE.parse().unwrap();
+    for hostile in [
+        format!(
+            "{}.victim` WHERE 1=1; DROP TABLE `{}.victim",
+            tables.dataset, tables.dataset
+        ),
+        format!("{}.victim; --", tables.dataset),
+        "a.b.c.d".to_owned(),
+    ] {
+        let error = counter
+            .count(&hostile, "game_date", date)
+            .await
+            .unwrap_err();
+        assert!(error.contains("table name"), "{error}");
+    }
+    let error = counter
+        .count(&tables.name("victim"), "game_date` = game_date OR `1", date)
+        .await
+        .unwrap_err();
+    assert!(error.contains("column"), "{error}");
+    // The table is untouched and the valid query counts it.
+    assert_eq!(
+        counter
+            .count(&tables.name("victim"), "game_date", date)
+            .await,
+        Ok(2)
+    );
+}
