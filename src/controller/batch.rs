@@ -20,7 +20,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::Context;
 use super::health::{self, Gate};
@@ -741,19 +741,30 @@ async fn write_status(
     if let Some(map) = fields.as_object_mut() {
         map.retain(|_, v| !v.is_null());
     }
+    // Conditional on the version decided on: a reconcile working from a stale cache must not
+    // overwrite what a heal (or a worker) wrote meanwhile, e.g. set a healed batch back to
+    // Stalled. The newer version's watch event reconciles again.
     let status = json!({
         "apiVersion": PredictionBatch::api_version(&()),
         "kind": PredictionBatch::kind(&()),
+        "metadata": {"resourceVersion": batch.resource_version()},
         "status": fields,
     });
     let batches: Api<PredictionBatch> =
         Api::namespaced(ctx.client.clone(), &batch.namespace().unwrap_or_default());
-    batches
+    match batches
         .patch_status(
             &batch.name_any(),
             &PatchParams::apply(super::MANAGER).force(),
             &Patch::Apply(&status),
         )
-        .await?;
-    Ok(())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            debug!(batch = %batch.name_any(), "the batch changed since it was read; its next version decides");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
