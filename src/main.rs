@@ -3,12 +3,15 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use pipeline_healer::analyze::{OutputFormat, Request, Source, SourceKind, window};
+use pipeline_healer::api::schema::PositiveDuration;
 use pipeline_healer::controller;
+use pipeline_healer::controller::leader::{LeaderElection, LeaseConfig};
 use pipeline_healer::sink::bigquery::{BigQueryExport, TableRef};
 use pipeline_healer::sink::consolidation::Consolidation;
 use pipeline_healer::sink::slack::SlackConfig;
 use pipeline_healer::source::firestore::MirrorConfig;
-use pipeline_healer::telemetry::{LogFormat, init_logging};
+use pipeline_healer::telemetry::{LogFormat, Telemetry, init_logging, serve};
+use std::sync::Arc;
 
 /// A self-healing controller for batch prediction pipelines on Kubernetes.
 #[derive(Parser)]
@@ -95,6 +98,22 @@ struct RunArgs {
         default_value = "0.0.0.0:8080"
     )]
     metrics_addr: std::net::SocketAddr,
+    /// Act only while holding a Lease, so that of several replicas exactly one acts.
+    #[arg(long, env = "PIPELINE_HEALER_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the leader-election Lease (the chart sets its release namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "PIPELINE_HEALER_LEADER_ELECTION_LEASE",
+        default_value = "pipeline-healer"
+    )]
+    leader_election_lease: String,
+    /// How long a leader's lease lasts without renewal: the longest a failover waits.
+    #[arg(long, env = "PIPELINE_HEALER_LEASE_DURATION", default_value = "15s")]
+    lease_duration: PositiveDuration,
     /// Google Cloud project whose BigQuery holds the PhaseRun tables (`dataset.table` names
     /// belong to it); default: --bigquery-project, else --firestore-project.
     #[arg(long, env = "PIPELINE_HEALER_PHASE_PROJECT")]
@@ -214,6 +233,10 @@ fn main() -> ExitCode {
                 slack_webhook_url,
                 slack_webhook_url_error,
                 metrics_addr,
+                leader_elect,
+                leader_election_namespace,
+                leader_election_lease,
+                lease_duration,
                 phase_project,
                 bigquery,
             } = *args;
@@ -242,6 +265,14 @@ fn main() -> ExitCode {
                     },
                 )
             });
+            let election = leader_elect.then(|| LeaseConfig {
+                namespace: leader_election_namespace,
+                name: leader_election_lease,
+                identity: instance
+                    .clone()
+                    .unwrap_or_else(|| format!("pipeline-healer-{}", std::process::id())),
+                duration: lease_duration.as_std(),
+            });
             let config = controller::Config {
                 namespace,
                 instance,
@@ -252,19 +283,23 @@ fn main() -> ExitCode {
                     error_webhook: slack_webhook_url_error,
                     events_table: bigquery.query_name(),
                 },
-                metrics_addr: Some(metrics_addr),
                 phase_bigquery,
                 bigquery: bigquery.export(),
                 ..Default::default()
             };
-            run(config, mirror)
+            run(config, mirror, metrics_addr, election)
         }
         Command::Analyze(args) => analyze(*args),
         Command::Crds { dir, check } => crds(&dir, check),
     }
 }
 
-fn run(config: controller::Config, mirror: Option<(String, MirrorConfig)>) -> ExitCode {
+fn run(
+    config: controller::Config,
+    mirror: Option<(String, MirrorConfig)>,
+    metrics_addr: std::net::SocketAddr,
+    election: Option<LeaseConfig>,
+) -> ExitCode {
     pipeline_healer::gcp::install_crypto_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -291,17 +326,83 @@ fn run(config: controller::Config, mirror: Option<(String, MirrorConfig)>) -> Ex
                 }
             },
         };
-        match controller::run(client, config, firestore, shutdown_signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
+        let listener = match tokio::net::TcpListener::bind(metrics_addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, %metrics_addr, "cannot bind the metrics port");
+                return ExitCode::FAILURE;
+            }
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stop_tx.send_replace(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+
+        // The health server runs for the whole process: a standby answers probes too.
+        let telemetry = Telemetry::default();
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+        }
+        let server = tokio::spawn(serve(
+            listener,
+            telemetry.metrics.clone(),
+            telemetry.ready.subscribe(),
+            stopped(stop_rx.clone()),
+        ));
+
+        let election = election.map(|c| Arc::new(LeaderElection::new(client.clone(), c)));
+        if let Some(election) = &election {
+            // A standby is healthy and ready: it only waits.
+            telemetry.ready.send_replace(true);
+            tokio::select! {
+                () = election.acquire() => {}
+                () = stopped(stop_rx.clone()) => return ExitCode::SUCCESS,
+            }
+            telemetry.ready.send_replace(false);
+        }
+        // Renewing runs on its own task; losing the lease stops the controllers.
+        let (lost_tx, lost_rx) = tokio::sync::watch::channel(false);
+        if let Some(election) = election.clone() {
+            tokio::spawn(async move {
+                election.hold().await;
+                lost_tx.send_replace(true);
+            });
+        }
+        let stop = {
+            let (stop_rx, lost_rx) = (stop_rx.clone(), lost_rx.clone());
+            async move {
+                tokio::select! {
+                    () = stopped(stop_rx) => {}
+                    () = stopped(lost_rx) => {}
+                }
+            }
+        };
+        let result = controller::run(client, config, firestore, telemetry, stop).await;
+        let code = match result {
+            Ok(()) if *lost_rx.borrow() => {
+                tracing::error!("lost the lease: stopped acting; exiting so a fresh start can compete again");
+                ExitCode::FAILURE
+            }
+            Ok(()) => {
+                if let Some(election) = &election {
+                    election.release().await;
+                }
+                ExitCode::SUCCESS
+            }
             Err(e) => {
                 tracing::error!(error = %e, "the controller stopped");
                 ExitCode::FAILURE
             }
-        }
+        };
+        server.abort();
+        code
     })
 }
 
-/// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {

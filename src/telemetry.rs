@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -45,6 +44,23 @@ pub struct Metrics {
     alert_level: Family<NamespaceTypeLabels, Gauge>,
     circuit_state: Family<NamespaceTypeLabels, Gauge>,
     slack_messages: Family<SlackLabels, Counter>,
+    export_backlog: Family<NamespaceSinkLabels, Gauge>,
+}
+
+/// What the controller reports to the process's health server: its metrics, and whether
+/// it is ready (its caches are filled, or it is a standby waiting to lead).
+pub struct Telemetry {
+    pub metrics: Arc<Metrics>,
+    pub ready: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self {
+            metrics: Arc::default(),
+            ready: tokio::sync::watch::channel(false).0,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,6 +92,12 @@ struct NamespaceTypeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceSinkLabels {
+    namespace: String,
+    sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SlackLabels {
     channel: String,
     result: String,
@@ -96,6 +118,7 @@ impl Default for Metrics {
             alert_level: Family::default(),
             circuit_state: Family::default(),
             slack_messages: Family::default(),
+            export_backlog: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -133,6 +156,11 @@ impl Default for Metrics {
             "Slack messages by channel and result (sent, failed after retries, dropped)",
             metrics.slack_messages.clone(),
         );
+        registry.register(
+            "export_backlog",
+            "Finished healing events a sink does not have yet, per namespace and sink",
+            metrics.export_backlog.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -141,12 +169,6 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Adds a collector that computes its figures at scrape time (the export backlog).
-    pub fn with_collector(mut self, collector: impl Collector) -> Self {
-        self.registry.register_collector(Box::new(collector));
-        self
-    }
-
     pub fn reconciled(&self, kind: &str) {
         self.reconciles
             .get_or_create(&KindLabels { kind: kind.into() })
@@ -187,6 +209,15 @@ impl Metrics {
         };
         self.alert_level.get_or_create(&labels).set(level);
         self.circuit_state.get_or_create(&labels).set(circuit);
+    }
+
+    pub fn export_backlog(&self, namespace: &str, sink: &str, waiting: i64) {
+        self.export_backlog
+            .get_or_create(&NamespaceSinkLabels {
+                namespace: namespace.into(),
+                sink: sink.into(),
+            })
+            .set(waiting);
     }
 
     pub fn slack_message(&self, channel: &str, result: &str) {

@@ -21,6 +21,7 @@ use pipeline_healer::decide::stall::{StallPolicy, Verdict, decide};
 use pipeline_healer::source::firestore::MirrorConfig;
 use pipeline_healer::source::firestore_doc::{fields_of, parse, proto_time};
 use pipeline_healer::source::report::observe;
+use pipeline_healer::telemetry::Telemetry;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use support::{TestNamespace, eventually, firestore_db, namespace};
@@ -120,9 +121,15 @@ fn start_controller(
     };
     let client = ns.client.clone();
     tokio::spawn(async move {
-        controller::run(client, config, Some(source), std::future::pending())
-            .await
-            .unwrap();
+        controller::run(
+            client,
+            config,
+            Some(source),
+            Telemetry::default(),
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
     })
 }
 
@@ -544,9 +551,15 @@ async fn documents_waiting_for_the_mirror_namespace_are_not_lost() {
     };
     let client = ns.client.clone();
     let _controller = tokio::spawn(async move {
-        controller::run(client, config, Some(source), std::future::pending())
-            .await
-            .unwrap()
+        controller::run(
+            client,
+            config,
+            Some(source),
+            Telemetry::default(),
+            std::future::pending(),
+        )
+        .await
+        .unwrap()
     });
 
     // The mirror namespace does not exist yet: mirroring fails and is retried.

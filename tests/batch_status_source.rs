@@ -16,6 +16,7 @@ use pipeline_healer::controller::{self, Config, Context};
 use pipeline_healer::decide::stall::{Stall, StallPolicy, Verdict, decide};
 use pipeline_healer::sink::consolidation::Consolidation;
 use pipeline_healer::source::report::observe;
+use pipeline_healer::telemetry::Telemetry;
 use serde_json::json;
 use support::http::RecordingServer;
 use support::status_batch::{batch, report};
@@ -66,9 +67,15 @@ fn start_controller(
 fn run_controller(ns: &TestNamespace, config: Config) -> JoinHandle<()> {
     let client = ns.client.clone();
     tokio::spawn(async move {
-        controller::run(client, config, None, std::future::pending())
-            .await
-            .unwrap();
+        controller::run(
+            client,
+            config,
+            None,
+            Telemetry::default(),
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
     })
 }
 

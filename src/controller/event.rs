@@ -12,19 +12,14 @@ use std::time::Duration;
 use jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::gauge::ConstGauge;
 use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::Context;
 use crate::Error;
 use crate::api::HealingEvent;
-use crate::api::event::{ExportState, Outcome, SinkExport};
+use crate::api::event::{ExportState, SinkExport};
 use crate::decide::export::{Backoff, after_attempt, plan};
 
 pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -113,54 +108,5 @@ fn requeue_at(wake_at: Option<Timestamp>, now: Timestamp) -> Action {
             Action::requeue(wait.max(Duration::from_millis(10)))
         }
         None => Action::await_change(),
-    }
-}
-
-/// The export backlog per sink, counted at scrape time from the events cache: events whose
-/// action has finished and that the sink does not have yet.
-pub struct ExportBacklog {
-    pub events: Store<HealingEvent>,
-    pub sinks: Vec<&'static str>,
-}
-
-impl std::fmt::Debug for ExportBacklog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExportBacklog")
-            .field("sinks", &self.sinks)
-            .finish()
-    }
-}
-
-impl ExportBacklog {
-    fn count(&self, sink: &str) -> i64 {
-        let waiting = self
-            .events
-            .state()
-            .iter()
-            .filter_map(|e| e.status.as_ref())
-            .filter(|s| s.outcome.is_some_and(|o| o != Outcome::Pending))
-            .filter(|s| {
-                s.exports
-                    .get(sink)
-                    .is_none_or(|x| x.state != ExportState::Exported)
-            })
-            .count();
-        i64::try_from(waiting).unwrap_or(i64::MAX)
-    }
-}
-
-impl Collector for ExportBacklog {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut family = encoder.encode_descriptor(
-            "pipeline_healer_export_backlog",
-            "Finished healing events not yet exported, per sink",
-            None,
-            MetricType::Gauge,
-        )?;
-        for sink in &self.sinks {
-            let labels = [("sink", *sink)];
-            ConstGauge::new(self.count(sink)).encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
     }
 }

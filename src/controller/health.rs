@@ -286,6 +286,16 @@ fn occurrence(event: &HealingEvent) -> Option<Occurrence> {
     Some(Occurrence { at, success })
 }
 
+/// A finished event that `sink` does not have yet.
+fn awaits_export(event: &HealingEvent, sink: &str) -> bool {
+    event.status.as_ref().is_some_and(|s| {
+        s.outcome.is_some_and(|o| o != Outcome::Pending)
+            && s.exports
+                .get(sink)
+                .is_none_or(|x| x.state != crate::api::event::ExportState::Exported)
+    })
+}
+
 /// The trial's verdict once its event has an outcome. A trial whose event never appeared
 /// (its actor crashed between the claim and the record) counts as failed once it is
 /// abandoned, so the circuit does not stay half-open for ever.
@@ -345,6 +355,12 @@ pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Option<Timestam
                 .or_default()
                 .trial_succeeded = Some(verdict);
         }
+    }
+
+    for sink in ctx.sinks.names() {
+        let waiting = events.values().filter(|e| awaits_export(e, sink)).count();
+        ctx.metrics
+            .export_backlog(namespace, sink, i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
     let evaluation = evaluate(&stored.types, &observed, &policy, now);

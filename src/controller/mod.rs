@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod event;
 pub mod health;
+pub mod leader;
 pub mod phase;
 
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use crate::sink::slack::{Slack, SlackConfig};
 use crate::sink::trigger::HttpTriggers;
 use crate::source::bigquery::RowCounter;
 use crate::source::firestore::MirrorConfig;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, Telemetry};
 use health::HealthTrigger;
 use k8s_openapi::api::batch::v1::Job;
 
@@ -53,8 +54,6 @@ pub struct Config {
     pub bigquery: Option<BigQueryExport>,
     /// Pattern alerts; no webhook: none sent (they are still Events and status).
     pub slack: SlackConfig,
-    /// Where `/metrics`, `/healthz` and `/readyz` are served; None: not served.
-    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Where PhaseRun tables are counted: the project, and a BigQuery emulator (host:port)
     /// to use instead of BigQuery. None: phases report that they cannot be observed.
     pub phase_bigquery: Option<(String, Option<String>)>,
@@ -70,7 +69,6 @@ impl Default for Config {
             events_collection: None,
             bigquery: None,
             slack: SlackConfig::default(),
-            metrics_addr: None,
             phase_bigquery: None,
         }
     }
@@ -254,13 +252,14 @@ pub struct FirestoreSource {
     pub mirror: MirrorConfig,
 }
 
-/// Runs the controllers, the health loop, the metrics server (and, with a Firestore source,
-/// the mirror) until `shutdown` resolves (SIGTERM/SIGINT in the binary). Fails only when
-/// something cannot start (the mirror, a sink, the metrics port).
+/// Runs the controllers and the health loop (and, with a Firestore source, the mirror)
+/// until `shutdown` resolves (SIGTERM/SIGINT, or a lost lease, in the binary), reporting
+/// through `telemetry`. Fails only when something cannot start (the mirror, a sink).
 pub async fn run(
     client: Client,
     config: Config,
     firestore: Option<FirestoreSource>,
+    telemetry: Telemetry,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     let ns = config.namespace.as_deref();
@@ -319,18 +318,7 @@ pub async fn run(
         api::<ConfigMap>(&client, ns),
         watcher::Config::default().labels(&format!("{}=true", health::HEALTH_LABEL)),
     );
-    let metrics = Arc::new(Metrics::default().with_collector(event::ExportBacklog {
-        events: events.store.clone(),
-        sinks: sinks.names(),
-    }));
-    let metrics_listener = match config.metrics_addr {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| Error::Io(format!("binding the metrics port {addr}"), e))?,
-        ),
-        None => None,
-    };
+    let Telemetry { metrics, ready } = telemetry;
     let slack = Slack::start(config.slack.clone(), metrics.clone());
     let row_counter = match &config.phase_bigquery {
         Some((project, emulator)) => Some(RowCounter::new(
@@ -363,24 +351,12 @@ pub async fn run(
     };
 
     // Ready once the caches the decisions read are filled.
-    let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let (mut batches_filled, mut events_filled) = (batches_ready, events.ready.clone());
     tokio::spawn(async move {
         let _ = batches_filled.wait_for(|r| *r).await;
         let _ = events_filled.wait_for(|r| *r).await;
-        ready_tx.send_replace(true);
+        ready.send_replace(true);
     });
-    let server = async {
-        if let Some(listener) = metrics_listener {
-            if let Ok(addr) = listener.local_addr() {
-                info!(%addr, "serving /metrics, /healthz and /readyz");
-            }
-            let stop = shutdown_requested(shutdown_rx.clone());
-            if let Err(e) = crate::telemetry::serve(listener, metrics.clone(), ready, stop).await {
-                warn!(error = %e, "the metrics server stopped");
-            }
-        }
-    };
     let health_loop = health::run(
         ctx.clone(),
         health_requests,
@@ -478,7 +454,6 @@ pub async fn run(
         phases,
         health_loop,
         health_maps_watch,
-        server,
         signal
     );
     if let Some(mut listener) = listener

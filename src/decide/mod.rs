@@ -7,6 +7,7 @@ pub mod breaker;
 pub mod conditions;
 pub mod export;
 pub mod health;
+pub mod lease;
 pub mod naming;
 pub mod patterns;
 pub mod phase;
