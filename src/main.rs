@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use pipeline_healer::analyze::{OutputFormat, Request, Source, SourceKind, window};
+use pipeline_healer::api::phase::PhaseRun;
 use pipeline_healer::api::schema::PositiveDuration;
 use pipeline_healer::controller;
 use pipeline_healer::controller::leader::{LeaderElection, LeaseConfig};
@@ -30,6 +31,10 @@ enum Command {
     ///
     /// Exit codes: 0 report written, 1 the source could not be read, 2 bad arguments.
     Analyze(Box<AnalyzeArgs>),
+    /// Create the PhaseRun `<name>-<date>` from a template (a PhaseRun spec without its
+    /// date), the date counted from today in --time-zone: the chart's daily CronJob runs
+    /// this. An existing PhaseRun of that name is left as it is (exit 0).
+    CreatePhaserun(CreatePhaseRunArgs),
     /// Write the CustomResourceDefinitions as YAML, one file per CRD.
     Crds {
         /// Directory to write `<plural>.healing.pipeline.dev.yaml` into.
@@ -120,6 +125,34 @@ struct RunArgs {
     phase_project: Option<String>,
     #[command(flatten)]
     bigquery: BigQueryArgs,
+}
+
+#[derive(Args)]
+struct CreatePhaseRunArgs {
+    /// YAML file with the PhaseRun spec, without `date`.
+    #[arg(long, env = "PIPELINE_HEALER_PHASERUN_TEMPLATE")]
+    template: PathBuf,
+    /// Name prefix: the PhaseRun is `<name>-<date>`.
+    #[arg(long, env = "PIPELINE_HEALER_PHASERUN_NAME")]
+    name: String,
+    /// Namespace to create it in.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// Days from today: -1 is yesterday (the original checked yesterday's Phase 2).
+    #[arg(
+        long,
+        env = "PIPELINE_HEALER_PHASERUN_DATE_OFFSET_DAYS",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
+    date_offset_days: i32,
+    /// Time zone whose calendar "today" is in (the original's: America/New_York).
+    #[arg(
+        long,
+        env = "PIPELINE_HEALER_PHASERUN_TIME_ZONE",
+        default_value = "America/New_York"
+    )]
+    time_zone: String,
 }
 
 #[derive(Args)]
@@ -290,6 +323,7 @@ fn main() -> ExitCode {
             run(config, mirror, metrics_addr, election)
         }
         Command::Analyze(args) => analyze(*args),
+        Command::CreatePhaserun(args) => create_phase_run(args),
         Command::Crds { dir, check } => crds(&dir, check),
     }
 }
@@ -400,6 +434,63 @@ fn run(
         };
         server.abort();
         code
+    })
+}
+
+fn create_phase_run(args: CreatePhaseRunArgs) -> ExitCode {
+    init_logging(LogFormat::Text);
+    let bad = |message: String| {
+        tracing::error!("{message}");
+        ExitCode::from(EXIT_BAD_ARGUMENTS)
+    };
+    let today = match jiff::Timestamp::now().in_tz(&args.time_zone) {
+        Ok(now) => now.date(),
+        Err(e) => return bad(format!("--time-zone {}: {e}", args.time_zone)),
+    };
+    let date = match today.checked_add(jiff::Span::new().days(args.date_offset_days)) {
+        Ok(d) => d,
+        Err(e) => return bad(format!("--date-offset-days {}: {e}", args.date_offset_days)),
+    };
+    let template = match std::fs::read_to_string(&args.template) {
+        Ok(t) => t,
+        Err(e) => return bad(format!("reading {}: {e}", args.template.display())),
+    };
+    let run = match PhaseRun::from_template(&args.name, &template, date) {
+        Ok(r) => r,
+        Err(e) => return bad(e.to_string()),
+    };
+    pipeline_healer::gcp::install_crypto_provider();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let client = match kube::Client::try_default().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reach Kubernetes (in-cluster config or KUBECONFIG)");
+                return ExitCode::FAILURE;
+            }
+        };
+        let api: kube::Api<PhaseRun> = kube::Api::namespaced(client, &args.namespace);
+        let name = run.metadata.name.clone().unwrap_or_default();
+        match api.create(&kube::api::PostParams::default(), &run).await {
+            Ok(_) => {
+                tracing::info!(namespace = %args.namespace, %name, "PhaseRun created");
+                ExitCode::SUCCESS
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                tracing::info!(namespace = %args.namespace, %name, "PhaseRun exists already");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(namespace = %args.namespace, %name, error = %e, "creating the PhaseRun failed");
+                ExitCode::FAILURE
+            }
+        }
     })
 }
 

@@ -377,4 +377,18 @@ async fn failures_open_the_circuit_and_a_successful_trial_closes_it() {
         ),
         Some(1.0)
     );
+    // The events go to the Firestore emulator: a backlog figure for that sink, and no other.
+    let backlog = |sink: &str| {
+        let series = format!(
+            r#"pipeline_healer_export_backlog{{namespace="{}",sink="{sink}"}}"#,
+            ns.name
+        );
+        sample(&after, &series)
+    };
+    assert!(
+        backlog("firestore").is_some_and(|n| n >= 0.0),
+        "{:?}",
+        backlog("firestore")
+    );
+    assert_eq!(backlog("bigquery"), None);
 }

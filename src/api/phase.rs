@@ -190,3 +190,65 @@ pub struct PhaseRunStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
+
+impl PhaseRun {
+    /// The PhaseRun `<name>-<date>` from a template: a PhaseRun spec in YAML (or JSON)
+    /// without its `date`. The spec is validated as the API server would (names, tables).
+    pub fn from_template(
+        name: &str,
+        template: &str,
+        date: jiff::civil::Date,
+    ) -> Result<Self, crate::Error> {
+        let invalid = |message: String| crate::Error::Invalid {
+            what: format!("PhaseRun template {name}"),
+            message,
+        };
+        let mut spec: serde_json::Value =
+            serde_yaml::from_str(template).map_err(|e| invalid(e.to_string()))?;
+        let fields = spec
+            .as_object_mut()
+            .ok_or_else(|| invalid("the template is not a mapping".into()))?;
+        if fields.contains_key("date") {
+            return Err(invalid(
+                "the template must not set `date`: each run sets it".into(),
+            ));
+        }
+        fields.insert("date".into(), serde_json::Value::String(date.to_string()));
+        let spec: PhaseRunSpec =
+            serde_json::from_value(spec).map_err(|e| invalid(e.to_string()))?;
+        Ok(PhaseRun::new(&format!("{name}-{date}"), spec))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEMPLATE: &str = "
+phase: phase4
+processors:
+  - name: PlayerDailyCache
+    table: nba_predictions.player_daily_cache
+    dateColumn: game_date
+    trigger: {http: {url: 'https://phase4.example.run.app/process-date'}}
+";
+
+    #[test]
+    fn a_template_becomes_the_days_phase_run() {
+        let date = jiff::civil::date(2026, 11, 24);
+        let run = PhaseRun::from_template("phase4", TEMPLATE, date).unwrap();
+        assert_eq!(run.metadata.name.as_deref(), Some("phase4-2026-11-24"));
+        assert_eq!(run.spec.date.to_string(), "2026-11-24");
+        assert_eq!(run.spec.processors[0].min_rows, 1);
+    }
+
+    #[test]
+    fn a_template_with_a_date_or_a_hostile_table_is_refused() {
+        let date = jiff::civil::date(2026, 11, 24);
+        let dated = format!("date: '2026-01-01'\n{TEMPLATE}");
+        assert!(PhaseRun::from_template("p", &dated, date).is_err());
+        let hostile = TEMPLATE.replace("nba_predictions.player_daily_cache", "x.y`; DROP TABLE z");
+        let error = PhaseRun::from_template("p", &hostile, date).unwrap_err();
+        assert!(error.to_string().contains("table name"), "{error}");
+    }
+}

@@ -61,7 +61,9 @@ fn progress_of(run: &PhaseRun) -> Progress {
         return Progress::default();
     };
     Progress {
-        plan: if s.state == Some(PhaseState::Healing) {
+        // A pass is under way while it has a current wave; it survives an observation that
+        // failed in the middle, and ends (the wave is cleared) when the phase is settled.
+        plan: if s.current_wave.is_some() {
             s.plan.clone()
         } else {
             Vec::new()
@@ -269,6 +271,17 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
             )
         }
     };
+    if matches!(
+        state,
+        PhaseState::Complete
+            | PhaseState::NotRequired
+            | PhaseState::GaveUp
+            | PhaseState::Skipped
+            | PhaseState::Invalid
+    ) {
+        // The pass is over; its plan stays on show.
+        status["currentWave"] = serde_json::Value::Null;
+    }
     status["state"] = json!(state);
     let existing = run
         .status
@@ -630,5 +643,30 @@ async fn write_history(
         .await;
     if let Err(e) = result {
         warn!(phase_run = %run.name_any(), document = %id, error = %e, "writing self_heal_history failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_with(status: serde_json::Value) -> PhaseRun {
+        serde_json::from_value(json!({
+            "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "PhaseRun",
+            "metadata": {"name": "p"},
+            "spec": {"phase": "phase4", "date": "2026-11-24", "processors": [
+                {"name": "a", "table": "d.a", "dateColumn": "game_date"}]},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pass_survives_a_failed_observation_and_ends_when_settled() {
+        let during =
+            run_with(json!({"state": "ObservationFailed", "plan": [["a"]], "currentWave": 0}));
+        assert_eq!(progress_of(&during).plan, [vec!["a".to_owned()]]);
+        let after = run_with(json!({"state": "Complete", "plan": [["a"]]}));
+        assert!(progress_of(&after).plan.is_empty());
     }
 }
