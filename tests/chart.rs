@@ -1,0 +1,537 @@
+//! The Helm chart: lint and render for several values sets, its CRDs identical to crds/,
+//! `helm install` on the real API server, the controller running with only the chart's
+//! RBAC (a ServiceAccount token), and GitOps: no drift after the controller has run, and an
+//! invalid HealingPolicy refused at apply time.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::LazyLock;
+
+use jiff::Timestamp;
+use pipeline_healer::api::PredictionBatch;
+use pipeline_healer::api::batch::BatchState;
+use serde_json::Value;
+use support::status_batch::batch;
+use support::{ControllerProcess, TestNamespace, cluster, eventually, namespace, project_root};
+
+const CHART: &str = "charts/pipeline-healer";
+const KUBE_VERSION: &str = "1.36.3";
+
+/// helm, built once by the project's script.
+static HELM: LazyLock<PathBuf> = LazyLock::new(|| {
+    let out = Command::new(project_root().join("hack/helm.sh"))
+        .arg("path")
+        .output()
+        .expect("run hack/helm.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+});
+
+fn helm(args: &[&str]) -> Output {
+    Command::new(&*HELM)
+        .args(args)
+        .current_dir(project_root())
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .output()
+        .expect("run helm")
+}
+
+fn values_file(yaml: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), yaml).unwrap();
+    file
+}
+
+/// The rendered objects for `values` (YAML), each as JSON.
+fn render(values: &str) -> Vec<Value> {
+    let file = values_file(values);
+    let out = helm(&[
+        "template",
+        "t",
+        CHART,
+        "-n",
+        "pipeline",
+        "--kube-version",
+        KUBE_VERSION,
+        "-f",
+        file.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|doc| {
+            let v: Value = serde::Deserialize::deserialize(doc).ok()?;
+            (!v.is_null()).then_some(v)
+        })
+        .collect()
+}
+
+fn kinds(objects: &[Value]) -> Vec<String> {
+    let mut kinds: Vec<String> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+fn one<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    let found: Vec<&Value> = objects.iter().filter(|o| o["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "one {kind}");
+    found[0]
+}
+
+const FULL: &str = r#"
+watchNamespace: pipeline
+replicas: 3
+serviceAccount: {gcpServiceAccount: pipeline-healer@my-project.iam.gserviceaccount.com}
+slack: {existingSecret: slack-webhooks}
+metrics: {serviceMonitor: {enabled: true}, prometheusRule: {enabled: true}}
+grafanaDashboard: {enabled: true}
+image: {digest: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}
+healingPolicy: {spec: {minCompletionPercent: 85}}
+phaseRuns:
+  enabled: true
+  templates:
+    - name: phase2
+      dateOffsetDays: -1
+      spec: {phase: phase2, processors: [{name: a, table: d.a, dateColumn: game_date}]}
+    - name: phase4
+      dateOffsetDays: 0
+      spec: {phase: phase4, processors: [{name: b, table: d.b, dateColumn: game_date}]}
+"#;
+
+#[test]
+fn lint_passes_strictly_for_the_default_and_a_full_values_set() {
+    for values in ["{}", FULL] {
+        let file = values_file(values);
+        let out = helm(&[
+            "lint",
+            "--strict",
+            CHART,
+            "-f",
+            file.path().to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_default_render_is_a_hardened_two_replica_deployment_with_cluster_rbac() {
+    let objects = render("{}");
+    assert_eq!(
+        kinds(&objects),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "HealingPolicy",
+            "NetworkPolicy",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    let deployment = one(&objects, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    let container = &pod["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"][0],
+        "ALL"
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    assert_eq!(
+        container["image"],
+        "us-west2-docker.pkg.dev/my-project/pipeline-healer/pipeline-healer:0.1.0"
+    );
+    let env: Vec<&str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert!(env.contains(&"PIPELINE_HEALER_LEADER_ELECT"));
+    assert!(!env.contains(&"SLACK_WEBHOOK_URL"), "no Secret configured");
+    // The policy takes the schema's defaults: an empty spec.
+    assert_eq!(
+        one(&objects, "HealingPolicy")["spec"],
+        serde_json::json!({})
+    );
+}
+
+#[test]
+fn a_full_values_set_scopes_rbac_and_adds_monitoring_slack_and_daily_phase_runs() {
+    let objects = render(FULL);
+    let kinds = kinds(&objects);
+    for kind in ["ServiceMonitor", "PrometheusRule", "CronJob", "ConfigMap"] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
+    }
+    assert!(
+        !kinds.iter().any(|k| k == "ClusterRole"),
+        "scoped to one namespace"
+    );
+    let deployment = one(&objects, "Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        container["image"]
+            .as_str()
+            .unwrap()
+            .ends_with("@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+    );
+    let slack = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "SLACK_WEBHOOK_URL_ERROR")
+        .expect("Slack from the Secret");
+    assert_eq!(slack["valueFrom"]["secretKeyRef"]["name"], "slack-webhooks");
+    let sa = one(&objects, "ServiceAccount");
+    assert_eq!(
+        sa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"],
+        "pipeline-healer@my-project.iam.gserviceaccount.com"
+    );
+    let cronjobs: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "CronJob").collect();
+    assert_eq!(cronjobs.len(), 2);
+    let phase2 = cronjobs
+        .iter()
+        .find(|c| c["metadata"]["name"].as_str().unwrap().ends_with("phase2"))
+        .unwrap();
+    assert_eq!(phase2["spec"]["timeZone"], "America/New_York");
+    assert_eq!(phase2["spec"]["schedule"], "45 12 * * *");
+    let args = &phase2["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert_eq!(args[0], "create-phaserun");
+    assert!(args.as_array().unwrap().iter().any(|a| a == "-1"));
+    assert_eq!(
+        one(&objects, "HealingPolicy")["spec"]["minCompletionPercent"],
+        85
+    );
+    assert_eq!(
+        one(&objects, "HealingPolicy")["metadata"]["namespace"],
+        "pipeline"
+    );
+}
+
+#[test]
+fn the_schema_refuses_bad_values_with_the_field_named() {
+    for (values, field) in [
+        ("replicas: 0", "/replicas"),
+        ("image: {digest: latest}", "/image/digest"),
+        ("logFormat: xml", "/logFormat"),
+        ("metrics: {port: 80}", "/metrics/port"),
+        (
+            "serviceAccount: {gcpServiceAccount: not-an-email}",
+            "/serviceAccount/gcpServiceAccount",
+        ),
+        ("replicaz: 2", "replicaz"),
+    ] {
+        let file = values_file(values);
+        let out = helm(&[
+            "template",
+            "t",
+            CHART,
+            "--kube-version",
+            KUBE_VERSION,
+            "-f",
+            file.path().to_str().unwrap(),
+        ]);
+        assert!(!out.status.success(), "{values} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(field), "{values}: {stderr}");
+    }
+}
+
+#[test]
+fn every_rbac_rule_says_why() {
+    let rbac =
+        std::fs::read_to_string(project_root().join(CHART).join("templates/rbac.yaml")).unwrap();
+    let lines: Vec<&str> = rbac.lines().collect();
+    let rules: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with("- apiGroups:"))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(rules.len() >= 10, "{} rules", rules.len());
+    for i in rules {
+        assert!(
+            lines[i - 1].trim_start().starts_with('#'),
+            "no comment above: {}",
+            lines[i]
+        );
+    }
+}
+
+#[test]
+fn the_charts_crds_are_the_generated_ones() {
+    let root = project_root();
+    let mut generated: Vec<_> = std::fs::read_dir(root.join("crds"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    generated.sort();
+    let mut in_chart: Vec<_> = std::fs::read_dir(root.join(CHART).join("crds"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    in_chart.sort();
+    assert_eq!(generated, in_chart);
+    for name in generated {
+        let a = std::fs::read(root.join("crds").join(&name)).unwrap();
+        let b = std::fs::read(root.join(CHART).join("crds").join(&name)).unwrap();
+        assert!(a == b, "{name:?} differs: run `make crds`");
+    }
+}
+
+/// `kubectl` output, asserting success.
+fn kubectl(args: &[&str]) -> String {
+    let out = cluster().kubectl().args(args).output().expect("kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A kubeconfig that authenticates as `service_account` with a TokenRequest token.
+fn kubeconfig_for(ns: &str, service_account: &str) -> tempfile::NamedTempFile {
+    let token = kubectl(&[
+        "-n",
+        ns,
+        "create",
+        "token",
+        service_account,
+        "--duration",
+        "1h",
+    ]);
+    let admin: Value = serde_yaml::from_str(&kubectl(&[
+        "config",
+        "view",
+        "--raw",
+        "--minify",
+        "--flatten",
+        "-o",
+        "yaml",
+    ]))
+    .unwrap();
+    let cluster = &admin["clusters"][0]["cluster"];
+    let config = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "sa", "user": {"token": token.trim()}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": ns}}],
+        "current-context": "sa",
+    });
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_yaml::to_string(&config).unwrap()).unwrap();
+    file
+}
+
+fn install(ns: &TestNamespace, release: &str) {
+    let out = helm(&[
+        "install",
+        release,
+        CHART,
+        "-n",
+        &ns.name,
+        "--set",
+        &format!("watchNamespace={}", ns.name),
+        "--set",
+        "healingPolicy.spec.stallAfter=2s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn installed_the_controller_heals_with_only_the_charts_rbac_and_leaves_no_drift() {
+    let ns = namespace("chart").await;
+    let release = format!("r{}", &ns.name[ns.name.len() - 6..]);
+    install(&ns, &release);
+    let fullname = format!("{release}-pipeline-healer");
+    // Every object the chart renders exists.
+    for (kind, name) in [
+        ("deployment", fullname.as_str()),
+        ("serviceaccount", fullname.as_str()),
+        ("role", fullname.as_str()),
+        ("rolebinding", fullname.as_str()),
+        ("role", &format!("{fullname}-leader-election")),
+        ("service", &format!("{fullname}-metrics")),
+        ("networkpolicy", fullname.as_str()),
+        ("poddisruptionbudget", fullname.as_str()),
+        ("healingpolicy", "default"),
+    ] {
+        kubectl(&["-n", &ns.name, "get", kind, name, "-o", "name"]);
+    }
+
+    // The controller as the chart's ServiceAccount, with nothing but the chart's RBAC.
+    let kubeconfig = kubeconfig_for(&ns.name, &fullname);
+    let kubeconfig_path = kubeconfig.path().to_str().unwrap().to_owned();
+    let _controller = ControllerProcess::start_with(
+        &ns.name,
+        "chart",
+        &["--leader-elect", "--leader-election-namespace", &ns.name],
+        &[("KUBECONFIG", kubeconfig_path.as_str())],
+    );
+    // A stalled batch is healed: watch, intent, action, outcome, Event, health state.
+    batch(
+        &ns,
+        "b1",
+        Timestamp::now() - jiff::SignedDuration::from_mins(20),
+    )
+    .await;
+    let batches = ns.api::<PredictionBatch>();
+    eventually(60, "b1 healed by the chart's ServiceAccount", || async {
+        let pb = batches.get("b1").await.ok()?;
+        (pb.status?.state == Some(BatchState::AutoCompleted)).then_some(())
+    })
+    .await;
+    let lease = kubectl(&[
+        "-n",
+        &ns.name,
+        "get",
+        "lease",
+        "pipeline-healer",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(lease, "chart");
+
+    // Outside the chart's RBAC: refused.
+    let as_sa = |args: &[&str]| {
+        Command::new("kubectl")
+            .env("KUBECONFIG", &kubeconfig_path)
+            .args(args)
+            .output()
+            .expect("kubectl")
+    };
+    let denied = as_sa(&["-n", &ns.name, "get", "secrets"]);
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("forbidden"));
+    let denied = as_sa(&["-n", &ns.name, "delete", "healingpolicy", "default"]);
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("forbidden"));
+    let other_ns = as_sa(&["-n", "default", "get", "predictionbatches"]);
+    assert!(String::from_utf8_lossy(&other_ns.stderr).contains("forbidden"));
+
+    // GitOps: the controller never writes a spec, so server-side diffs show nothing.
+    let root = project_root();
+    let examples = ["predictionbatch-status.yaml", "phaserun-phase4.yaml"];
+    for example in examples {
+        let path = root.join("examples").join(example);
+        kubectl(&[
+            "-n",
+            &ns.name,
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "gitops",
+            "-f",
+            path.to_str().unwrap(),
+        ]);
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    for example in examples {
+        let path = root.join("examples").join(example);
+        let out = cluster()
+            .kubectl()
+            .args([
+                "-n",
+                &ns.name,
+                "diff",
+                "--server-side",
+                "--field-manager",
+                "gitops",
+                "-f",
+                path.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{example} drifted:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The chart's policy, as the chart renders it, has no drift either.
+    let rendered = helm(&["get", "manifest", &release, "-n", &ns.name]);
+    let manifest = String::from_utf8(rendered.stdout).unwrap();
+    let policy_doc = manifest
+        .split("\n---")
+        .find(|d| d.contains("kind: HealingPolicy"))
+        .expect("the policy in the manifest");
+    let policy_file = values_file(policy_doc);
+    let out = cluster()
+        .kubectl()
+        .args([
+            "-n",
+            &ns.name,
+            "diff",
+            "--server-side",
+            "--field-manager",
+            "helm",
+            "--force-conflicts",
+            "-f",
+            policy_file.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the chart's policy drifted:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // An invalid policy in a GitOps commit is refused at apply time, naming the field.
+    let bad = values_file(
+        "apiVersion: healing.pipeline.dev/v1alpha1\nkind: HealingPolicy\nmetadata: {name: bad}\nspec: {minCompletionPercent: 150}\n",
+    );
+    let out = cluster()
+        .kubectl()
+        .args([
+            "-n",
+            &ns.name,
+            "apply",
+            "--server-side",
+            "-f",
+            bad.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("spec.minCompletionPercent"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
