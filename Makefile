@@ -4,7 +4,7 @@ SHELL := /bin/bash
 # Tools installed by rustup and the Go distribution, for shells that have not sourced them.
 export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 
-.PHONY: help setup lint test bench crds
+.PHONY: help setup lint test bench crds demo
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -23,5 +23,9 @@ bench: setup ## Benchmarks (release build) on the local API server and emulators
 	cargo bench --bench export
 	cargo bench --bench healing
 
-crds: ## Regenerate crds/ from the Rust types
+demo: setup ## The main job: a local pipeline whose stalled batch and incomplete phase get healed
+	hack/demo.sh
+
+crds: ## Regenerate crds/ (and the chart's copy) from the Rust types
 	cargo run --quiet -- crds
+	cargo run --quiet -- crds --dir charts/pipeline-healer/crds

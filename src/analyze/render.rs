@@ -36,7 +36,8 @@ pub fn text(report: &Report, source: &str) -> String {
     let mut out = String::new();
     let r = report;
     let _ = writeln!(out, "Healing report ({source})");
-    let _ = writeln!(out, "Window: {} to {}", r.start, r.end);
+    let minute = |t: jiff::Timestamp| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string();
+    let _ = writeln!(out, "Window: {} to {}", minute(r.start), minute(r.end));
     if let Some(t) = &r.healing_type {
         let _ = writeln!(out, "Type: {t}");
     }

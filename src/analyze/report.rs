@@ -1,7 +1,7 @@
 //! The report, computed from records with no I/O: totals and success rate, the breakdown by
 //! healing type, the top root causes, time to heal, recurring targets and recommendations.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -193,18 +193,21 @@ pub fn report(records: &[Record], window: Window, healing_type: Option<&str>) ->
         (!latencies.is_empty()).then(|| latencies.iter().sum::<f64>() / latencies.len() as f64);
     let p95_time_to_heal_s = nearest_rank(&latencies, 0.95);
 
-    let mut per_target: BTreeMap<&str, usize> = BTreeMap::new();
+    // Heals of a target, counting the actions of one pass (a phase re-run's triggers share
+    // its correlation id) once.
+    let mut per_target: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for r in &actions {
         if let Some(t) = r.target.as_deref() {
-            *per_target.entry(t).or_default() += 1;
+            let pass = r.correlation_id.as_deref().unwrap_or(&r.healing_id);
+            per_target.entry(t).or_default().insert(pass);
         }
     }
     let mut recurring_targets: Vec<RecurringTarget> = per_target
         .into_iter()
-        .filter(|(_, n)| *n > 1)
-        .map(|(target, count)| RecurringTarget {
+        .filter(|(_, passes)| passes.len() > 1)
+        .map(|(target, passes)| RecurringTarget {
             target: target.to_owned(),
-            count,
+            count: passes.len(),
         })
         .collect();
     recurring_targets.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.target.cmp(&b.target)));
@@ -385,6 +388,15 @@ mod tests {
         original.root_cause = None;
         original.trigger_reason = "Batch stalled at 87.5% (injured players)".into();
         records.push(original);
+
+        // One phase pass of three triggers is one heal of its target.
+        for (i, processor) in ["a", "b", "c"].iter().enumerate() {
+            let mut trigger = record(&format!("p{i}"), 30, "phase_rerun", true);
+            trigger.target = Some("PhaseRun/ns/phase4".into());
+            trigger.correlation_id = Some("pass-1".into());
+            trigger.root_cause = Some(format!("missing_rows:d.{processor}"));
+            records.push(trigger);
+        }
 
         let r = report(&records, day(), None);
         assert_eq!(r.top_root_causes[0].key, "no_progress");

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The demo: a local control plane and emulators, the CRDs and a HealingPolicy, the
+# controller, and a simulated pipeline in which a batch stalls at 92 % (an injured player
+# and two feature-store timeouts) and a Phase 4 date has an empty table. Shows the heal, the
+# phase re-run, `kubectl get pb,pr,he` and the analyze report, then stops everything it
+# started. Run it as `make demo`.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+# shellcheck source=hack/lib.sh
+. "$HERE/lib.sh"
+cd "$ROOT"
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+started=$SECONDS
+BIN=$ROOT/target/debug/pipeline-healer
+NS=demo
+DATE=$(date -u +%F)
+pids=()
+cleanup() {
+  set +e
+  step "Stopping everything the demo started"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  [ -n "${PIPELINE_HEALER_EMULATORS_DIR:-}" ] && "$HERE/emulators.sh" down >/dev/null 2>&1
+  [ -n "${KUBECONFIG:-}" ] && "$HERE/cluster.sh" down >/dev/null 2>&1
+  log "done in $((SECONDS - started)) s"
+}
+trap cleanup EXIT
+
+step "Building the controller"
+cargo build --quiet --bin pipeline-healer
+
+step "Starting a local control plane and the Firestore and BigQuery emulators"
+eval "$("$HERE/cluster.sh" up | grep '^export ')"
+eval "$("$HERE/emulators.sh" up | grep '^export ')"
+kubectl create namespace "$NS" >/dev/null
+
+step "A HealingPolicy (stall after 20 s instead of 15 min, so the demo is short)"
+kubectl -n "$NS" apply --server-side -f - <<YAML
+apiVersion: healing.pipeline.dev/v1alpha1
+kind: HealingPolicy
+metadata: {name: default}
+spec:
+  stallAfter: 20s
+  phaseHealing: {initialBackoff: 2s, maxBackoff: 8s}
+YAML
+
+step "The pipeline's BigQuery tables for $DATE: Phase 4 is missing player_daily_cache"
+python3 "$HERE/demo_pipeline.py" setup "$DATE"
+port=$(free_port)
+python3 "$HERE/demo_pipeline.py" serve "$port" &
+pids+=($!)
+
+step "Running the controller"
+"$BIN" run --namespace "$NS" --log-format text --metrics-addr 127.0.0.1:0 \
+  --bigquery-project "$GOOGLE_CLOUD_PROJECT" 2> >(sed 's/^/[controller] /' >&2) &
+pids+=($!)
+
+step "A prediction batch: 23 of 25 players done (one of them injured), two timing out"
+kubectl -n "$NS" apply --server-side -f - <<YAML
+apiVersion: healing.pipeline.dev/v1alpha1
+kind: PredictionBatch
+metadata: {name: batch-$DATE-demo}
+spec:
+  batchId: batch_${DATE}_demo
+  gameDate: "$DATE"
+  source: status
+  expectedPlayers: 25
+  correlationId: demo-run
+YAML
+kubectl -n "$NS" patch pb "batch-$DATE-demo" --subresource=status --type=merge -p "{\"status\":{\"report\":{
+  \"completed\": 22, \"skipped\": {\"player_injury_out\": 1}, \"failing\": {\"feature_store_timeout\": 2},
+  \"missingPlayers\": [\"lebronjames\", \"stephencurry\"], \"lastProgressTime\": \"$(date -u +%FT%TZ)\"}}}" >/dev/null
+
+step "Phase 4 for $DATE, its processors re-run through the local endpoint"
+sed -e "s|https://nba-phase4-precompute.example.run.app/process-date|http://127.0.0.1:$port/process-date|" \
+    -e '/audience:/d' -e "s|2026-11-25|$DATE|g" examples/phaserun-phase4.yaml |
+  kubectl -n "$NS" apply --server-side -f - >/dev/null
+
+step "Waiting for the stall to be healed and the phase to complete"
+deadline=$((SECONDS + 90))
+until [ "$(kubectl -n "$NS" get pb "batch-$DATE-demo" -o jsonpath='{.status.state}')" = AutoCompleted ] &&
+      [ "$(kubectl -n "$NS" get pr "phase4-$DATE" -o jsonpath='{.status.state}')" = Complete ]; do
+  [ $SECONDS -lt $deadline ] || die "the demo did not finish within 90 s"
+  sleep 1
+done
+
+step "kubectl get pb,pr,he"
+kubectl -n "$NS" get pb,pr
+kubectl -n "$NS" get he -o wide
+kubectl -n "$NS" get events --field-selector reason=AutoCompleted -o custom-columns=OBJECT:.involvedObject.name,REASON:.reason,MESSAGE:.message
+
+step "Waiting for the healing events to reach BigQuery"
+until [ -z "$(kubectl -n "$NS" get he -o jsonpath='{range .items[*]}{.status.exports.bigquery.state}{"\n"}{end}' | grep -v '^Exported$')" ]; do
+  [ $SECONDS -lt $deadline ] || die "the events were not exported in time"
+  sleep 1
+done
+
+step "pipeline-healer analyze --since 1h"
+"$BIN" analyze --since 1h --bigquery-project "$GOOGLE_CLOUD_PROJECT"
