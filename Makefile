@@ -4,7 +4,7 @@ SHELL := /bin/bash
 # Tools installed by rustup and the Go distribution, for shells that have not sourced them.
 export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 
-.PHONY: help setup lint test bench crds demo
+.PHONY: help setup lint test bench crds demo image
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ bench: setup ## Benchmarks (release build) on the local API server and emulators
 
 demo: setup ## The main job: a local pipeline whose stalled batch and incomplete phase get healed
 	hack/demo.sh
+
+image: setup ## The controller image as an OCI tarball (static binary, crane; no Docker needed)
+	hack/image.sh
 
 crds: ## Regenerate crds/ (and the chart's copy) from the Rust types
 	cargo run --quiet -- crds

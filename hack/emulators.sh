@@ -41,14 +41,7 @@ up() {
   check_gcloud
   local dir; dir=$(mktemp -d "${TMPDIR:-/tmp}/ph-emulators.XXXXXX")
   trap 'down "$dir" >/dev/null 2>&1 || true' ERR
-  local fp bp gp
-  fp=$(free_port); bp=$(free_port); gp=$(free_port)
-
-  # setsid: gcloud starts the emulator as a child java process; its own process group lets
-  # `down` stop both.
-  CLOUDSDK_CONFIG="$dir/gcloud" setsid gcloud emulators firestore start \
-    --host-port="127.0.0.1:$fp" --quiet >"$dir/firestore.log" 2>&1 &
-  echo $! >>"$dir/pids"
+  local fp bp gp pid attempt
 
   # Offline, the DuckDB spatial extension cannot be downloaded: skip loading it.
   cat >"$dir/bqemulator_launch.py" <<'PY'
@@ -59,13 +52,32 @@ import bqemulator.cli
 sys.argv = ["bqemulator"] + sys.argv[1:]
 sys.exit(bqemulator.cli.main())
 PY
-  setsid "$VENV/bin/python" "$dir/bqemulator_launch.py" start --rest-host 127.0.0.1 \
-    --rest-port "$bp" --grpc-port "$gp" --project "$PROJECT" >"$dir/bigquery.log" 2>&1 &
-  echo $! >>"$dir/pids"
 
-  wait_for "Firestore emulator" 60 "$dir/firestore.log" curl -sf "http://127.0.0.1:$fp/"
-  wait_for "BigQuery emulator" 60 "$dir/bigquery.log" \
-    curl -sf "http://127.0.0.1:$bp/bigquery/v2/projects/$PROJECT/datasets"
+  # A free port can be taken between choosing it and binding it: an emulator that exits
+  # while starting is started again on other ports.
+  for attempt in 1 2 3; do
+    fp=$(free_port)
+    # setsid: gcloud starts the emulator as a child java process; its own process group
+    # lets `down` stop both.
+    CLOUDSDK_CONFIG="$dir/gcloud" setsid gcloud emulators firestore start \
+      --host-port="127.0.0.1:$fp" --quiet >"$dir/firestore.log" 2>&1 &
+    pid=$!
+    echo "$pid" >>"$dir/pids"
+    wait_alive "Firestore emulator" 60 "$dir/firestore.log" "$pid" curl -sf "http://127.0.0.1:$fp/" && break
+    signal_pid KILL "$pid"
+    [ "$attempt" -lt 3 ] || die "the Firestore emulator did not start"
+  done
+  for attempt in 1 2 3; do
+    bp=$(free_port); gp=$(free_port)
+    setsid "$VENV/bin/python" "$dir/bqemulator_launch.py" start --rest-host 127.0.0.1 \
+      --rest-port "$bp" --grpc-port "$gp" --project "$PROJECT" >"$dir/bigquery.log" 2>&1 &
+    pid=$!
+    echo "$pid" >>"$dir/pids"
+    wait_alive "BigQuery emulator" 60 "$dir/bigquery.log" "$pid" \
+      curl -sf "http://127.0.0.1:$bp/bigquery/v2/projects/$PROJECT/datasets" && break
+    signal_pid KILL "$pid"
+    [ "$attempt" -lt 3 ] || die "the BigQuery emulator did not start"
+  done
   trap - ERR
   [ -n "${PH_OWNER_PID:-}" ] && reap_with_owner "$PH_OWNER_PID" "$0" "$dir"
   log "emulators up in $dir (logs in $dir/*.log)"

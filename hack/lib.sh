@@ -23,6 +23,26 @@ wait_for() {
   done
 }
 
+# wait_alive NAME SECONDS LOGFILE PID CMD...: like wait_for, but gives up at once when PID
+# (the server being waited for) has exited, e.g. because its port was taken meanwhile.
+wait_alive() {
+  local name=$1 secs=$2 logfile=$3 pid=$4; shift 4
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "$name exited while starting; last lines of $logfile:"
+      tail -n 5 "$logfile" >&2 || true
+      return 1
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      log "$name did not become ready in ${secs}s; last lines of $logfile:"
+      tail -n 30 "$logfile" >&2 || true
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
 # Stop every process recorded in DIR/pids, politely then firmly. A process started with
 # setsid leads its own process group (gcloud's emulator forks java): signal the whole group.
 signal_pid() {

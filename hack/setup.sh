@@ -3,7 +3,7 @@
 # the repo (~/.cache/pipeline-healer, or $PIPELINE_HEALER_CACHE):
 #   - kube-apiserver, kube-controller-manager and etcd built from the Go module proxy
 #   - the BigQuery emulator in a Python venv
-#   - helm, built from the Go module proxy
+#   - helm and crane, built from the Go module proxy
 #   - the Rust components rustfmt and clippy
 # The Firestore emulator ships with the machine's gcloud; kubectl, openssl, curl, java and
 # python3 come with the machine too. Missing tools are named with how to get them.
@@ -36,6 +36,6 @@ for component in rustfmt clippy; do
 done
 
 "$HERE/cluster.sh" build
-"$HERE/helm.sh" build
+"$HERE/tools.sh" build
 "$HERE/emulators.sh" install
 log "ready"

@@ -21,10 +21,10 @@ const KUBE_VERSION: &str = "1.36.3";
 
 /// helm, built once by the project's script.
 static HELM: LazyLock<PathBuf> = LazyLock::new(|| {
-    let out = Command::new(project_root().join("hack/helm.sh"))
-        .arg("path")
+    let out = Command::new(project_root().join("hack/tools.sh"))
+        .args(["path", "helm"])
         .output()
-        .expect("run hack/helm.sh");
+        .expect("run hack/tools.sh");
     assert!(
         out.status.success(),
         "{}",
