@@ -12,24 +12,16 @@ free_port() {
 # wait_for NAME SECONDS LOGFILE CMD...: run CMD until it succeeds; on timeout show the log.
 wait_for() {
   local name=$1 secs=$2 logfile=$3; shift 3
-  local deadline=$((SECONDS + secs))
-  until "$@" >/dev/null 2>&1; do
-    if [ $SECONDS -ge $deadline ]; then
-      log "$name did not become ready in ${secs}s; last lines of $logfile:"
-      tail -n 30 "$logfile" >&2 || true
-      return 1
-    fi
-    sleep 0.2
-  done
+  wait_alive "$name" "$secs" "$logfile" "" "$@"
 }
 
 # wait_alive NAME SECONDS LOGFILE PID CMD...: like wait_for, but gives up at once when PID
-# (the server being waited for) has exited, e.g. because its port was taken meanwhile.
+# (the server being waited for; empty: none) has exited, e.g. its port was taken meanwhile.
 wait_alive() {
   local name=$1 secs=$2 logfile=$3 pid=$4; shift 4
   local deadline=$((SECONDS + secs))
   until "$@" >/dev/null 2>&1; do
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
       log "$name exited while starting; last lines of $logfile:"
       tail -n 5 "$logfile" >&2 || true
       return 1

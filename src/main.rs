@@ -328,12 +328,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(
-    config: controller::Config,
-    mirror: Option<(String, MirrorConfig)>,
-    metrics_addr: std::net::SocketAddr,
-    election: Option<LeaseConfig>,
-) -> ExitCode {
+/// Runs `work` with a Kubernetes client (in-cluster config or KUBECONFIG, as kubectl) on a
+/// fresh async runtime; exits 1 when either cannot be had.
+fn with_kubernetes<F, Fut>(work: F) -> ExitCode
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: Future<Output = ExitCode>,
+{
     pipeline_healer::gcp::install_crypto_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -343,16 +344,30 @@ fn run(
         }
     };
     runtime.block_on(async {
-        let client = match kube::Client::try_default().await {
-            Ok(c) => c,
+        match kube::Client::try_default().await {
+            Ok(client) => work(client).await,
             Err(e) => {
                 tracing::error!(error = %e, "cannot reach Kubernetes (in-cluster config or KUBECONFIG)");
-                return ExitCode::FAILURE;
+                ExitCode::FAILURE
             }
-        };
+        }
+    })
+}
+
+fn run(
+    config: controller::Config,
+    mirror: Option<(String, MirrorConfig)>,
+    metrics_addr: std::net::SocketAddr,
+    election: Option<LeaseConfig>,
+) -> ExitCode {
+    with_kubernetes(|client| async move {
         let firestore = match mirror {
             None => None,
-            Some((project, mirror)) => match firestore::FirestoreDb::with_options(firestore::FirestoreDbOptions::new(project)).await {
+            Some((project, mirror)) => match firestore::FirestoreDb::with_options(
+                firestore::FirestoreDbOptions::new(project),
+            )
+            .await
+            {
                 Ok(db) => Some(controller::FirestoreSource { db, mirror }),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot reach Firestore (credentials, project, or FIRESTORE_EMULATOR_HOST)");
@@ -418,7 +433,9 @@ fn run(
         let result = controller::run(client, config, firestore, telemetry, stop).await;
         let code = match result {
             Ok(()) if *lost_rx.borrow() => {
-                tracing::error!("lost the lease: stopped acting; exiting so a fresh start can compete again");
+                tracing::error!(
+                    "lost the lease: stopped acting; exiting so a fresh start can compete again"
+                );
                 ExitCode::FAILURE
             }
             Ok(()) => {
@@ -459,22 +476,7 @@ fn create_phase_run(args: CreatePhaseRunArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return bad(e.to_string()),
     };
-    pipeline_healer::gcp::install_crypto_provider();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let client = match kube::Client::try_default().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot reach Kubernetes (in-cluster config or KUBECONFIG)");
-                return ExitCode::FAILURE;
-            }
-        };
+    with_kubernetes(|client| async move {
         let api: kube::Api<PhaseRun> = kube::Api::namespaced(client, &args.namespace);
         let name = run.metadata.name.clone().unwrap_or_default();
         match api.create(&kube::api::PostParams::default(), &run).await {

@@ -20,18 +20,7 @@ const CHART: &str = "charts/pipeline-healer";
 const KUBE_VERSION: &str = "1.36.3";
 
 /// helm, built once by the project's script.
-static HELM: LazyLock<PathBuf> = LazyLock::new(|| {
-    let out = Command::new(project_root().join("hack/tools.sh"))
-        .args(["path", "helm"])
-        .output()
-        .expect("run hack/tools.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-});
+static HELM: LazyLock<PathBuf> = LazyLock::new(|| support::tool("helm"));
 
 fn helm(args: &[&str]) -> Output {
     Command::new(&*HELM)

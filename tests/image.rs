@@ -4,24 +4,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 use support::project_root;
-
-fn crane() -> PathBuf {
-    let out = Command::new(project_root().join("hack/tools.sh"))
-        .args(["path", "crane"])
-        .output()
-        .expect("run hack/tools.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 fn run(command: &mut Command) -> Vec<u8> {
     let out = command.output().expect("run");
@@ -65,7 +52,7 @@ fn the_image_runs_the_controller_as_a_non_root_user_on_linux_amd64() {
     let tarball = dir.path().join("pipeline-healer.tar");
     run(Command::new(project_root().join("hack/image.sh")).arg(&tarball));
 
-    let crane = crane();
+    let crane = support::tool("crane");
     let port = free_port();
     let _registry = Registry(
         Command::new(&crane)

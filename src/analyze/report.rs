@@ -193,12 +193,16 @@ pub fn report(records: &[Record], window: Window, healing_type: Option<&str>) ->
         (!latencies.is_empty()).then(|| latencies.iter().sum::<f64>() / latencies.len() as f64);
     let p95_time_to_heal_s = nearest_rank(&latencies, 0.95);
 
-    // Heals of a target, counting the actions of one pass (a phase re-run's triggers share
-    // its correlation id) once.
+    // Heals of a target. A phase re-run pass triggers several processors under one
+    // correlation id of its own: one heal. Other types carry the pipeline run's correlation
+    // id, which many separate heals share: each action counts.
     let mut per_target: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for r in &actions {
         if let Some(t) = r.target.as_deref() {
-            let pass = r.correlation_id.as_deref().unwrap_or(&r.healing_id);
+            let pass = match (r.healing_type.as_str(), r.correlation_id.as_deref()) {
+                (crate::controller::phase::HEALING_TYPE, Some(pass)) => pass,
+                _ => &r.healing_id,
+            };
             per_target.entry(t).or_default().insert(pass);
         }
     }

@@ -300,3 +300,17 @@ pub fn emulators() -> &'static Emulators {
     });
     &EMULATORS
 }
+
+/// A tool the project's scripts build into the cache (`helm`, `crane`): its path.
+pub fn tool(name: &str) -> PathBuf {
+    let out = Command::new(project_root().join("hack/tools.sh"))
+        .args(["path", name])
+        .output()
+        .expect("run hack/tools.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).expect("a path").trim())
+}
