@@ -524,3 +524,69 @@ async fn installed_the_controller_heals_with_only_the_charts_rbac_and_leaves_no_
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn the_daily_cronjob_command_creates_the_days_phase_run_once() {
+    let ns = namespace("create-pr").await;
+    let template = values_file(
+        "phase: phase2\nprocessors:\n  - {name: nbac_schedule, table: nba_raw.nbac_schedule, dateColumn: game_date_est}\n",
+    );
+    let create = || {
+        Command::new(env!("CARGO_BIN_EXE_pipeline-healer"))
+            .args([
+                "create-phaserun",
+                "--name",
+                "phase2",
+                "--namespace",
+                &ns.name,
+            ])
+            .args([
+                "--date-offset-days",
+                "-1",
+                "--time-zone",
+                "America/New_York",
+                "--template",
+            ])
+            .arg(template.path())
+            .env("KUBECONFIG", &cluster().kubeconfig)
+            .output()
+            .expect("run create-phaserun")
+    };
+    let yesterday = jiff::Timestamp::now()
+        .in_tz("America/New_York")
+        .unwrap()
+        .date()
+        .yesterday()
+        .unwrap();
+    for _ in 0..2 {
+        let out = create();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let runs = ns
+        .api::<pipeline_healer::api::phase::PhaseRun>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        runs.len(),
+        1,
+        "a second run leaves the first PhaseRun as it is"
+    );
+    assert_eq!(
+        runs[0].metadata.name.as_deref(),
+        Some(format!("phase2-{yesterday}").as_str())
+    );
+    assert_eq!(runs[0].spec.date.to_string(), yesterday.to_string());
+    // A template that sets its own date is refused with exit 2.
+    std::fs::write(
+        template.path(),
+        "date: '2026-01-01'\nphase: p\nprocessors: []\n",
+    )
+    .unwrap();
+    assert_eq!(create().status.code(), Some(2));
+}
