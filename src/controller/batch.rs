@@ -41,6 +41,7 @@ use firestore::errors::FirestoreError;
 pub const HEALING_TYPE: &str = "batch_cleanup";
 
 pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciled(&PredictionBatch::kind(&()));
     let ns = batch.namespace().unwrap_or_default();
     let policy_spec = ctx.policy_for(&ns);
     let policy = StallPolicy::from(&policy_spec);

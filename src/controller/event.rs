@@ -7,23 +7,25 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::Context;
+use super::{Context, requeue_at};
 use crate::Error;
 use crate::api::HealingEvent;
 use crate::api::event::{ExportState, SinkExport};
 use crate::decide::export::{Backoff, after_attempt, plan};
 
 pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciled(&HealingEvent::kind(&()));
     let namespace = event.namespace().unwrap_or_default();
+    // Any change to an event may move its namespace's windows, circuits or export backlog.
+    ctx.health.touch(&namespace);
     let id = event.name_any();
     let policy = ctx.policy_for(&namespace);
     let sinks = ctx.sinks.names();
@@ -98,15 +100,5 @@ fn log_attempt(id: &str, sink: &str, before: Option<&SinkExport>, result: &Resul
         (Err(error), _) => {
             warn!(healing_id = %id, sink, %error, "exporting a healing event failed; retrying with backoff")
         }
-    }
-}
-
-fn requeue_at(wake_at: Option<Timestamp>, now: Timestamp) -> Action {
-    match wake_at {
-        Some(t) => {
-            let wait = Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO);
-            Action::requeue(wait.max(Duration::from_millis(10)))
-        }
-        None => Action::await_change(),
     }
 }

@@ -27,11 +27,12 @@ use tracing::{info, warn};
 
 use super::Context;
 use crate::Error;
-use crate::api::event::Outcome;
+use crate::api::event::{ExportState, Outcome};
 use crate::api::{HealingEvent, HealingPolicy, HealingPolicySpec};
 use crate::decide::alerts::Notice;
 use crate::decide::breaker::{self, CircuitState, Permit};
 use crate::decide::conditions::{self, Desired};
+use crate::decide::export::is_final;
 use crate::decide::health::{Change, Observed, TypeHealth, evaluate, open_circuits, worst_level};
 use crate::decide::patterns::{AlertLevel, Occurrence};
 use crate::sink::slack::{PatternAlert, RecentAction, pattern_message};
@@ -181,12 +182,8 @@ async fn save(
                 Desired::new(
                     "Alerting",
                     level != AlertLevel::Normal,
-                    if level == AlertLevel::Normal {
-                        "Normal"
-                    } else {
-                        level_reason(level)
-                    },
-                    format!("highest pattern level: {level:?}"),
+                    level.as_str(),
+                    format!("highest pattern level: {}", level.as_str()),
                 ),
                 Desired::new(
                     "CircuitOpen",
@@ -258,15 +255,6 @@ async fn save(
     }
 }
 
-fn level_reason(level: AlertLevel) -> &'static str {
-    match level {
-        AlertLevel::Normal => "Normal",
-        AlertLevel::Yellow => "Yellow",
-        AlertLevel::Red => "Red",
-        AlertLevel::Critical => "Critical",
-    }
-}
-
 /// Finished, real actions count towards the windows: dry-runs, skips and superseded heals
 /// did nothing.
 fn occurrence(event: &HealingEvent) -> Option<Occurrence> {
@@ -288,12 +276,11 @@ fn occurrence(event: &HealingEvent) -> Option<Occurrence> {
 
 /// A finished event that `sink` does not have yet.
 fn awaits_export(event: &HealingEvent, sink: &str) -> bool {
-    event.status.as_ref().is_some_and(|s| {
-        s.outcome.is_some_and(|o| o != Outcome::Pending)
-            && s.exports
-                .get(sink)
-                .is_none_or(|x| x.state != crate::api::event::ExportState::Exported)
-    })
+    let status = event.status.as_ref();
+    is_final(status)
+        && status
+            .and_then(|s| s.exports.get(sink))
+            .is_none_or(|x| x.state != ExportState::Exported)
 }
 
 /// The trial's verdict once its event has an outcome. A trial whose event never appeared
@@ -449,7 +436,7 @@ async fn tell(
                 notes.push((
                     EventType::Warning,
                     "PatternAlert",
-                    format!("{t} is {level:?}: {counts}"),
+                    format!("{t} is {}: {counts}", level.as_str()),
                 ));
             }
             Notice::Resolved { was } => {
@@ -457,7 +444,7 @@ async fn tell(
                 notes.push((
                     EventType::Normal,
                     "PatternResolved",
-                    format!("{t} is back to normal (was {was:?})"),
+                    format!("{t} is back to normal (was {})", was.as_str()),
                 ));
             }
         }

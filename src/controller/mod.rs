@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
@@ -223,6 +224,34 @@ where
     }
 }
 
+/// Drives a controller to its end. A reconcile's own errors go through `error_policy`;
+/// what is left to log here is a failure to dispatch one (a watch or queue error).
+async fn drive<T, E: std::fmt::Display>(
+    kind: std::borrow::Cow<'static, str>,
+    results: impl futures::Stream<Item = Result<T, E>>,
+) {
+    results
+        .for_each(|result| {
+            if let Err(e) = result {
+                warn!(%kind, error = %e, "reconcile dispatch failed");
+            }
+            async {}
+        })
+        .await;
+}
+
+/// Wake at `wake_at` (at the earliest in 10 ms, so a time already past does not spin);
+/// None: only on a change.
+pub(crate) fn requeue_at(wake_at: Option<Timestamp>, now: Timestamp) -> Action {
+    match wake_at {
+        Some(t) => {
+            let wait = Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO);
+            Action::requeue(wait.max(Duration::from_millis(10)))
+        }
+        None => Action::await_change(),
+    }
+}
+
 /// Transient errors are retried after a pause; permanent ones wait for the object to change.
 pub fn error_policy<K>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
 where
@@ -376,22 +405,12 @@ pub async fn run(
         }
     };
 
-    let events = Controller::for_stream(events.stream, events.store)
-        .graceful_shutdown_on(shutdown_requested(shutdown_rx.clone()))
-        .run(
-            |event, ctx: Arc<Context>| async move {
-                ctx.metrics.reconciled("HealingEvent");
-                ctx.health.touch(&event.namespace().unwrap_or_default());
-                event::reconcile(event, ctx).await
-            },
-            error_policy,
-            ctx.clone(),
-        )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, "healing event reconcile dispatch failed");
-            }
-        });
+    let events = drive(
+        HealingEvent::kind(&()),
+        Controller::for_stream(events.stream, events.store)
+            .graceful_shutdown_on(shutdown_requested(shutdown_rx.clone()))
+            .run(event::reconcile, error_policy, ctx.clone()),
+    );
 
     let phase_runs = cached_watch(api::<PhaseRun>(&client, ns), watcher::Config::default());
     // Only spec changes (and the phase's Jobs) wake a PhaseRun: its own status writes would
@@ -399,23 +418,14 @@ pub async fn run(
     let phase_stream = phase_runs
         .stream
         .predicate_filter(predicates::generation, Default::default());
-    let phases = Controller::for_stream(phase_stream, phase_runs.store)
-        // A Job trigger's Job finishing moves its phase on.
-        .owns(api::<Job>(&client, ns), watcher::Config::default())
-        .graceful_shutdown_on(shutdown_requested(shutdown_rx.clone()))
-        .run(
-            |run, ctx: Arc<Context>| async move {
-                ctx.metrics.reconciled("PhaseRun");
-                phase::reconcile(run, ctx).await
-            },
-            error_policy,
-            ctx.clone(),
-        )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, "phase reconcile dispatch failed");
-            }
-        });
+    let phases = drive(
+        PhaseRun::kind(&()),
+        Controller::for_stream(phase_stream, phase_runs.store)
+            // A Job trigger's Job finishing moves its phase on.
+            .owns(api::<Job>(&client, ns), watcher::Config::default())
+            .graceful_shutdown_on(shutdown_requested(shutdown_rx.clone()))
+            .run(phase::reconcile, error_policy, ctx.clone()),
+    );
 
     let controller = Controller::for_stream(batch_stream, batch_store.clone());
     info!(namespace = ns.unwrap_or("<all>"), "controller starting");
@@ -430,19 +440,8 @@ pub async fn run(
                 .map(|b| ObjectRef::from_obj(&*b))
         })
         .graceful_shutdown_on(shutdown_requested(shutdown_rx.clone()))
-        .run(
-            |batch, ctx: Arc<Context>| async move {
-                ctx.metrics.reconciled("PredictionBatch");
-                batch::reconcile(batch, ctx).await
-            },
-            error_policy,
-            ctx.clone(),
-        )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, "batch reconcile dispatch failed");
-            }
-        });
+        .run(batch::reconcile, error_policy, ctx);
+    let batches = drive(PredictionBatch::kind(&()), batches);
     // Everything stops together, each controller finishing the reconciles it has started.
     let signal = async move {
         shutdown.await;

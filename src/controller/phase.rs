@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
@@ -18,7 +17,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::Context;
+use super::{Context, requeue_at};
 use crate::Error;
 use crate::api::event::{HealingEventSpec, HealingEventStatus, Outcome, TargetRef};
 use crate::api::phase::{PhaseRun, PhaseState, Processor};
@@ -76,6 +75,7 @@ fn progress_of(run: &PhaseRun) -> Progress {
 }
 
 pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciled(&PhaseRun::kind(&()));
     let ns = run.namespace().unwrap_or_default();
     let policy = ctx.policy_for(&ns);
     let limits = limits(&policy);
@@ -129,7 +129,7 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
                     "QueryFailed",
                     message.clone(),
                 )],
-                requeue_at(*retry_at, now),
+                requeue_at(Some(*retry_at), now),
             )
         }
         Step::NotRequired => (
@@ -161,7 +161,11 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
         ),
         Step::Wait { until } => {
             status["checks"] = json!(progress.checks + 1);
-            (PhaseState::Healing, Vec::new(), requeue_at(*until, now))
+            (
+                PhaseState::Healing,
+                Vec::new(),
+                requeue_at(Some(*until), now),
+            )
         }
         Step::NothingTriggerable { reason } => {
             write_history(
@@ -181,7 +185,7 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
                     Desired::new("Complete", false, "RowsMissing", reason.clone()),
                     Desired::new("Healing", false, "NothingTriggerable", reason.clone()),
                 ],
-                requeue_at(now + limits.max_backoff, now),
+                requeue_at(Some(now + limits.max_backoff), now),
             )
         }
         Step::GaveUp { reason } => {
@@ -267,7 +271,7 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
                     ),
                     Desired::new("ObservationFailed", false, "Counted", "rows counted"),
                 ],
-                requeue_at(now + limits.initial_backoff, now),
+                requeue_at(Some(now + limits.initial_backoff), now),
             )
         }
     };
@@ -302,11 +306,6 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
     )
     .await?;
     Ok(action)
-}
-
-fn requeue_at(at: Timestamp, now: Timestamp) -> Action {
-    let wait = Duration::try_from(at.duration_since(now)).unwrap_or_default();
-    Action::requeue(wait.max(Duration::from_millis(100)))
 }
 
 /// A fixed correlation id for "nothing could be triggered" records, so re-observing the

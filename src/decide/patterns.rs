@@ -31,6 +31,18 @@ pub enum AlertLevel {
     Critical,
 }
 
+impl AlertLevel {
+    /// The level's name, as the status, Events and messages spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertLevel::Normal => "Normal",
+            AlertLevel::Yellow => "Yellow",
+            AlertLevel::Red => "Red",
+            AlertLevel::Critical => "Critical",
+        }
+    }
+}
+
 /// One finished healing action as the windows see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Occurrence {

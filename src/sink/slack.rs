@@ -65,15 +65,6 @@ pub struct PatternAlert {
     pub circuit_open_until: Option<Timestamp>,
 }
 
-fn level_name(level: AlertLevel) -> &'static str {
-    match level {
-        AlertLevel::Normal => "NORMAL",
-        AlertLevel::Yellow => "YELLOW",
-        AlertLevel::Red => "RED",
-        AlertLevel::Critical => "CRITICAL",
-    }
-}
-
 fn level_icon(level: AlertLevel) -> &'static str {
     match level {
         AlertLevel::Normal => ":white_check_mark:",
@@ -104,7 +95,7 @@ pub fn pattern_message(alert: &PatternAlert, events_table: &str) -> (Channel, Va
                     level_icon(level),
                     alert.namespace
                 ),
-                format!("*Level:* {} ({why})", level_name(level)),
+                format!("*Level:* {} ({why})", level.as_str().to_uppercase()),
             )
         }
         Notice::Resolved { was } => (
@@ -114,7 +105,7 @@ pub fn pattern_message(alert: &PatternAlert, events_table: &str) -> (Channel, Va
                 level_icon(AlertLevel::Normal),
                 alert.namespace
             ),
-            format!("*Level:* NORMAL (was {})", level_name(was)),
+            format!("*Level:* NORMAL (was {})", was.as_str().to_uppercase()),
         ),
     };
     let mut lines = vec![format!("*{title}*"), level_line];
