@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kube::api::{ListParams, PostParams};
 use pipeline_healer::api::batch::BatchState;
 use pipeline_healer::api::event::{HealingEventStatus, Outcome};
@@ -20,7 +19,7 @@ use serde_json::json;
 use support::events::{record_outcomes, worker_retry};
 use support::http::{Recorded, RecordingServer};
 use support::status_batch::batch;
-use support::{ControllerProcess, TestNamespace, eventually, namespace};
+use support::{ControllerProcess, TestNamespace, eventually, free_port, k8s_events, namespace};
 
 /// A finished action of `healing_type`, recorded as any component records one.
 fn action(i: usize, healing_type: &str, success: bool) -> (HealingEvent, HealingEventStatus) {
@@ -55,14 +54,6 @@ async fn actions(
         range.map(|i| action(i, healing_type, success)).collect(),
     )
     .await;
-}
-
-/// A free loopback port for the controller's metrics endpoint.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn start_controller(
@@ -134,13 +125,9 @@ fn slack_texts(requests: &[Recorded]) -> Vec<(String, String)> {
 /// How often a Kubernetes Event with `reason` was published (the recorder folds repeats
 /// into one object's series).
 async fn events_with_reason(ns: &TestNamespace, reason: &str) -> i32 {
-    ns.api::<K8sEvent>()
-        .list(&ListParams::default())
+    k8s_events(ns, reason)
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
         .map(|e| e.series.map_or(1, |s| s.count))
         .sum()
 }

@@ -6,8 +6,7 @@ mod support;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::events::v1::Event as K8sEvent;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector;
 use pipeline_healer::api::batch::BatchState;
 use pipeline_healer::api::event::Outcome;
@@ -20,7 +19,7 @@ use pipeline_healer::telemetry::Telemetry;
 use serde_json::json;
 use support::http::RecordingServer;
 use support::status_batch::{batch, report};
-use support::{TestNamespace, eventually, namespace};
+use support::{TestNamespace, eventually, k8s_events, namespace};
 use tokio::task::JoinHandle;
 
 /// A policy with a short stall period, so tests cross it in seconds.
@@ -85,17 +84,6 @@ async fn healing_events(ns: &TestNamespace) -> Vec<HealingEvent> {
         .await
         .unwrap()
         .items
-}
-
-async fn k8s_events(ns: &TestNamespace, reason: &str) -> Vec<K8sEvent> {
-    let api: Api<K8sEvent> = Api::namespaced(ns.client.clone(), &ns.name);
-    api.list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .collect()
 }
 
 async fn state(ns: &TestNamespace, name: &str) -> Option<BatchState> {

@@ -31,26 +31,39 @@ fn helm(args: &[&str]) -> Output {
         .expect("run helm")
 }
 
-fn values_file(yaml: &str) -> tempfile::NamedTempFile {
+fn yaml_file(yaml: &str) -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), yaml).unwrap();
     file
 }
 
+/// `helm ARGS -f <values>`.
+fn helm_with_values(args: &[&str], values: &str) -> Output {
+    let file = yaml_file(values);
+    let mut args = args.to_vec();
+    args.extend(["-f", file.path().to_str().unwrap()]);
+    helm(&args)
+}
+
+/// `helm template` of the chart with `values`, as installed in namespace `pipeline`.
+fn template(values: &str) -> Output {
+    helm_with_values(
+        &[
+            "template",
+            "t",
+            CHART,
+            "-n",
+            "pipeline",
+            "--kube-version",
+            KUBE_VERSION,
+        ],
+        values,
+    )
+}
+
 /// The rendered objects for `values` (YAML), each as JSON.
 fn render(values: &str) -> Vec<Value> {
-    let file = values_file(values);
-    let out = helm(&[
-        "template",
-        "t",
-        CHART,
-        "-n",
-        "pipeline",
-        "--kube-version",
-        KUBE_VERSION,
-        "-f",
-        file.path().to_str().unwrap(),
-    ]);
+    let out = template(values);
     assert!(
         out.status.success(),
         "{}",
@@ -103,14 +116,7 @@ phaseRuns:
 #[test]
 fn lint_passes_strictly_for_the_default_and_a_full_values_set() {
     for values in ["{}", FULL] {
-        let file = values_file(values);
-        let out = helm(&[
-            "lint",
-            "--strict",
-            CHART,
-            "-f",
-            file.path().to_str().unwrap(),
-        ]);
+        let out = helm_with_values(&["lint", "--strict", CHART], values);
         assert!(
             out.status.success(),
             "{}{}",
@@ -240,16 +246,7 @@ fn the_schema_refuses_bad_values_with_the_field_named() {
         ),
         ("replicaz: 2", "replicaz"),
     ] {
-        let file = values_file(values);
-        let out = helm(&[
-            "template",
-            "t",
-            CHART,
-            "--kube-version",
-            KUBE_VERSION,
-            "-f",
-            file.path().to_str().unwrap(),
-        ]);
+        let out = template(values);
         assert!(!out.status.success(), "{values} was accepted");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(field), "{values}: {stderr}");
@@ -479,7 +476,7 @@ async fn installed_the_controller_heals_with_only_the_charts_rbac_and_leaves_no_
         .split("\n---")
         .find(|d| d.contains("kind: HealingPolicy"))
         .expect("the policy in the manifest");
-    let policy_file = values_file(policy_doc);
+    let policy_file = yaml_file(policy_doc);
     let out = cluster()
         .kubectl()
         .args([
@@ -502,7 +499,7 @@ async fn installed_the_controller_heals_with_only_the_charts_rbac_and_leaves_no_
     );
 
     // An invalid policy in a GitOps commit is refused at apply time, naming the field.
-    let bad = values_file(
+    let bad = yaml_file(
         "apiVersion: healing.pipeline.dev/v1alpha1\nkind: HealingPolicy\nmetadata: {name: bad}\nspec: {minCompletionPercent: 150}\n",
     );
     let out = cluster()
@@ -528,7 +525,7 @@ async fn installed_the_controller_heals_with_only_the_charts_rbac_and_leaves_no_
 #[tokio::test]
 async fn the_daily_cronjob_command_creates_the_days_phase_run_once() {
     let ns = namespace("create-pr").await;
-    let template = values_file(
+    let phase_template = yaml_file(
         "phase: phase2\nprocessors:\n  - {name: nbac_schedule, table: nba_raw.nbac_schedule, dateColumn: game_date_est}\n",
     );
     let create = || {
@@ -547,7 +544,7 @@ async fn the_daily_cronjob_command_creates_the_days_phase_run_once() {
                 "America/New_York",
                 "--template",
             ])
-            .arg(template.path())
+            .arg(phase_template.path())
             .env("KUBECONFIG", &cluster().kubeconfig)
             .output()
             .expect("run create-phaserun")
@@ -584,7 +581,7 @@ async fn the_daily_cronjob_command_creates_the_days_phase_run_once() {
     assert_eq!(runs[0].spec.date.to_string(), yesterday.to_string());
     // A template that sets its own date is refused with exit 2.
     std::fs::write(
-        template.path(),
+        phase_template.path(),
         "date: '2026-01-01'\nphase: p\nprocessors: []\n",
     )
     .unwrap();

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
-use support::project_root;
+use support::{free_port, project_root};
 
 fn run(command: &mut Command) -> Vec<u8> {
     let out = command.output().expect("run");
@@ -27,13 +27,6 @@ impl Drop for Registry {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
 }
 
 fn wait_for_registry(port: u16) {

@@ -7,12 +7,10 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::events::v1::Event as K8sEvent;
-use kube::api::ListParams;
 use pipeline_healer::api::PredictionBatch;
 use pipeline_healer::api::batch::BatchState;
 use support::status_batch::batch;
-use support::{ControllerProcess, TestNamespace, eventually, namespace};
+use support::{ControllerProcess, TestNamespace, eventually, k8s_events, namespace};
 
 const LEASE_SECONDS: u64 = 4;
 
@@ -44,13 +42,9 @@ async fn auto_completed(ns: &TestNamespace, name: &str) -> bool {
 
 /// Which replicas published an AutoCompleted Event.
 async fn healers(ns: &TestNamespace) -> Vec<String> {
-    ns.api::<K8sEvent>()
-        .list(&ListParams::default())
+    k8s_events(ns, "AutoCompleted")
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("AutoCompleted"))
         .filter_map(|e| e.reporting_instance)
         .collect()
 }

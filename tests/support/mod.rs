@@ -314,3 +314,26 @@ pub fn tool(name: &str) -> PathBuf {
     );
     PathBuf::from(String::from_utf8(out.stdout).expect("a path").trim())
 }
+
+/// A free loopback port, as the kernel hands them out (for a server started next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The Kubernetes Events in the test's namespace with `reason`.
+pub async fn k8s_events(
+    ns: &TestNamespace,
+    reason: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    ns.api::<k8s_openapi::api::events::v1::Event>()
+        .list(&Default::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
+}
