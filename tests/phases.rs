@@ -415,7 +415,7 @@ async fn a_job_trigger_creates_an_owned_job_and_its_success_completes_the_phase(
     tables
         .fill("bdl_player_boxscores", "game_date", DATE, 3)
         .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(
         ns.api::<PhaseRun>()
             .get("boxscores")
@@ -435,8 +435,19 @@ async fn a_job_trigger_creates_an_owned_job_and_its_success_completes_the_phase(
     .await
     .expect("mark the Job succeeded");
     state_becomes(&ns, "boxscores", PhaseState::Complete).await;
+    // One trigger, recorded once: the Job outlived the longest wait (4 s) without a second
+    // one racing it, and no reconcile that read a stale PhaseRun started the pass again.
     assert_eq!(
         jobs.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+    assert_eq!(
+        ns.api::<HealingEvent>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
         1
     );
 }

@@ -120,7 +120,8 @@ pub struct HttpTrigger {
     pub audience: Option<String>,
 }
 
-/// Create a Job, owned by the PhaseRun.
+/// Create a Job, owned by the PhaseRun. The pass waits for a running Job however long it
+/// runs (a second one would race it): bound it with the template's `activeDeadlineSeconds`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobTrigger {

@@ -33,6 +33,9 @@ pub const HEALING_TYPE: &str = "phase_rerun";
 pub const HISTORY_COLLECTION: &str = "self_heal_history";
 const PHASE_LABEL: &str = "healing.pipeline.dev/phase-run";
 const PROCESSOR_LABEL: &str = "healing.pipeline.dev/processor";
+/// How soon a reconcile that read a stale PhaseRun looks again (the watch has the newer one
+/// within milliseconds).
+const STALE_READ_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 fn specs(processors: &[Processor]) -> Vec<ProcessorSpec> {
     processors
@@ -211,20 +214,23 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
                 run.status.as_ref().and_then(|s| s.correlation_id.clone()),
             ) {
                 (false, Some(c)) => c,
-                _ => uuid::Uuid::new_v4().to_string(),
+                _ => pass_correlation(&run, &progress),
             };
             let mut attempts = progress.attempts.clone();
             let mut triggered = Vec::new();
             let mut failed = Vec::new();
+            let mut earlier = 0;
             for name in wave_processors {
                 let attempt = attempts.get(name).copied().unwrap_or(0) + 1;
                 attempts.insert(name.clone(), attempt);
                 match trigger(&ctx, &run, name, &missing, &correlation, attempt).await? {
-                    Ok(()) => triggered.push(name.clone()),
-                    Err(_) => failed.push(name.clone()),
+                    Triggered::Ran => triggered.push(name.clone()),
+                    Triggered::Failed(_) => failed.push(name.clone()),
+                    Triggered::Earlier => earlier += 1,
                 }
             }
-            if *new_pass {
+            // A pass whose triggers were all recorded earlier was announced then.
+            if *new_pass && earlier < wave_processors.len() {
                 info!(phase_run = %run.name_any(), correlation_id = %correlation, plan = ?plan, "healing pass started");
                 let (channel, payload) = phase_heal_message(
                     &run.spec.phase,
@@ -298,14 +304,42 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
         run.meta().generation,
         now
     ));
+    // Written only over the status this step was decided from: a reconcile that read a
+    // stale PhaseRun must not roll a pass back. Its own status writes do not wake a PhaseRun,
+    // so on a conflict it looks again shortly.
     let api: Api<PhaseRun> = Api::namespaced(ctx.client.clone(), &ns);
-    api.patch_status(
-        &run.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
-    )
-    .await?;
-    Ok(action)
+    let patch = json!({
+        "metadata": {"resourceVersion": run.resource_version()},
+        "status": status,
+    });
+    match api
+        .patch_status(
+            &run.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(action),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            debug!(phase_run = %run.name_any(), "the PhaseRun changed since it was read; looking again");
+            Ok(Action::requeue(STALE_READ_RETRY))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The correlation id of a new healing pass: fixed by the triggers made before it, so a
+/// reconcile that reads a stale PhaseRun (its own status write not yet seen) starts the same
+/// pass again, whose HealingEvents exist already, instead of a second one.
+fn pass_correlation(run: &PhaseRun, progress: &Progress) -> String {
+    let earlier: u32 = progress.attempts.values().sum();
+    let hash = crate::decide::naming::fnv1a(&[
+        &run.uid().unwrap_or_default(),
+        "pass",
+        &earlier.to_string(),
+    ]);
+    format!("{hash:016x}")
 }
 
 /// A fixed correlation id for "nothing could be triggered" records, so re-observing the
@@ -389,9 +423,20 @@ async fn jobs_of(ctx: &Context, run: &PhaseRun) -> Result<BTreeMap<String, JobSt
     Ok(latest.into_iter().map(|(p, (_, s))| (p, s)).collect())
 }
 
-/// Records the intent, triggers one processor, records the outcome. The outer Err is an
-/// API failure (retried); the inner one a trigger that failed (recorded, and retried by the
-/// phase's own backoff).
+/// What one `trigger` call did.
+#[derive(Debug, PartialEq, Eq)]
+enum Triggered {
+    /// Recorded and run.
+    Ran,
+    /// Recorded already by an earlier reconcile (this one read a stale PhaseRun): not run
+    /// again.
+    Earlier,
+    /// Recorded, and the trigger failed (retried by the phase's own backoff).
+    Failed(String),
+}
+
+/// Records the intent, triggers one processor, records the outcome. An Err is an API
+/// failure (the reconcile is retried).
 async fn trigger(
     ctx: &Context,
     run: &PhaseRun,
@@ -399,10 +444,10 @@ async fn trigger(
     missing: &[String],
     correlation: &str,
     attempt: u32,
-) -> Result<Result<(), String>, Error> {
+) -> Result<Triggered, Error> {
     let ns = run.namespace().unwrap_or_default();
     let Some(processor) = run.spec.processors.iter().find(|p| p.name == name) else {
-        return Ok(Err(format!("no processor named {name}")));
+        return Ok(Triggered::Failed(format!("no processor named {name}")));
     };
     let date = run.spec.date.to_string();
     let subject = format!("{}-{date}-{name}", run.spec.phase);
@@ -464,7 +509,7 @@ async fn trigger(
     match events.create(&PostParams::default(), &event).await {
         Ok(_) => {}
         // This trigger was recorded already (a retried reconcile): do not run it twice.
-        Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Ok(())),
+        Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Triggered::Earlier),
         Err(e) => return Err(e.into()),
     }
     let result = match processor.trigger.as_ref() {
@@ -522,7 +567,10 @@ async fn trigger(
         .healed(HEALING_TYPE, &format!("{outcome:?}"), None);
     info!(phase_run = %run.name_any(), processor = name, healing_id = %id, ?outcome, "processor re-run");
     publish(ctx, run, note.0, note.1, note.2).await;
-    Ok(result)
+    Ok(match result {
+        Ok(()) => Triggered::Ran,
+        Err(e) => Triggered::Failed(e),
+    })
 }
 
 /// The Job for `processor` from its template: `{date}` and `{processor}` substituted (both

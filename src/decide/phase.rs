@@ -171,13 +171,19 @@ pub fn step(
             let failed_job = wave
                 .iter()
                 .any(|name| obs.jobs.get(name) == Some(&JobState::Failed));
-            if waited < limits.max_backoff && !failed_job {
+            // A Job still running is waited for however long it runs (its own
+            // activeDeadlineSeconds bounds it): a second one would race it for the same rows.
+            let again: Vec<String> = wave
+                .iter()
+                .filter(|n| !done(n) && obs.jobs.get(*n) != Some(&JobState::Running))
+                .cloned()
+                .collect();
+            if again.is_empty() || (waited < limits.max_backoff && !failed_job) {
                 return Step::Wait {
                     until: now + backoff(limits, progress.checks),
                 };
             }
             // The longest wait is over (or a Job failed): trigger what is still not done.
-            let again: Vec<String> = wave.iter().filter(|n| !done(n)).cloned().collect();
             if let Some(spent) = again
                 .iter()
                 .find(|n| progress.attempts.get(*n).copied().unwrap_or(0) >= limits.max_attempts)
@@ -413,6 +419,12 @@ mod tests {
         obs.jobs.insert("a".into(), JobState::Running);
         assert!(matches!(
             step(&procs, &obs, &progress, &limits(), now()),
+            Step::Wait { .. }
+        ));
+        // However long it runs: past the longest wait, a running Job is not raced.
+        let much_later = now() + SignedDuration::from_hours(2);
+        assert!(matches!(
+            step(&procs, &obs, &progress, &limits(), much_later),
             Step::Wait { .. }
         ));
         obs.jobs.insert("a".into(), JobState::Failed);
