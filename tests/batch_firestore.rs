@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use firestore::FirestoreDb;
+use firestore::errors::FirestoreError;
 use jiff::{SignedDuration, Timestamp};
 use kube::api::{ListParams, PostParams};
 use kube::runtime::reflector;
@@ -20,6 +21,7 @@ use pipeline_healer::decide::naming::object_name_for_document;
 use pipeline_healer::decide::stall::{StallPolicy, Verdict, decide};
 use pipeline_healer::source::firestore::MirrorConfig;
 use pipeline_healer::source::firestore_doc::{fields_of, parse, proto_time};
+use pipeline_healer::source::firestore_heal::{AutoCompletion, HealCommitter, HealWrite};
 use pipeline_healer::source::report::observe;
 use pipeline_healer::telemetry::Telemetry;
 use serde::{Deserialize, Serialize};
@@ -613,4 +615,71 @@ async fn two_documents_mapping_to_one_name_do_not_overwrite_each_other() {
     let completed = after.status.and_then(|s| s.report).map(|r| r.completed);
     let own = if path.ends_with(a) { 10 } else { 40 };
     assert_eq!(completed, Some(own), "the other document's report landed");
+}
+
+/// Heals committed together (one atomic Commit) where one document changed meanwhile: that
+/// Commit is refused as a whole, so each heal is committed again alone and gets its own
+/// answer. The changed document keeps its late completion; every other heal is applied.
+#[tokio::test]
+async fn heals_committed_together_each_get_their_own_answer() {
+    let db = firestore_db().await;
+    let collection = format!("heals_{}", std::process::id());
+    let stalled = Timestamp::now() - SignedDuration::from_mins(30);
+    let ids: Vec<String> = (0..6).map(|i| format!("batch_2026-11-24_{i}")).collect();
+    let mut versions = Vec::new();
+    for id in &ids {
+        put(&db, &collection, id, &doc(id, 46, stalled)).await;
+        let written = db
+            .fluent()
+            .select()
+            .by_id_in(&collection)
+            .one(id)
+            .await
+            .unwrap()
+            .expect("document");
+        versions.push(written.update_time.as_ref().and_then(proto_time).unwrap());
+    }
+    // A late completion of one batch after its version was observed.
+    let late = &ids[3];
+    let mut completed = doc(late, 50, Timestamp::now());
+    completed.is_complete = true;
+    put(&db, &collection, late, &completed).await;
+
+    let committer = HealCommitter::start(db.clone());
+    let answers = futures::future::join_all(ids.iter().zip(&versions).map(|(id, version)| {
+        committer.write(HealWrite {
+            collection: collection.clone(),
+            doc_id: id.clone(),
+            version: *version,
+            fields: AutoCompletion {
+                is_complete: true,
+                completion_time: Timestamp::now(),
+                auto_completed: true,
+                auto_completion_reason: "Stalled at 92.0% for 30 minutes".into(),
+                auto_completion_healing_id: format!("heal-{id}"),
+                updated_at: Timestamp::now(),
+            },
+        })
+    }))
+    .await;
+    for (id, answer) in ids.iter().zip(&answers) {
+        let stored = get(&db, &collection, id).await;
+        if id == late {
+            assert!(
+                matches!(answer, Err(FirestoreError::DatabaseError(e)) if e.public.code == "FailedPrecondition"),
+                "{answer:?}"
+            );
+            assert_eq!(stored.completed_players.len(), 50);
+            assert_eq!(stored.auto_completion_healing_id, None);
+        } else {
+            assert!(answer.is_ok(), "{id}: {answer:?}");
+            assert_eq!(
+                stored.auto_completion_healing_id.as_deref(),
+                Some(format!("heal-{id}").as_str())
+            );
+            assert!(stored.is_complete && stored.auto_completed == Some(true));
+            // The update mask kept the rest of the document.
+            assert_eq!(stored.completed_players.len(), 46);
+        }
+    }
 }

@@ -33,9 +33,9 @@ use crate::decide::conditions;
 use crate::decide::naming::healing_id;
 use crate::decide::stall::{Stall, StallPolicy, Verdict, decide};
 use crate::sink::consolidation::Consolidation;
-use crate::source::firestore_doc::{HEALED_BY_FIELD, fields_of, parse as parse_doc, proto_time};
+use crate::source::firestore_doc::{fields_of, parse as parse_doc, proto_time};
+use crate::source::firestore_heal::{AutoCompletion, HealWrite};
 use crate::source::report::observe;
-use firestore::FirestoreWritePrecondition;
 use firestore::errors::FirestoreError;
 
 pub const HEALING_TYPE: &str = "batch_cleanup";
@@ -502,19 +502,6 @@ async fn act_on_status(
     Ok(Acted::Superseded)
 }
 
-/// The original's auto-completion fields, plus the healing id that wrote them.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct AutoCompletion {
-    is_complete: bool,
-    #[serde(with = "firestore::serialize_as_timestamp")]
-    completion_time: Timestamp,
-    auto_completed: bool,
-    auto_completion_reason: String,
-    auto_completion_healing_id: String,
-    #[serde(with = "firestore::serialize_as_timestamp")]
-    updated_at: Timestamp,
-}
-
 /// Completes a `source: firestore` batch in its document, only while the document is still
 /// at the update time observed (Firestore's precondition), so a late completion wins.
 async fn act_on_firestore(
@@ -529,9 +516,11 @@ async fn act_on_firestore(
         what: format!("batch {}", batch.name_any()),
         message: message.to_owned(),
     };
-    let db = ctx.firestore.as_ref().ok_or_else(|| {
-        invalid("its source is Firestore, but the controller runs without --firestore-project")
-    })?;
+    let (Some(db), Some(committer)) = (ctx.firestore.as_ref(), ctx.heal_committer()) else {
+        return Err(invalid(
+            "its source is Firestore, but the controller runs without --firestore-project",
+        ));
+    };
     let path = batch.spec.document_path.as_deref().unwrap_or_default();
     let Some((collection, doc_id)) = path.split_once('/').filter(|(_, d)| !d.contains('/')) else {
         return Err(invalid(
@@ -560,24 +549,13 @@ async fn act_on_firestore(
         updated_at: now,
     };
     for _ in 0..ACT_ATTEMPTS {
-        let result = db
-            .fluent()
-            .update()
-            .fields([
-                "is_complete",
-                "completion_time",
-                "auto_completed",
-                "auto_completion_reason",
-                HEALED_BY_FIELD,
-                "updated_at",
-            ])
-            .in_col(collection)
-            .precondition(FirestoreWritePrecondition::UpdateTime(version))
-            .document_id(doc_id)
-            .object(&write)
-            .execute::<AutoCompletion>()
-            .await;
-        match result {
+        let heal = HealWrite {
+            collection: collection.to_owned(),
+            doc_id: doc_id.to_owned(),
+            version,
+            fields: write.clone(),
+        };
+        match committer.write(heal).await {
             Ok(_) => return Ok(Acted::Applied),
             Err(FirestoreError::DatabaseError(e)) if e.public.code == "FailedPrecondition" => {
                 let Some(doc) = db

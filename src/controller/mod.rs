@@ -29,6 +29,7 @@ use crate::sink::slack::{Slack, SlackConfig};
 use crate::sink::trigger::HttpTriggers;
 use crate::source::bigquery::RowCounter;
 use crate::source::firestore::MirrorConfig;
+use crate::source::firestore_heal::HealCommitter;
 use crate::telemetry::{Metrics, Telemetry};
 use health::HealthTrigger;
 use k8s_openapi::api::batch::v1::Job;
@@ -97,6 +98,8 @@ pub struct Context {
     pub row_counter: Option<RowCounter>,
     /// Re-runs processors over HTTP.
     pub triggers: HttpTriggers,
+    /// Commits heals of Firestore batches together; started on first use.
+    heal_committer: std::sync::OnceLock<HealCommitter>,
 }
 
 impl Context {
@@ -125,7 +128,17 @@ impl Context {
             metrics: Arc::default(),
             row_counter: None,
             triggers: HttpTriggers::default(),
+            heal_committer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The committer of heals into Firestore documents; None without a Firestore project.
+    pub fn heal_committer(&self) -> Option<&HealCommitter> {
+        let db = self.firestore.as_ref()?;
+        Some(
+            self.heal_committer
+                .get_or_init(|| HealCommitter::start(db.clone())),
+        )
     }
 
     pub fn with_sinks(self, sinks: Sinks) -> Self {

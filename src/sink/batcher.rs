@@ -1,6 +1,7 @@
 //! Gathers items submitted by many concurrent reconciles into batches for one request each:
 //! a batch is sent when it is full or when `linger` has passed since its first item, and
-//! every submitter gets its own item's result back.
+//! every submitter gets its own item's result back. The exports use it, and so do heals of
+//! Firestore batches.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,22 +13,23 @@ use tracing::warn;
 /// The result of exporting one item: `Err` carries the message recorded in the event status.
 pub type ItemResult = Result<(), String>;
 
-type Submission<T> = (T, oneshot::Sender<ItemResult>);
+type Submission<T, R> = (T, oneshot::Sender<R>);
 
-pub struct Batcher<T> {
-    tx: mpsc::Sender<Submission<T>>,
+/// Batches items of type `T`; each submitter gets back its own item's `R`.
+pub struct Batcher<T, R = ItemResult> {
+    tx: mpsc::Sender<Submission<T, R>>,
 }
 
-impl<T: Send + 'static> Batcher<T> {
+impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// Starts the collecting task. `send` gets a batch and returns one result per item, in
     /// order; up to `in_flight` batches are sent at once, so the next one fills meanwhile.
     pub fn start<F, Fut>(max_items: usize, linger: Duration, in_flight: usize, send: F) -> Self
     where
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Vec<ItemResult>> + Send + 'static,
+        Fut: Future<Output = Vec<R>> + Send + 'static,
     {
         let max_items = max_items.max(1);
-        let (tx, mut rx) = mpsc::channel::<Submission<T>>(max_items * 4);
+        let (tx, mut rx) = mpsc::channel::<Submission<T, R>>(max_items * 4);
         let send = Arc::new(send);
         let permits = Arc::new(Semaphore::new(in_flight.max(1)));
         tokio::spawn(async move {
@@ -48,17 +50,18 @@ impl<T: Send + 'static> Batcher<T> {
                 tokio::spawn(async move {
                     let (items, replies): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
                     let count = items.len();
-                    let mut results = send(items).await;
+                    let results = send(items).await;
                     if results.len() != count {
+                        // No answer (the submitter's error) rather than someone else's.
                         warn!(
                             expected = count,
                             got = results.len(),
-                            "a sink answered for the wrong number of items"
+                            "a batch was answered for the wrong number of items"
                         );
-                        results = vec![Err("the sink gave no result for this item".into()); count];
+                        return;
                     }
                     for (reply, result) in replies.into_iter().zip(results) {
-                        // The submitter may have gone (shutdown); its event is retried later.
+                        // The submitter may have gone (shutdown); its item is retried later.
                         let _ = reply.send(result);
                     }
                     drop(permit);
@@ -68,16 +71,21 @@ impl<T: Send + 'static> Batcher<T> {
         Self { tx }
     }
 
-    /// Submits one item and waits for its result.
-    pub async fn submit(&self, item: T) -> ItemResult {
+    /// Submits one item and waits for its result; None when the batcher has stopped or its
+    /// batch got no answer for it.
+    pub async fn submit(&self, item: T) -> Option<R> {
         let (reply, result) = oneshot::channel();
-        self.tx
-            .send((item, reply))
+        self.tx.send((item, reply)).await.ok()?;
+        result.await.ok()
+    }
+}
+
+impl<T: Send + 'static> Batcher<T, ItemResult> {
+    /// Submits an item to export; no answer is an error, retried later like any other.
+    pub async fn export(&self, item: T) -> ItemResult {
+        self.submit(item)
             .await
-            .map_err(|_| "the exporter has stopped".to_owned())?;
-        result
-            .await
-            .unwrap_or_else(|_| Err("the exporter stopped before answering".to_owned()))
+            .unwrap_or_else(|| Err("the exporter gave no answer for this event".to_owned()))
     }
 }
 
@@ -112,7 +120,7 @@ mod tests {
         ));
         let results = futures::future::join_all((1..=25u32).map(|i| {
             let b = batcher.clone();
-            async move { (i, b.submit(i).await) }
+            async move { (i, b.export(i).await) }
         }))
         .await;
         for (i, r) in results {
@@ -137,7 +145,7 @@ mod tests {
             |items: Vec<u8>| async move { vec![Ok(()); items.len()] },
         );
         let started = std::time::Instant::now();
-        assert_eq!(batcher.submit(1).await, Ok(()));
+        assert_eq!(batcher.export(1).await, Ok(()));
         assert!(started.elapsed() < Duration::from_secs(2));
     }
 
@@ -147,7 +155,7 @@ mod tests {
         let batcher = Batcher::start(5, Duration::from_millis(300), 1, |_: Vec<u8>| async move {
             vec![Ok(())]
         });
-        let (a, b) = tokio::join!(batcher.submit(1), batcher.submit(2));
+        let (a, b) = tokio::join!(batcher.export(1), batcher.export(2));
         assert!(a.is_err() && b.is_err(), "{a:?} {b:?}");
     }
 }

@@ -68,7 +68,7 @@ impl BigQueryEventSink {
 
     pub async fn export(&self, event: &HealingEvent) -> ItemResult {
         self.batcher
-            .submit(HealingEventRow::from_event(event))
+            .export(HealingEventRow::from_event(event))
             .await
     }
 }

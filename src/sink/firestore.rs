@@ -89,7 +89,7 @@ impl FirestoreEventSink {
     }
 
     pub async fn export(&self, event: &HealingEvent) -> ItemResult {
-        self.batcher.submit(EventDocument::from_event(event)).await
+        self.batcher.export(EventDocument::from_event(event)).await
     }
 }
 

@@ -224,6 +224,7 @@ pub async fn namespace(test: &str) -> TestNamespace {
 pub async fn firestore_db() -> firestore::FirestoreDb {
     let emu = emulators();
     init_crypto();
+    init_test_logging();
     firestore::FirestoreDb::with_options(firestore::FirestoreDbOptions::new(emu.project.clone()))
         .await
         .expect("connect to the Firestore emulator")
