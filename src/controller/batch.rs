@@ -17,6 +17,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -62,7 +63,11 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
         return Ok(Action::await_change());
     }
     let Some(observation) = observe(&batch) else {
-        write_status(&ctx, &batch, &awaiting_report(batch.spec.source), None, now).await?;
+        // The mirror writes a Firestore batch's first report right after creating it (and
+        // retries until it has): showing "awaiting" in between would only race that write.
+        if batch.spec.source == BatchSource::Status {
+            write_status(&ctx, &batch, &awaiting_report(batch.spec.source), None, now).await?;
+        }
         return Ok(Action::await_change());
     };
     let verdict = decide(&observation, &policy, now);
@@ -101,6 +106,27 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
         .flatten()
         .min();
     Ok(requeue_for(next, now))
+}
+
+/// Whether the batch's status has these reconciler-owned fields already, and no other
+/// reconciler-owned field: writing them again would change nothing.
+fn shows_already(batch: &PredictionBatch, fields: &serde_json::Value) -> bool {
+    const OWNED: [&str; 8] = [
+        "state",
+        "expected",
+        "completed",
+        "completionPercent",
+        "stallAt",
+        "finishedAt",
+        "observedGeneration",
+        "conditions",
+    ];
+    let Ok(current) = serde_json::to_value(&batch.status) else {
+        return false;
+    };
+    OWNED
+        .iter()
+        .all(|key| current.get(key).filter(|v| !v.is_null()) == fields.get(key))
 }
 
 /// Deletes a finished mirrored batch (only the object it decided on: uid precondition).
@@ -666,6 +692,12 @@ async fn finish_pending_event(
     id: &str,
     batch: &PredictionBatch,
 ) -> Result<(), Error> {
+    // The cache answers for a finished event (an outcome is final); only an event it shows
+    // pending, or not yet, is read to be sure.
+    let cached = ctx.events.get(&ObjectRef::new(id).within(ns));
+    if cached.is_some_and(|e| !is_pending(&e)) {
+        return Ok(());
+    }
     let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), ns);
     let Some(event) = events.get_opt(id).await? else {
         return Ok(());
@@ -720,6 +752,9 @@ async fn write_status(
     if let Some(map) = fields.as_object_mut() {
         map.retain(|_, v| !v.is_null());
     }
+    if shows_already(batch, &fields) {
+        return Ok(());
+    }
     // Conditional on the version decided on: a reconcile working from a stale cache must not
     // overwrite what a heal (or a worker) wrote meanwhile, e.g. set a healed batch back to
     // Stalled. The newer version's watch event reconciles again.
@@ -745,5 +780,43 @@ async fn write_status(
             Ok(())
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch_with_status(status: serde_json::Value) -> PredictionBatch {
+        serde_json::from_value(json!({
+            "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "PredictionBatch",
+            "metadata": {"name": "b1", "generation": 1},
+            "spec": {"batchId": "b1", "source": "status"},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_status_write_that_changes_nothing_is_skipped_and_any_change_is_not() {
+        let shown = json!({
+            "state": "Progressing", "expected": 10, "completed": 9,
+            "completionPercent": 90.0, "stallAt": "2026-11-24T10:15:00Z",
+            "observedGeneration": 1,
+            "report": {"completed": 9},
+        });
+        let batch = batch_with_status(shown.clone());
+        let mut fields = shown.clone();
+        fields.as_object_mut().unwrap().remove("report");
+        assert!(shows_already(&batch, &fields));
+
+        let mut completed = fields.clone();
+        completed["completed"] = json!(10);
+        assert!(!shows_already(&batch, &completed));
+        // A field to clear (no stall instant any more) is a change too.
+        let mut cleared = fields.clone();
+        cleared.as_object_mut().unwrap().remove("stallAt");
+        assert!(!shows_already(&batch, &cleared));
+        assert!(!shows_already(&batch_with_status(json!(null)), &fields));
     }
 }

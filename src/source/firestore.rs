@@ -36,7 +36,7 @@ const TARGET: FirestoreListenerTarget = FirestoreListenerTarget::new(1);
 /// every second of it delays stall detection for every batch).
 const LISTEN_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Documents mirrored at once.
-const MIRROR_WORKERS: usize = 8;
+const MIRROR_WORKERS: usize = 16;
 
 /// Where batches are read from and mirrored to.
 #[derive(Clone, Debug)]

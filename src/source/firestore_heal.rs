@@ -29,7 +29,9 @@ use crate::sink::batcher::Batcher;
 const MAX_WRITES: usize = 500;
 /// Long enough to gather the heals of a burst, short next to the heal latency target.
 const LINGER: Duration = Duration::from_millis(20);
-const IN_FLIGHT: usize = 4;
+/// One Commit at a time: each makes the emulator resend the collection to listeners, and
+/// resends of concurrent commits have been seen to corrupt the listen stream.
+const IN_FLIGHT: usize = 1;
 /// Single commits at once after a refused group.
 const ONE_BY_ONE: usize = 8;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
