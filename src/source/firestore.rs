@@ -96,24 +96,24 @@ pub async fn start(
     // one. Even "permanent" API errors are retried (a mirror namespace created late, RBAC
     // fixed): only a document that cannot be mirrored as it is gets logged once and left.
     let worker_mirror = mirror.clone();
-    let queue = WorkQueue::start(MIRROR_WORKERS, move |doc: firestore::FirestoreDocument| {
+    let queue = WorkQueue::start(MIRROR_WORKERS, move |change: DocChange| {
         let mirror = worker_mirror.clone();
         async move {
-            if mirror.already_applied(&doc) {
+            if mirror.already_applied(&change.name, change.update_time) {
                 return Ok(());
             }
-            match mirror.apply(&doc).await {
+            match mirror.apply(&change).await {
                 Ok(()) => {
-                    mirror.remember(&doc);
+                    mirror.remember(&change);
                     Ok(())
                 }
                 Err(e) if !matches!(e, Error::Invalid { .. }) => {
-                    warn!(document = %doc.name, error = %e, "mirroring a batch document failed; retrying");
+                    warn!(document = %change.path, error = %e, "mirroring a batch document failed; retrying");
                     Err(e)
                 }
                 Err(e) => {
-                    warn!(document = %doc.name, error = %e, "batch document cannot be mirrored");
-                    mirror.remember(&doc);
+                    warn!(document = %change.path, error = %e, "batch document cannot be mirrored");
+                    mirror.remember(&change);
                     Ok(())
                 }
             }
@@ -125,9 +125,10 @@ pub async fn start(
             // it after every write) must not fill the queue with documents already applied.
             if let FirestoreListenEvent::DocumentChange(change) = event
                 && let Some(doc) = change.document
-                && !mirror.already_applied(&doc)
+                && !mirror.already_applied(&doc.name, DocChange::update_time_of(&doc))
             {
-                queue.push(doc.name.clone(), doc);
+                let change = DocChange::read(&mirror.config.collection, &doc);
+                queue.push(change.name.clone(), change);
             }
             async { Ok(()) }
         })
@@ -136,24 +137,59 @@ pub async fn start(
     Ok(listener)
 }
 
-impl Mirror {
-    fn update_time(doc: &firestore::FirestoreDocument) -> Option<Timestamp> {
+/// A changed document as read when it arrives: what mirroring needs, not the document. A
+/// controller starting on a large collection queues every document at once, and a whole
+/// document (its player arrays) is many times the size of its reading.
+#[derive(Clone, Debug)]
+struct DocChange {
+    /// The document's full resource name (the queue's key).
+    name: String,
+    /// `collection/doc_id`.
+    path: String,
+    doc_id: String,
+    create_time: Option<Timestamp>,
+    update_time: Option<Timestamp>,
+    parsed: Result<BatchDoc, DocProblems>,
+    /// The document's `correlation_id` even when the rest cannot be read.
+    correlation_id: Option<String>,
+}
+
+impl DocChange {
+    fn update_time_of(doc: &firestore::FirestoreDocument) -> Option<Timestamp> {
         doc.update_time.as_ref().and_then(proto_time)
     }
 
-    fn already_applied(&self, doc: &firestore::FirestoreDocument) -> bool {
+    fn read(collection: &str, doc: &firestore::FirestoreDocument) -> Self {
+        let doc_id = doc.name.rsplit('/').next().unwrap_or_default().to_owned();
+        let fields = fields_of(doc);
+        let create_time = doc.create_time.as_ref().and_then(proto_time);
+        let update_time = Self::update_time_of(doc);
+        Self {
+            name: doc.name.clone(),
+            path: format!("{collection}/{doc_id}"),
+            parsed: parse(&doc_id, &fields, create_time, update_time),
+            correlation_id: string_field(&fields, "correlation_id"),
+            doc_id,
+            create_time,
+            update_time,
+        }
+    }
+}
+
+impl Mirror {
+    fn already_applied(&self, name: &str, update_time: Option<Timestamp>) -> bool {
         let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        matches!((applied.get(&doc.name), Self::update_time(doc)), (Some(seen), Some(t)) if t <= *seen)
+        matches!((applied.get(name), update_time), (Some(seen), Some(t)) if t <= *seen)
     }
 
-    fn remember(&self, doc: &firestore::FirestoreDocument) {
-        if let Some(t) = Self::update_time(doc) {
+    fn remember(&self, change: &DocChange) {
+        if let Some(t) = change.update_time {
             let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-            applied.insert(doc.name.clone(), t);
+            applied.insert(change.name.clone(), t);
         }
     }
 
-    async fn apply(&self, doc: &firestore::FirestoreDocument) -> Result<(), Error> {
+    async fn apply(&self, change: &DocChange) -> Result<(), Error> {
         // Until the cache holds every batch, "not cached" does not mean "does not exist".
         // It fails only once the controller has stopped, and then nothing is to be mirrored.
         if self
@@ -165,24 +201,15 @@ impl Mirror {
         {
             return Ok(());
         }
-        let doc_id = doc.name.rsplit('/').next().unwrap_or_default();
-        let path = format!("{}/{doc_id}", self.config.collection);
-        let name = object_name_for_document(doc_id);
-        let fields = fields_of(doc);
-        let create_time = doc.create_time.as_ref().and_then(proto_time);
-        let update_time = Self::update_time(doc);
-        let parsed = parse(doc_id, &fields, create_time, update_time);
-        debug!(document = %path, readable = parsed.is_ok(), "batch document changed");
+        let name = object_name_for_document(&change.doc_id);
+        debug!(document = %change.path, readable = change.parsed.is_ok(), "batch document changed");
 
         let api: Api<PredictionBatch> =
             Api::namespaced(self.client.clone(), &self.config.namespace);
-        if !self
-            .ensure_object(&api, &name, &path, &fields, &parsed, create_time)
-            .await?
-        {
+        if !self.ensure_object(&api, &name, change).await? {
             return Ok(());
         }
-        let status = match &parsed {
+        let status = match &change.parsed {
             Ok(doc) => json!({"report": doc.report}),
             Err(problems) => json!({"sourceError": problems.to_string()}),
         };
@@ -209,12 +236,15 @@ impl Mirror {
         &self,
         api: &Api<PredictionBatch>,
         name: &str,
-        path: &str,
-        fields: &BTreeMap<String, DocValue>,
-        parsed: &Result<BatchDoc, DocProblems>,
-        create_time: Option<Timestamp>,
+        change: &DocChange,
     ) -> Result<bool, Error> {
-        let doc_id = path.rsplit('/').next().unwrap_or_default();
+        let DocChange {
+            path,
+            doc_id,
+            parsed,
+            create_time,
+            ..
+        } = change;
         let cached = ObjectRef::new(name).within(&self.config.namespace);
         if let Some(existing) = self.batches.get(&cached) {
             return mirrors_document(&existing, path).map(|()| true);
@@ -223,7 +253,7 @@ impl Mirror {
             .as_ref()
             .ok()
             .and_then(|d| d.report.created_at.as_ref().map(|t| t.0))
-            .or(create_time);
+            .or(*create_time);
         let complete = parsed.as_ref().is_ok_and(|d| d.report.complete);
         if complete || !self.within_max_age(created) {
             debug!(document = %path, complete, "not mirrored: complete or too old");
@@ -239,7 +269,7 @@ impl Mirror {
                 .as_ref()
                 .ok()
                 .and_then(|d| d.correlation_id.clone())
-                .or_else(|| string_field(fields, "correlation_id")),
+                .or_else(|| change.correlation_id.clone()),
         };
         let mut object = PredictionBatch::new(name, spec);
         object.metadata.namespace = Some(self.config.namespace.clone());
