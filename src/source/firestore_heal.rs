@@ -27,8 +27,9 @@ use crate::sink::batcher::Batcher;
 
 /// Writes per Commit (Firestore's limit).
 const MAX_WRITES: usize = 500;
-/// Long enough to gather the heals of a burst, short next to the heal latency target.
-const LINGER: Duration = Duration::from_millis(20);
+/// Long enough to gather the heals of a burst (which arrive as fast as the mirror creates
+/// their objects), short next to the heal latency target of a second.
+const LINGER: Duration = Duration::from_millis(100);
 /// One Commit at a time: each makes the emulator resend the collection to listeners, and
 /// resends of concurrent commits have been seen to corrupt the listen stream.
 const IN_FLIGHT: usize = 1;
