@@ -92,6 +92,21 @@ async fn get(db: &FirestoreDb, collection: &str, id: &str) -> BatchDoc {
         .expect("document")
 }
 
+/// The document as Firestore has it (with its update time).
+async fn raw_document(
+    db: &FirestoreDb,
+    collection: &str,
+    id: &str,
+) -> firestore::FirestoreDocument {
+    db.fluent()
+        .select()
+        .by_id_in(collection)
+        .one(id)
+        .await
+        .unwrap()
+        .expect("document")
+}
+
 async fn stall_policy(ns: &TestNamespace, stall_after: &str) {
     let hp: HealingPolicy = serde_json::from_value(json!({
         "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "HealingPolicy",
@@ -230,14 +245,7 @@ async fn a_completion_written_before_the_heal_wins() {
     )
     .await;
     // What the mirror observed: the document read and parsed as the mirror does.
-    let raw = db
-        .fluent()
-        .select()
-        .by_id_in(&collection)
-        .one(id)
-        .await
-        .unwrap()
-        .unwrap();
+    let raw = raw_document(&db, &collection, id).await;
     let parsed = parse(
         id,
         &fields_of(&raw),
@@ -629,14 +637,7 @@ async fn heals_committed_together_each_get_their_own_answer() {
     let mut versions = Vec::new();
     for id in &ids {
         put(&db, &collection, id, &doc(id, 46, stalled)).await;
-        let written = db
-            .fluent()
-            .select()
-            .by_id_in(&collection)
-            .one(id)
-            .await
-            .unwrap()
-            .expect("document");
+        let written = raw_document(&db, &collection, id).await;
         versions.push(written.update_time.as_ref().and_then(proto_time).unwrap());
     }
     // A late completion of one batch after its version was observed.

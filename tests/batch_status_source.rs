@@ -218,6 +218,7 @@ async fn a_restart_between_intent_and_action_heals_once() {
         &observed,
         &stall,
         controller::batch::Recording::Act,
+        1,
         Timestamp::now(),
     );
     ns.api::<HealingEvent>()

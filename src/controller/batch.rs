@@ -87,6 +87,7 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
             HealProgress::InProgressElsewhere => {
                 return Ok(Action::requeue(ctx.config.abandoned_heal_after));
             }
+            HealProgress::RetryAfterFailure => return Ok(Action::requeue(HEAL_RETRY_AFTER)),
             HealProgress::Skipped { until } => look_again_at = until,
             // Dry-run, or a heal that ended earlier: show the stall.
             HealProgress::Finished(_) | HealProgress::FinishedEarlier => {}
@@ -194,24 +195,39 @@ pub enum Recording<'a> {
     Skip { reason: &'a str, episode: &'a str },
 }
 
-/// The HealingEvent recording `recording` of `stall`. Dry-runs and skips have ids of their
-/// own, so the heal that follows once the policy or the circuit allows it is not mistaken
-/// for one that already happened.
-pub fn intent(
+/// The healing id of `recording` of `stall`: the batch's identity and stall episode, and the
+/// attempt (a heal whose action failed is tried again under a new id). Dry-runs and skips
+/// have ids of their own, so the heal that follows once the policy or the circuit allows it
+/// is not mistaken for one that already happened.
+fn healing_id_of(
     batch: &PredictionBatch,
     stall: &Stall,
     recording: Recording,
-    now: Timestamp,
-) -> HealingEvent {
+    attempt: u32,
+) -> String {
     let episode = stall.progress.last_progress.as_millisecond().to_string();
     let identity = identity(batch);
+    let attempt_part = format!("attempt-{attempt}");
     let mut parts = vec![identity.as_str(), episode.as_str()];
     match recording {
+        // The first attempt's id is the one heals had before attempts were counted.
+        Recording::Act if attempt > 1 => parts.push(&attempt_part),
         Recording::Act => {}
         Recording::DryRun => parts.push("dry_run"),
         Recording::Skip { reason, episode } => parts.extend([reason, episode]),
     }
-    let id = healing_id(HEALING_TYPE, &batch.spec.batch_id, &parts);
+    healing_id(HEALING_TYPE, &batch.spec.batch_id, &parts)
+}
+
+/// The HealingEvent recording `recording` of `stall`, at `attempt` (from 1).
+pub fn intent(
+    batch: &PredictionBatch,
+    stall: &Stall,
+    recording: Recording,
+    attempt: u32,
+    now: Timestamp,
+) -> HealingEvent {
+    let id = healing_id_of(batch, stall, recording, attempt);
     let dry_run = recording == Recording::DryRun;
     let report = batch.status.as_ref().and_then(|s| s.report.as_ref());
     let spec = HealingEventSpec {
@@ -247,11 +263,39 @@ pub fn intent(
             "missing_players": report.map(|r| r.missing_players.clone()).unwrap_or_default(),
             "failing_by_reason": report.map(|r| r.failing.clone()).unwrap_or_default(),
             "silent_players": stall.silent_players,
+            "attempt": attempt,
         })),
     };
     let mut event = HealingEvent::new(&id, spec);
     event.metadata.namespace = batch.namespace();
     event
+}
+
+/// Whether the event's action failed (and another attempt may be made).
+fn failed(event: &HealingEvent) -> bool {
+    event.status.as_ref().and_then(|s| s.outcome) == Some(Outcome::Failed)
+}
+
+/// The attempt at healing this stall to make now: after attempts whose action failed, the
+/// next one (as the events cache shows them), up to [`HEAL_ATTEMPTS`].
+fn next_attempt(
+    ctx: &Context,
+    batch: &PredictionBatch,
+    stall: &Stall,
+    recording: Recording,
+) -> u32 {
+    if recording != Recording::Act {
+        return 1;
+    }
+    let ns = batch.namespace().unwrap_or_default();
+    (1..HEAL_ATTEMPTS)
+        .find(|attempt| {
+            let id = healing_id_of(batch, stall, recording, *attempt);
+            !ctx.events
+                .get(&ObjectRef::new(&id).within(&ns))
+                .is_some_and(|e| failed(&e))
+        })
+        .unwrap_or(HEAL_ATTEMPTS)
 }
 
 /// Whether the event's action has not recorded an outcome yet.
@@ -285,11 +329,18 @@ pub enum HealProgress {
     /// Recorded as skipped (paused type, open circuit); look again at `until`, or on a
     /// change when None.
     Skipped { until: Option<Timestamp> },
+    /// This attempt failed earlier; the next attempt is due (after [`HEAL_RETRY_AFTER`]).
+    RetryAfterFailure,
 }
 
 /// How often a heal retries its action when the batch changed in ways that do not matter
 /// (the controller's own status writes, a label) before it gives up for this reconcile.
 const ACT_ATTEMPTS: usize = 5;
+/// Attempts at healing one stall whose action fails (Firestore or the API server
+/// unreachable), each recorded under its own healing id; then the stall is left showing.
+pub const HEAL_ATTEMPTS: u32 = 3;
+/// How soon the next attempt follows a failed one.
+const HEAL_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Intent, action, outcome for a `source: status` batch observed as `batch`.
 pub async fn heal(
@@ -322,7 +373,8 @@ pub async fn heal(
         Gate::Skip { until, .. } => Some(HealProgress::Skipped { until: *until }),
         _ => None,
     };
-    let event = intent(batch, stall, recording, now);
+    let attempt = next_attempt(ctx, batch, stall, recording);
+    let event = intent(batch, stall, recording, attempt, now);
     let id = event.name_any();
     if gate == Gate::Trial && !health::claim_trial(ctx, &ns, HEALING_TYPE, &id, now).await? {
         info!(batch = %batch.name_any(), healing_id = %id, "another heal claimed the circuit's trial");
@@ -335,6 +387,10 @@ pub async fn heal(
         Err(kube::Error::Api(e)) if e.code == 409 => {
             let existing = events.get(&id).await?;
             if !is_pending(&existing) {
+                // This attempt failed before the cache showed it: the next one is due.
+                if recording == Recording::Act && failed(&existing) && attempt < HEAL_ATTEMPTS {
+                    return Ok(HealProgress::RetryAfterFailure);
+                }
                 return Ok(skipped.unwrap_or(HealProgress::FinishedEarlier));
             }
             if has_live_actor(ctx, &existing, now) {
@@ -364,7 +420,7 @@ pub async fn heal(
     }
 
     let acted = match batch.spec.source {
-        BatchSource::Status => act_on_status(ctx, batch, &id, policy, now).await,
+        BatchSource::Status => act_on_status(ctx, batch, &id, policy).await,
         BatchSource::Firestore => act_on_firestore(ctx, batch, stall, &id, policy, now).await,
     };
     let mut after = after_state(stall);
@@ -466,16 +522,10 @@ enum Acted {
 }
 
 /// Whether `fresh`, the batch as it is now, still calls for the heal named `id`.
-fn still_calls_for(
-    fresh: &PredictionBatch,
-    policy: &StallPolicy,
-    id: &str,
-    now: Timestamp,
-) -> bool {
+fn still_calls_for(fresh: &PredictionBatch, policy: &StallPolicy, id: &str) -> bool {
     match observe(fresh).map(|o| decide(&o, policy, Timestamp::now())) {
-        Some(Verdict::Stalled(stall)) => {
-            intent(fresh, &stall, Recording::Act, now).name_any() == id
-        }
+        Some(Verdict::Stalled(stall)) => (1..=HEAL_ATTEMPTS)
+            .any(|attempt| healing_id_of(fresh, &stall, Recording::Act, attempt) == id),
         _ => false,
     }
 }
@@ -487,7 +537,6 @@ async fn act_on_status(
     batch: &PredictionBatch,
     id: &str,
     policy: &StallPolicy,
-    now: Timestamp,
 ) -> Result<Acted, Error> {
     let batches: Api<PredictionBatch> =
         Api::namespaced(ctx.client.clone(), &batch.namespace().unwrap_or_default());
@@ -517,7 +566,7 @@ async fn act_on_status(
                     return Ok(Acted::AppliedElsewhere);
                 }
                 // A change that is not progress (a label, our own status write): try again.
-                if !still_calls_for(&current, policy, id, now) {
+                if !still_calls_for(&current, policy, id) {
                     return Ok(Acted::Superseded);
                 }
                 observed = current;
@@ -610,7 +659,7 @@ async fn act_on_firestore(
                 let mut fresh = batch.clone();
                 fresh.status.get_or_insert_with(Default::default).report = Some(fresh_doc.report);
                 match update_time {
-                    Some(t) if still_calls_for(&fresh, policy, id, now) => version = t,
+                    Some(t) if still_calls_for(&fresh, policy, id) => version = t,
                     _ => return Ok(Acted::Superseded),
                 }
             }
