@@ -21,6 +21,9 @@ pub enum Error {
 
     #[error("bigquery: {0}")]
     BigQuery(#[source] Box<gcp_bigquery_client::error::BQError>),
+
+    #[error("the {0} cache has not synced yet")]
+    NotSynced(&'static str),
 }
 
 impl Error {
@@ -39,7 +42,7 @@ impl Error {
                 // 409 conflicts, 429 throttling and 5xx are worth retrying; other 4xx are not.
                 status.code == 409 || status.code == 429 || status.code >= 500
             }
-            Error::Kube(_) | Error::Io(..) | Error::BigQuery(_) => true,
+            Error::Kube(_) | Error::Io(..) | Error::BigQuery(_) | Error::NotSynced(_) => true,
             Error::Firestore(e) => !matches!(
                 **e,
                 firestore::errors::FirestoreError::InvalidParametersError(_)

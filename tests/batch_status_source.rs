@@ -421,3 +421,31 @@ async fn an_auto_completed_batch_is_sent_for_consolidation() {
         "one call, then three tries"
     );
 }
+
+/// A controller that starts decides with the namespace's policy, never with the defaults
+/// before the policy cache has synced: with the defaults (15 minutes) this batch, 20 minutes
+/// without progress, would be healed at once; its policy allows an hour.
+#[tokio::test]
+async fn a_starting_controller_decides_with_the_namespace_policy_not_the_defaults() {
+    let ns = namespace("status-policy-first").await;
+    policy(&ns, "1h", false).await;
+    let last = Timestamp::now() - jiff::SignedDuration::from_mins(20);
+    batch(&ns, "b1", last).await;
+    let _controller = start_controller(&ns, "replica-a", Duration::from_secs(30));
+
+    let status = eventually(10, "the batch to be observed", || async {
+        let pb = ns.api::<PredictionBatch>().get("b1").await.unwrap();
+        pb.status.filter(|s| s.state.is_some())
+    })
+    .await;
+    assert_eq!(status.state, Some(BatchState::Progressing));
+    assert_eq!(
+        status.stall_at.unwrap().0.as_second(),
+        (last + jiff::SignedDuration::from_hours(1)).as_second()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        healing_events(&ns).await.is_empty(),
+        "healed on the defaults"
+    );
+}

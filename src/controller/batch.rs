@@ -43,6 +43,7 @@ pub const HEALING_TYPE: &str = "batch_cleanup";
 
 pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled(&PredictionBatch::kind(&()));
+    super::policies_synced(&ctx.policies).await?;
     let ns = batch.namespace().unwrap_or_default();
     let policy_spec = ctx.policy_for(&ns);
     let policy = StallPolicy::from(&policy_spec);
@@ -338,7 +339,7 @@ pub enum HealProgress {
 const ACT_ATTEMPTS: usize = 5;
 /// Attempts at healing one stall whose action fails (Firestore or the API server
 /// unreachable), each recorded under its own healing id; then the stall is left showing.
-pub const HEAL_ATTEMPTS: u32 = 3;
+const HEAL_ATTEMPTS: u32 = 3;
 /// How soon the next attempt follows a failed one.
 const HEAL_RETRY_AFTER: Duration = Duration::from_secs(5);
 

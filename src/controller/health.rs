@@ -314,6 +314,7 @@ fn trial_verdict(
 /// Evaluates one namespace; returns when to evaluate it again without a new event.
 pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Option<Timestamp>, Error> {
     ctx.metrics.reconciled("NamespaceHealth");
+    super::policies_synced(&ctx.policies).await?;
     let now = Timestamp::now();
     let policy = ctx.policy_for(namespace);
     let stored = stored_health(ctx, namespace);

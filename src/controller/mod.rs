@@ -158,6 +158,20 @@ pub fn policy_in(policies: &Store<HealingPolicy>, namespace: &str) -> HealingPol
         .unwrap_or_default()
 }
 
+/// How long a decision waits for the policy cache's first sync before it fails (and is
+/// retried).
+const POLICY_SYNC_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until the HealingPolicy cache holds every policy. A decision made on the defaults
+/// before its namespace's policy arrived (just after a start) could heal too early, or
+/// mirror what the policy rules out.
+pub async fn policies_synced(policies: &Store<HealingPolicy>) -> Result<(), Error> {
+    match tokio::time::timeout(POLICY_SYNC_WAIT, policies.wait_until_ready()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) | Err(_) => Err(Error::NotSynced("HealingPolicy")),
+    }
+}
+
 /// The HealingPolicy that governs `namespace`, if it has one.
 pub fn chosen_policy(
     policies: &Store<HealingPolicy>,

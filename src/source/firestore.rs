@@ -201,6 +201,8 @@ impl Mirror {
         {
             return Ok(());
         }
+        // Whether a document is mirrored at all depends on its namespace's policy (max age).
+        crate::controller::policies_synced(&self.policies).await?;
         let name = object_name_for_document(&change.doc_id);
         debug!(document = %change.path, readable = change.parsed.is_ok(), "batch document changed");
 
