@@ -395,7 +395,8 @@ async fn malformed_documents_show_on_their_batch_and_stop_nothing() {
     let _controller = start_controller(&ns, db.clone(), &collection);
 
     for (id, _, expect) in &cases {
-        let pb = eventually(20, id, || async {
+        // Generous: CI once waited more than 20 s for the first of them, on a loaded machine.
+        let pb = eventually(60, id, || async {
             batch(&ns, id)
                 .await
                 .filter(|b| b.status.as_ref().and_then(|s| s.state) == Some(BatchState::Invalid))

@@ -31,19 +31,21 @@ pub fn init_crypto() {
     });
 }
 
-/// With PH_TEST_LOG set (a RUST_LOG-style filter), the in-process controllers of a test
-/// binary log to stderr as JSON, for debugging a failing test.
+/// The in-process controllers of a test log as JSON through the test harness's capture, so
+/// a failing test shows what its controller did (a passing one shows nothing; each test's
+/// controller runs on its own thread). PH_TEST_LOG (a RUST_LOG-style filter) replaces the
+/// default of info; run with `--nocapture` to see the logs of passing tests too.
 fn init_test_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        if let Ok(filter) = std::env::var("PH_TEST_LOG") {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_writer(std::io::stderr)
-                .json()
-                .flatten_event(true)
-                .try_init();
-        }
+        let filter = std::env::var("PH_TEST_LOG")
+            .unwrap_or_else(|_| "info,firestore=error,kube=warn".to_owned());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .json()
+            .flatten_event(true)
+            .try_init();
     });
 }
 
