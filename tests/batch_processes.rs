@@ -186,7 +186,14 @@ async fn a_heal_that_failed_is_tried_again_under_a_new_id() {
     let healed_by = document(&db, &collection, id).await["auto_completion_healing_id"]
         .as_str()
         .map(str::to_owned);
-    let all = outcomes().await;
+    // The outcome is recorded after the document's write.
+    let all = eventually(30, "the second attempt's outcome", || async {
+        let all = outcomes().await;
+        all.iter()
+            .any(|(_, o)| *o == Some(Outcome::Succeeded))
+            .then_some(all)
+    })
+    .await;
     assert_eq!(all.len(), 2, "{all:?}");
     assert!(
         all.contains(&(failed.clone(), Some(Outcome::Failed))),
