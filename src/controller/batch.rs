@@ -415,7 +415,7 @@ pub async fn heal(
         )),
     };
     if let Some((message, note)) = not_acting {
-        let status = outcome_status(Outcome::Skipped, false, &message, None, stall, now);
+        let status = outcome_status(Outcome::Skipped, false, &message, None, stall);
         record_outcome(ctx, batch, &id, status, note).await?;
         return Ok(skipped.unwrap_or(HealProgress::Finished(Outcome::Skipped)));
     }
@@ -437,7 +437,6 @@ pub async fn heal(
         "batch marked complete",
         Some(after),
         stall,
-        now,
     );
     let (status, note) = match acted {
         Ok(Acted::Applied) => (
@@ -454,13 +453,13 @@ pub async fn heal(
             let message =
                 "the batch progressed before the heal (a late completion wins); nothing was done";
             (
-                outcome_status(Outcome::Superseded, false, message, None, stall, now),
+                outcome_status(Outcome::Superseded, false, message, None, stall),
                 Some((EventType::Normal, "HealSuperseded", message.to_owned())),
             )
         }
         Err(e) => {
             let message = format!("completing the batch failed: {e}");
-            let status = outcome_status(Outcome::Failed, false, &message, None, stall, now);
+            let status = outcome_status(Outcome::Failed, false, &message, None, stall);
             record_outcome(
                 ctx,
                 batch,
@@ -684,8 +683,9 @@ fn outcome_status(
     message: &str,
     after: Option<serde_json::Value>,
     stall: &Stall,
-    now: Timestamp,
 ) -> HealingEventStatus {
+    // Taken now, after the action: the latency is threshold to healed, not to decided.
+    let now = Timestamp::now();
     HealingEventStatus {
         outcome: Some(outcome),
         success: Some(success),
