@@ -415,7 +415,7 @@ pub async fn heal(
         )),
     };
     if let Some((message, note)) = not_acting {
-        let status = outcome_status(Outcome::Skipped, false, &message, None, stall);
+        let status = outcome_status(Outcome::Skipped, false, &message, None, stall.threshold_at);
         record_outcome(ctx, batch, &id, status, note).await?;
         return Ok(skipped.unwrap_or(HealProgress::Finished(Outcome::Skipped)));
     }
@@ -436,7 +436,7 @@ pub async fn heal(
         true,
         "batch marked complete",
         Some(after),
-        stall,
+        stall.threshold_at,
     );
     let (status, note) = match acted {
         Ok(Acted::Applied) => (
@@ -453,13 +453,19 @@ pub async fn heal(
             let message =
                 "the batch progressed before the heal (a late completion wins); nothing was done";
             (
-                outcome_status(Outcome::Superseded, false, message, None, stall),
+                outcome_status(
+                    Outcome::Superseded,
+                    false,
+                    message,
+                    None,
+                    stall.threshold_at,
+                ),
                 Some((EventType::Normal, "HealSuperseded", message.to_owned())),
             )
         }
         Err(e) => {
             let message = format!("completing the batch failed: {e}");
-            let status = outcome_status(Outcome::Failed, false, &message, None, stall);
+            let status = outcome_status(Outcome::Failed, false, &message, None, stall.threshold_at);
             record_outcome(
                 ctx,
                 batch,
@@ -682,7 +688,7 @@ fn outcome_status(
     success: bool,
     message: &str,
     after: Option<serde_json::Value>,
-    stall: &Stall,
+    threshold: Timestamp,
 ) -> HealingEventStatus {
     // Taken now, after the action: the latency is threshold to healed, not to decided.
     let now = Timestamp::now();
@@ -692,11 +698,7 @@ fn outcome_status(
         after_state: after,
         message: Some(message.to_owned()),
         finished_at: Some(Time(now)),
-        heal_latency_seconds: Some(
-            now.duration_since(stall.threshold_at)
-                .as_secs_f64()
-                .max(0.0),
-        ),
+        heal_latency_seconds: Some(now.duration_since(threshold).as_secs_f64().max(0.0)),
         ..Default::default()
     }
 }
@@ -757,14 +759,13 @@ async fn finish_pending_event(
         return Ok(());
     }
     let threshold = event.spec.threshold_time.as_ref().map_or(now, |t| t.0);
-    let status = HealingEventStatus {
-        outcome: Some(Outcome::Succeeded),
-        success: Some(true),
-        message: Some("batch marked complete (outcome recorded after a restart)".into()),
-        finished_at: Some(Time(now)),
-        heal_latency_seconds: Some(now.duration_since(threshold).as_secs_f64().max(0.0)),
-        ..Default::default()
-    };
+    let status = outcome_status(
+        Outcome::Succeeded,
+        true,
+        "batch marked complete (outcome recorded after a restart)",
+        None,
+        threshold,
+    );
     let note = Some((
         EventType::Normal,
         "AutoCompleted",

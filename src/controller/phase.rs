@@ -335,19 +335,21 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
 /// pass again, whose HealingEvents exist already, instead of a second one.
 fn pass_correlation(run: &PhaseRun, progress: &Progress) -> String {
     let earlier: u32 = progress.attempts.values().sum();
-    let hash = crate::decide::naming::fnv1a(&[
-        &run.uid().unwrap_or_default(),
-        "pass",
-        &earlier.to_string(),
-    ]);
-    format!("{hash:016x}")
+    fixed_correlation(run, &["pass", &earlier.to_string()])
 }
 
 /// A fixed correlation id for "nothing could be triggered" records, so re-observing the
 /// same phase rewrites one history document instead of adding one each time.
 fn skip_correlation(run: &PhaseRun) -> String {
-    let hash = crate::decide::naming::fnv1a(&[&run.uid().unwrap_or_default(), "skipped"]);
-    format!("{hash:016x}")
+    fixed_correlation(run, &["skipped"])
+}
+
+/// A correlation id fixed by the PhaseRun (its uid) and `parts`.
+fn fixed_correlation(run: &PhaseRun, parts: &[&str]) -> String {
+    let uid = run.uid().unwrap_or_default();
+    let mut all = vec![uid.as_str()];
+    all.extend_from_slice(parts);
+    format!("{:016x}", crate::decide::naming::fnv1a(&all))
 }
 
 /// Row counts for the schedule and every processor's table, and the state of this pass's
