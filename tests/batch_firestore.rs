@@ -26,7 +26,7 @@ use pipeline_healer::source::report::observe;
 use pipeline_healer::telemetry::Telemetry;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use support::{TestNamespace, eventually, firestore_db, namespace};
+use support::{TestNamespace, eventually, firestore_db, healing_events, namespace};
 
 /// An array-mode batch document, with the original's field names.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -203,12 +203,7 @@ async fn a_stalled_document_is_mirrored_healed_and_recorded() {
             .unwrap()
             .starts_with("Stalled at 92.0% for 0 minutes")
     );
-    let events = ns
-        .api::<HealingEvent>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items;
+    let events = healing_events(&ns).await;
     assert_eq!(events.len(), 1);
     assert_eq!(
         healed.auto_completion_healing_id.as_deref(),
@@ -219,12 +214,7 @@ async fn a_stalled_document_is_mirrored_healed_and_recorded() {
         (state(&ns, id).await == Some(BatchState::AutoCompleted)).then_some(())
     })
     .await;
-    let outcome = ns
-        .api::<HealingEvent>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items[0]
+    let outcome = healing_events(&ns).await[0]
         .status
         .as_ref()
         .and_then(|s| s.outcome);
@@ -298,12 +288,7 @@ async fn a_completion_written_before_the_heal_wins() {
         "the stale heal overwrote a completion"
     );
     assert_eq!(after.completed_players.len(), 50);
-    let events = ns
-        .api::<HealingEvent>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items;
+    let events = healing_events(&ns).await;
     assert_eq!(
         events[0].status.as_ref().and_then(|s| s.outcome),
         Some(Outcome::Superseded)

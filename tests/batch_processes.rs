@@ -15,7 +15,7 @@ use pipeline_healer::api::{HealingEvent, PredictionBatch};
 use pipeline_healer::decide::naming::object_name_for_document;
 use serde_json::{Value, json};
 use support::proxy::TcpProxy;
-use support::{ControllerProcess, emulators, eventually, firestore_db, namespace};
+use support::{ControllerProcess, emulators, eventually, firestore_db, healing_events, namespace};
 
 async fn document(db: &FirestoreDb, collection: &str, id: &str) -> Value {
     db.fluent()
@@ -84,12 +84,7 @@ async fn two_controller_processes_heal_each_batch_once() {
     // Let both processes finish anything they were going to do twice.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let events = ns
-        .api::<HealingEvent>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items;
+    let events = healing_events(&ns).await;
     assert_eq!(events.len(), ids.len(), "one healing record per batch");
     for id in &ids {
         let healed_by = document(&db, &collection, id).await["auto_completion_healing_id"]
@@ -153,13 +148,9 @@ async fn a_heal_that_failed_is_tried_again_under_a_new_id() {
 
     // Firestore goes away before the threshold: the heal cannot write.
     firestore.stop();
-    let events = ns.api::<HealingEvent>();
     let outcomes = || async {
-        events
-            .list(&ListParams::default())
+        healing_events(&ns)
             .await
-            .unwrap()
-            .items
             .into_iter()
             .map(|e| {
                 (
@@ -205,6 +196,10 @@ async fn a_heal_that_failed_is_tried_again_under_a_new_id() {
         .map(|(name, _)| name.clone());
     assert!(succeeded.is_some() && succeeded != Some(failed), "{all:?}");
     assert_eq!(healed_by, succeeded);
-    let second = events.get(&healed_by.unwrap()).await.unwrap();
+    let second = ns
+        .api::<HealingEvent>()
+        .get(&healed_by.unwrap())
+        .await
+        .unwrap();
     assert_eq!(second.spec.details.unwrap()["attempt"], 2);
 }

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::reflector;
 use pipeline_healer::api::batch::BatchState;
 use pipeline_healer::api::event::Outcome;
@@ -19,7 +19,7 @@ use pipeline_healer::telemetry::Telemetry;
 use serde_json::json;
 use support::http::RecordingServer;
 use support::status_batch::{batch, report};
-use support::{TestNamespace, eventually, k8s_events, namespace};
+use support::{TestNamespace, eventually, healing_events, k8s_events, namespace};
 use tokio::task::JoinHandle;
 
 /// A policy with a short stall period, so tests cross it in seconds.
@@ -76,14 +76,6 @@ fn run_controller(ns: &TestNamespace, config: Config) -> JoinHandle<()> {
         .await
         .unwrap();
     })
-}
-
-async fn healing_events(ns: &TestNamespace) -> Vec<HealingEvent> {
-    ns.api::<HealingEvent>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
 }
 
 async fn state(ns: &TestNamespace, name: &str) -> Option<BatchState> {

@@ -19,7 +19,7 @@ use pipeline_healer::api::{HealingEvent, HealingPolicy};
 use pipeline_healer::source::bigquery::RowCounter;
 use serde_json::{Value, json};
 use support::http::RecordingServer;
-use support::{ControllerProcess, TestNamespace, emulators, eventually, namespace};
+use support::{ControllerProcess, TestNamespace, emulators, eventually, healing_events, namespace};
 
 const DATE: &str = "2026-11-24";
 
@@ -260,12 +260,7 @@ async fn an_empty_daily_cache_reruns_exactly_it_and_what_depends_on_it_in_order(
         .unwrap();
     assert_eq!(complete.status, "True");
 
-    let events: Vec<HealingEvent> = ns
-        .api::<HealingEvent>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items;
+    let events = healing_events(&ns).await;
     let mut causes: Vec<String> = events.iter().map(|e| e.spec.root_cause.clone()).collect();
     causes.sort();
     assert_eq!(
@@ -356,14 +351,7 @@ async fn a_failed_query_triggers_nothing_and_a_date_without_games_is_not_require
     // Several backoffs later, still nothing triggered.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(server.requests().is_empty(), "{:?}", server.requests());
-    assert!(
-        ns.api::<HealingEvent>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert!(healing_events(&ns).await.is_empty());
 }
 
 #[tokio::test]
@@ -441,15 +429,7 @@ async fn a_job_trigger_creates_an_owned_job_and_its_success_completes_the_phase(
         jobs.list(&ListParams::default()).await.unwrap().items.len(),
         1
     );
-    assert_eq!(
-        ns.api::<HealingEvent>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(healing_events(&ns).await.len(), 1);
 }
 
 #[tokio::test]

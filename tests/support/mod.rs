@@ -327,6 +327,15 @@ pub fn free_port() -> u16 {
 }
 
 /// The Kubernetes Events in the test's namespace with `reason`.
+/// The namespace's HealingEvents.
+pub async fn healing_events(ns: &TestNamespace) -> Vec<pipeline_healer::api::HealingEvent> {
+    ns.api::<pipeline_healer::api::HealingEvent>()
+        .list(&Default::default())
+        .await
+        .expect("list healing events")
+        .items
+}
+
 pub async fn k8s_events(
     ns: &TestNamespace,
     reason: &str,
