@@ -9,13 +9,13 @@ use std::time::Duration;
 use firestore::FirestoreDb;
 use firestore::errors::FirestoreError;
 use jiff::{SignedDuration, Timestamp};
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
 use kube::runtime::reflector;
 use pipeline_healer::api::batch::{
     BatchSource, BatchState, PredictionBatchSpec, PredictionBatchStatus,
 };
 use pipeline_healer::api::event::Outcome;
-use pipeline_healer::api::{HealingEvent, HealingPolicy, HealingPolicySpec, PredictionBatch};
+use pipeline_healer::api::{HealingPolicy, HealingPolicySpec, PredictionBatch};
 use pipeline_healer::controller::{self, Config, Context, FirestoreSource};
 use pipeline_healer::decide::naming::object_name_for_document;
 use pipeline_healer::decide::stall::{StallPolicy, Verdict, decide};
