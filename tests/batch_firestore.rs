@@ -632,7 +632,7 @@ async fn heals_committed_together_each_get_their_own_answer() {
     completed.is_complete = true;
     put(&db, &collection, late, &completed).await;
 
-    let committer = HealCommitter::start(db.clone());
+    let committer = HealCommitter::start(db.clone(), tokio::sync::watch::channel(true).1);
     let answers = futures::future::join_all(ids.iter().zip(&versions).map(|(id, version)| {
         committer.write(HealWrite {
             collection: collection.clone(),
@@ -669,4 +669,57 @@ async fn heals_committed_together_each_get_their_own_answer() {
             assert_eq!(stored.completed_players.len(), 46);
         }
     }
+}
+
+/// While the mirror's listen stream is sending its snapshot, heals wait (the emulator
+/// corrupts a stream whose snapshot a write interrupts); once the snapshot is read, the heals
+/// that gathered are committed.
+#[tokio::test]
+async fn heals_wait_while_the_mirror_reads_its_snapshot() {
+    let db = firestore_db().await;
+    let collection = format!("gated_{}", std::process::id());
+    let id = "batch_2026-11-24_gated";
+    put(&db, &collection, id, &doc(id, 46, Timestamp::now())).await;
+    let version = raw_document(&db, &collection, id)
+        .await
+        .update_time
+        .as_ref()
+        .and_then(proto_time)
+        .unwrap();
+
+    let (snapshot, snapshot_read) = tokio::sync::watch::channel(false);
+    let committer = HealCommitter::start(db.clone(), snapshot_read);
+    let heal = HealWrite {
+        collection: collection.clone(),
+        doc_id: id.into(),
+        version,
+        fields: AutoCompletion {
+            is_complete: true,
+            completion_time: Timestamp::now(),
+            auto_completed: true,
+            auto_completion_reason: "Stalled at 92.0% for 30 minutes".into(),
+            auto_completion_healing_id: "heal-gated".into(),
+            updated_at: Timestamp::now(),
+        },
+    };
+    let answer = tokio::spawn(async move { committer.write(heal).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stored = get(&db, &collection, id).await;
+    assert_eq!(
+        stored.auto_completion_healing_id, None,
+        "committed during the snapshot"
+    );
+    assert!(!answer.is_finished());
+
+    snapshot.send_replace(true);
+    let answer = tokio::time::timeout(Duration::from_secs(3), answer)
+        .await
+        .expect("the heal is committed once the snapshot is read")
+        .expect("join");
+    assert!(answer.is_ok(), "{answer:?}");
+    let stored = get(&db, &collection, id).await;
+    assert_eq!(
+        stored.auto_completion_healing_id.as_deref(),
+        Some("heal-gated")
+    );
 }

@@ -98,6 +98,9 @@ pub struct Context {
     pub row_counter: Option<RowCounter>,
     /// Re-runs processors over HTTP.
     pub triggers: HttpTriggers,
+    /// Whether the mirror's listen stream has sent the whole collection since it connected
+    /// (always true without a mirror): heal commits wait for it (see [`HealCommitter::start`]).
+    pub mirror_snapshot_read: tokio::sync::watch::Receiver<bool>,
     /// Commits heals of Firestore batches together; started on first use.
     heal_committer: std::sync::OnceLock<HealCommitter>,
 }
@@ -128,6 +131,7 @@ impl Context {
             metrics: Arc::default(),
             row_counter: None,
             triggers: HttpTriggers::default(),
+            mirror_snapshot_read: tokio::sync::watch::channel(true).1,
             heal_committer: std::sync::OnceLock::new(),
         }
     }
@@ -136,8 +140,9 @@ impl Context {
     pub fn heal_committer(&self) -> Option<&HealCommitter> {
         let db = self.firestore.as_ref()?;
         Some(
-            self.heal_committer
-                .get_or_init(|| HealCommitter::start(db.clone())),
+            self.heal_committer.get_or_init(|| {
+                HealCommitter::start(db.clone(), self.mirror_snapshot_read.clone())
+            }),
         )
     }
 
@@ -348,7 +353,7 @@ pub async fn run(
         api::<PredictionBatch>(&client, ns),
         watcher::Config::default(),
     );
-    let listener = match &firestore {
+    let mirroring = match &firestore {
         Some(source) => Some(
             crate::source::firestore::start(
                 &source.db,
@@ -385,8 +390,13 @@ pub async fn run(
         )),
         None => None,
     };
+    let (listener, mirror_snapshot_read) = match mirroring {
+        Some(m) => (Some(m.listener), m.snapshot_read),
+        None => (None, tokio::sync::watch::channel(true).1),
+    };
     let ctx = Arc::new(Context {
         row_counter,
+        mirror_snapshot_read,
         events: events.store.clone(),
         health_maps: health_maps.store.clone(),
         health: health.clone(),

@@ -33,6 +33,8 @@ const LINGER: Duration = Duration::from_millis(100);
 /// One Commit at a time: each makes the emulator resend the collection to listeners, and
 /// resends of concurrent commits have been seen to corrupt the listen stream.
 const IN_FLIGHT: usize = 1;
+/// The longest a commit waits for the mirror's listen stream to finish sending its snapshot.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
 /// Single commits at once after a refused group.
 const ONE_BY_ONE: usize = 8;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,10 +82,24 @@ pub struct HealCommitter {
 
 impl HealCommitter {
     /// Starts the committing task (inside a Tokio runtime).
-    pub fn start(db: FirestoreDb) -> Self {
+    ///
+    /// While `snapshot_read` is false (the mirror's listen stream is sending the collection
+    /// after connecting), a commit waits for it, up to [`SNAPSHOT_WAIT`]. The emulator corrupts
+    /// a stream whose snapshot a write's changes interrupt: the client cannot decode it and
+    /// reconnects a second later to read everything again (a burst of 1,000 heals at start-up
+    /// saw up to three such reconnects in a row, each holding back the batches not yet read).
+    /// Against Firestore the wait only holds back heals during the read that follows a
+    /// (re)connection, and the heals that gather meanwhile share one commit.
+    pub fn start(db: FirestoreDb, snapshot_read: tokio::sync::watch::Receiver<bool>) -> Self {
         let batcher = Batcher::start(MAX_WRITES, LINGER, IN_FLIGHT, move |heals| {
             let db = db.clone();
-            async move { commit_each(&db, heals).await }
+            let mut snapshot_read = snapshot_read.clone();
+            async move {
+                // A timeout or a stopped mirror: commit anyway, the preconditions keep it safe.
+                let _ =
+                    tokio::time::timeout(SNAPSHOT_WAIT, snapshot_read.wait_for(|read| *read)).await;
+                commit_each(&db, heals).await
+            }
         });
         Self { batcher }
     }
