@@ -1,6 +1,7 @@
 //! Gathers items submitted by many concurrent reconciles into batches for one request each:
-//! a batch is sent when it is full or when `linger` has passed since its first item, and
-//! every submitter gets its own item's result back. The exports use it, and so do heals of
+//! a batch is sent when it is full or when `linger` has passed since its first item (and a
+//! slot is free: what arrives meanwhile joins it), and every submitter gets its own item's
+//! result back. The exports use it, and so do heals of
 //! Firestore batches.
 
 use std::future::Future;
@@ -46,6 +47,15 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
                 };
+                // What arrived while every slot was busy goes along, rather than waiting for
+                // the batch after (with one slot, a slow send would otherwise leave the next
+                // batch holding only what came within `linger`).
+                while batch.len() < max_items {
+                    match rx.try_recv() {
+                        Ok(item) => batch.push(item),
+                        Err(_) => break,
+                    }
+                }
                 let send = send.clone();
                 tokio::spawn(async move {
                     let (items, replies): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
@@ -134,6 +144,36 @@ mod tests {
         assert_eq!(sizes.iter().sum::<usize>(), 25);
         assert!(sizes.iter().all(|s| *s <= 10), "{sizes:?}");
         assert!(sizes.len() <= 5, "not batched: {sizes:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn items_arriving_while_the_only_slot_is_busy_go_in_the_next_batch_together() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let batcher = Arc::new(Batcher::start(
+            10,
+            Duration::from_millis(20),
+            1,
+            move |items: Vec<u32>| {
+                seen.lock().unwrap().push(items.len());
+                async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    vec![Ok(()); items.len()]
+                }
+            },
+        ));
+        // Item 0 is sent alone; 1-4 arrive 50 ms apart while it is in flight, more than a
+        // linger apart from each other.
+        let submits = (0..5u32).map(|i| {
+            let batcher = batcher.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(i))).await;
+                batcher.export(i).await
+            }
+        });
+        let results = futures::future::join_all(submits).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(*sizes.lock().unwrap(), vec![1, 4]);
     }
 
     #[tokio::test]
