@@ -99,7 +99,7 @@ pub struct Context {
     /// Re-runs processors over HTTP.
     pub triggers: HttpTriggers,
     /// Whether the mirror's listen stream has sent the whole collection since it connected
-    /// (always true without a mirror): heal commits wait for it (see [`HealCommitter::start`]).
+    /// (always true without a mirror): heals wait for it (see [`HealCommitter::start`]).
     pub mirror_snapshot_read: tokio::sync::watch::Receiver<bool>,
     /// Commits heals of Firestore batches together; started on first use.
     heal_committer: std::sync::OnceLock<HealCommitter>,

@@ -1,8 +1,7 @@
 //! Gathers items submitted by many concurrent reconciles into batches for one request each:
 //! a batch is sent when it is full or when `linger` has passed since its first item (and a
 //! slot is free: what arrives meanwhile joins it), and every submitter gets its own item's
-//! result back. The exports use it, and so do heals of
-//! Firestore batches.
+//! result back. The exports use it, and so do heals of Firestore batches.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -38,8 +38,8 @@ const TARGET: FirestoreListenerTarget = FirestoreListenerTarget::new(1);
 const LISTEN_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Documents mirrored at once. Mirroring a document is two API calls in a row; a controller
 /// starting on a large collection, or a burst of new batches, is limited by how many are in
-/// flight while the API server is busy with heals (16 mirrored 1,000 stalled documents in
-/// 12 s in the burst benchmark, 64 in 5 s).
+/// flight while the API server is busy with heals (in the burst benchmark, 16 mirrored 1,000
+/// stalled documents in 12 s, 64 in about 5 s).
 const MIRROR_WORKERS: usize = 64;
 
 /// Where batches are read from and mirrored to.

@@ -33,7 +33,7 @@ const LINGER: Duration = Duration::from_millis(100);
 /// One Commit at a time: each makes the emulator resend the collection to listeners, and
 /// resends of concurrent commits have been seen to corrupt the listen stream.
 const IN_FLIGHT: usize = 1;
-/// The longest a commit waits for the mirror's listen stream to finish sending its snapshot.
+/// The longest a heal waits for the mirror's listen stream to finish sending its snapshot.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
 /// Single commits at once after a refused group.
 const ONE_BY_ONE: usize = 8;
