@@ -344,14 +344,27 @@ where
         }
     };
     runtime.block_on(async {
-        match kube::Client::try_default().await {
+        match kubernetes_client().await {
             Ok(client) => work(client).await,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot reach Kubernetes (in-cluster config or KUBECONFIG)");
+            Err(error) => {
+                tracing::error!(%error, "cannot reach Kubernetes (in-cluster config or KUBECONFIG)");
                 ExitCode::FAILURE
             }
         }
     })
+}
+
+/// A client configured as kube does it (in-cluster, or KUBECONFIG), naming this program in its
+/// user agent: the API server attributes the fields of a request without a field manager of
+/// its own (a create, a merge patch) to the user agent's product, else to "unknown".
+async fn kubernetes_client() -> Result<kube::Client, String> {
+    use http::{HeaderValue, header::USER_AGENT};
+    let mut config = kube::Config::infer().await.map_err(|e| e.to_string())?;
+    let agent = concat!("pipeline-healer/", env!("CARGO_PKG_VERSION"));
+    config
+        .headers
+        .push((USER_AGENT, HeaderValue::from_static(agent)));
+    kube::Client::try_from(config).map_err(|e| e.to_string())
 }
 
 fn run(

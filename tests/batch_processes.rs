@@ -95,6 +95,18 @@ async fn two_controller_processes_heal_each_batch_once() {
             .find(|e| e.metadata.name == healed_by)
             .unwrap_or_else(|| panic!("{id}: no event {healed_by:?}"));
         assert_eq!(event.spec.healing_type, "batch_cleanup");
+        // Created and patched without a field manager of their own: named by the user agent.
+        let managers: Vec<_> = event
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|f| f.manager.as_deref())
+            .collect();
+        assert!(
+            !managers.is_empty() && managers.iter().all(|m| *m == "pipeline-healer"),
+            "{managers:?}"
+        );
     }
     let notes: Api<K8sEvent> = Api::namespaced(ns.client.clone(), &ns.name);
     let auto_completed: i32 = notes
