@@ -632,7 +632,7 @@ async fn heals_committed_together_each_get_their_own_answer() {
     completed.is_complete = true;
     put(&db, &collection, late, &completed).await;
 
-    let committer = HealCommitter::start(db.clone(), tokio::sync::watch::channel(true).1);
+    let committer = HealCommitter::start(db.clone(), None);
     let answers = futures::future::join_all(ids.iter().zip(&versions).map(|(id, version)| {
         committer.write(HealWrite {
             collection: collection.clone(),
@@ -688,7 +688,7 @@ async fn heals_wait_while_the_mirror_reads_its_snapshot() {
         .unwrap();
 
     let (snapshot, snapshot_read) = tokio::sync::watch::channel(false);
-    let committer = HealCommitter::start(db.clone(), snapshot_read);
+    let committer = HealCommitter::start(db.clone(), Some(snapshot_read));
     let heal = HealWrite {
         collection: collection.clone(),
         doc_id: id.into(),

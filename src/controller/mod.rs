@@ -99,8 +99,8 @@ pub struct Context {
     /// Re-runs processors over HTTP.
     pub triggers: HttpTriggers,
     /// Whether the mirror's listen stream has sent the whole collection since it connected
-    /// (always true without a mirror): heals wait for it (see [`HealCommitter::start`]).
-    pub mirror_snapshot_read: tokio::sync::watch::Receiver<bool>,
+    /// (None without a mirror): heals wait for it (see [`HealCommitter::start`]).
+    pub mirror_snapshot_read: Option<tokio::sync::watch::Receiver<bool>>,
     /// Commits heals of Firestore batches together; started on first use.
     heal_committer: std::sync::OnceLock<HealCommitter>,
 }
@@ -131,7 +131,7 @@ impl Context {
             metrics: Arc::default(),
             row_counter: None,
             triggers: HttpTriggers::default(),
-            mirror_snapshot_read: tokio::sync::watch::channel(true).1,
+            mirror_snapshot_read: None,
             heal_committer: std::sync::OnceLock::new(),
         }
     }
@@ -390,10 +390,8 @@ pub async fn run(
         )),
         None => None,
     };
-    let (listener, mirror_snapshot_read) = match mirroring {
-        Some(m) => (Some(m.listener), m.snapshot_read),
-        None => (None, tokio::sync::watch::channel(true).1),
-    };
+    let mirror_snapshot_read = mirroring.as_ref().map(|m| m.snapshot_read.clone());
+    let listener = mirroring.map(|m| m.listener);
     let ctx = Arc::new(Context {
         row_counter,
         mirror_snapshot_read,

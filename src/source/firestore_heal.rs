@@ -78,20 +78,23 @@ pub struct HealWrite {
 
 pub struct HealCommitter {
     batcher: Batcher<HealWrite, FirestoreResult<()>>,
-    snapshot_read: tokio::sync::watch::Receiver<bool>,
+    snapshot_read: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl HealCommitter {
     /// Starts the committing task (inside a Tokio runtime).
     ///
     /// While `snapshot_read` is false (the mirror's listen stream is sending the collection
-    /// after connecting), heals wait for it, up to [`SNAPSHOT_WAIT`]. The emulator corrupts a
+    /// after connecting), heals wait for it, up to [`SNAPSHOT_WAIT`]; None without a mirror. The emulator corrupts a
     /// stream whose snapshot a write's changes interrupt: the client cannot decode it and
     /// reconnects a second later to read everything again (a burst of 1,000 heals at start-up
     /// saw up to three such reconnects in a row, each holding back the batches not yet read).
     /// Against Firestore the wait only holds back heals during the read that follows a
     /// (re)connection, and the heals that gather meanwhile share one commit.
-    pub fn start(db: FirestoreDb, snapshot_read: tokio::sync::watch::Receiver<bool>) -> Self {
+    pub fn start(
+        db: FirestoreDb,
+        snapshot_read: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> Self {
         let batcher = Batcher::start(MAX_WRITES, LINGER, IN_FLIGHT, move |heals| {
             let db = db.clone();
             async move { commit_each(&db, heals).await }
@@ -104,9 +107,10 @@ impl HealCommitter {
 
     /// Writes one heal, committed with the others of the moment; its own answer.
     pub async fn write(&self, heal: HealWrite) -> FirestoreResult<()> {
-        // A timeout or a stopped mirror: commit anyway, the precondition keeps it safe.
-        let mut snapshot_read = self.snapshot_read.clone();
-        let _ = tokio::time::timeout(SNAPSHOT_WAIT, snapshot_read.wait_for(|read| *read)).await;
+        if let Some(mut snapshot_read) = self.snapshot_read.clone() {
+            // A timeout or a stopped mirror: commit anyway, the precondition keeps it safe.
+            let _ = tokio::time::timeout(SNAPSHOT_WAIT, snapshot_read.wait_for(|read| *read)).await;
+        }
         // No answer (shutting down) is a system error: the reconcile retries the heal.
         self.batcher.submit(heal).await.unwrap_or_else(|| {
             Err(FirestoreError::SystemError(FirestoreSystemError::new(
