@@ -160,7 +160,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn burst(n: usize) {
     let ns = namespace("bench-burst").await;
     let db = firestore_db().await;
-    let collection = format!("bench_{}", ns.name.replace('-', "_"));
+    let collection = ns.own_name("bench");
     let stalled = Timestamp::now() - SignedDuration::from_mins(20);
     let docs = (0..n).map(|i| {
         let id = format!("batch_2026-11-24_{:010}", 1_795_000_000 + i);
@@ -241,7 +241,7 @@ async fn burst_status(n: usize) {
 async fn steady(n: usize) {
     let ns = namespace("bench-steady").await;
     let db = firestore_db().await;
-    let collection = format!("bench_{}", ns.name.replace('-', "_"));
+    let collection = ns.own_name("bench");
     let ids: Vec<String> = (0..n)
         .map(|i| format!("batch_2026-11-24_{:010}", 1_796_000_000 + i))
         .collect();

@@ -44,7 +44,7 @@ fn report_of(out: &Output) -> Value {
 /// A fresh dataset with a table of `schema`; returns the dataset.
 async fn table(ns: &TestNamespace, name: &str, schema: TableSchema) -> String {
     let project = &support::emulators().project;
-    let dataset = format!("an_{}", ns.name.replace('-', "_"));
+    let dataset = ns.own_name("an");
     let bq = support::bigquery_client().await;
     if bq.dataset().get(project, &dataset).await.is_err() {
         bq.dataset()

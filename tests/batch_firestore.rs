@@ -168,7 +168,7 @@ async fn state(ns: &TestNamespace, doc_id: &str) -> Option<BatchState> {
 async fn a_stalled_document_is_mirrored_healed_and_recorded() {
     let ns = namespace("fs-heal").await;
     let db = firestore_db().await;
-    let collection = format!("batches_{}", ns.name.replace('-', "_"));
+    let collection = ns.own_name("batches");
     stall_policy(&ns, "3s").await;
     let id = "batch_2026-11-24_1795480001";
     put(&db, &collection, id, &doc(id, 46, Timestamp::now())).await;
@@ -225,7 +225,7 @@ async fn a_stalled_document_is_mirrored_healed_and_recorded() {
 async fn a_completion_written_before_the_heal_wins() {
     let ns = namespace("fs-late").await;
     let db = firestore_db().await;
-    let collection = format!("batches_{}", ns.name.replace('-', "_"));
+    let collection = ns.own_name("batches");
     let id = "batch_2026-11-24_1795480002";
     put(
         &db,
@@ -299,7 +299,7 @@ async fn a_completion_written_before_the_heal_wins() {
 async fn malformed_documents_show_on_their_batch_and_stop_nothing() {
     let ns = namespace("fs-malformed").await;
     let db = firestore_db().await;
-    let collection = format!("batches_{}", ns.name.replace('-', "_"));
+    let collection = ns.own_name("batches");
     stall_policy(&ns, "3s").await;
     let now = Timestamp::now().to_string();
     let base = json!({"game_date": "2026-11-24", "expected_players": 50, "completed_players": ["a"], "is_complete": false, "created_at": now, "updated_at": now});
@@ -422,7 +422,7 @@ async fn malformed_documents_show_on_their_batch_and_stop_nothing() {
 async fn a_counter_mode_document_is_healed_too() {
     let ns = namespace("fs-counter").await;
     let db = firestore_db().await;
-    let collection = format!("batches_{}", ns.name.replace('-', "_"));
+    let collection = ns.own_name("batches");
     stall_policy(&ns, "3s").await;
     let id = "batch_2026-11-24_1795480004";
     #[derive(Serialize, Deserialize)]
@@ -475,7 +475,7 @@ async fn get_value(db: &FirestoreDb, collection: &str, id: &str) -> serde_json::
 async fn a_finished_mirrored_batch_is_removed_after_the_retention_period() {
     let ns = namespace("fs-retention").await;
     let db = firestore_db().await;
-    let collection = format!("batches_{}", ns.name.replace('-', "_"));
+    let collection = ns.own_name("batches");
     let hp: HealingPolicy = serde_json::from_value(json!({
         "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "HealingPolicy",
         "metadata": {"name": "default"}, "spec": {"stallAfter": "2s", "retention": "3s"}
@@ -523,7 +523,7 @@ async fn a_finished_mirrored_batch_is_removed_after_the_retention_period() {
 async fn documents_waiting_for_the_mirror_namespace_are_not_lost() {
     let ns = namespace("fs-late-ns").await;
     let db = firestore_db().await;
-    let collection = format!("batches_{}", ns.name.replace('-', "_"));
+    let collection = ns.own_name("batches");
     let mirror_ns = format!("{}-mirror", ns.name);
     let id = "batch_2026-11-24_1795480006";
     // Already stalled (default policy: 15 minutes) before the controller starts.
@@ -578,7 +578,7 @@ async fn documents_waiting_for_the_mirror_namespace_are_not_lost() {
 async fn two_documents_mapping_to_one_name_do_not_overwrite_each_other() {
     let ns = namespace("fs-collide").await;
     let db = firestore_db().await;
-    let collection = format!("batches_{}", ns.name.replace('-', "_"));
+    let collection = ns.own_name("batches");
     // `_` and `-` both map to `-`: one object name for two documents.
     let (a, b) = ("batch_2026-11-24_17", "batch-2026-11-24-17");
     assert_eq!(object_name_for_document(a), object_name_for_document(b));

@@ -51,7 +51,7 @@ async fn put_batch(db: &FirestoreDb, collection: &str, id: &str, updated_at: Tim
 async fn two_controller_processes_heal_each_batch_once() {
     let ns = namespace("two-processes").await;
     let db = firestore_db().await;
-    let collection = format!("batches_{}", ns.name.replace('-', "_"));
+    let collection = ns.own_name("batches");
     let stalled_since = Timestamp::now() - SignedDuration::from_mins(20);
     let ids: Vec<String> = (0..20)
         .map(|i| format!("batch_2026-11-24_17954800{i:02}"))
@@ -135,7 +135,7 @@ async fn two_controller_processes_heal_each_batch_once() {
 async fn a_heal_that_failed_is_tried_again_under_a_new_id() {
     let ns = namespace("heal-retry").await;
     let db = firestore_db().await;
-    let collection = format!("batches_{}", ns.name.replace('-', "_"));
+    let collection = ns.own_name("batches");
     let id = "batch_2026-11-24_1795490001";
     // The default policy stalls a batch 15 minutes after its last progress: 8 s from now.
     let last_progress =

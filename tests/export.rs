@@ -31,11 +31,10 @@ struct Sinks {
 
 impl Sinks {
     fn for_namespace(ns: &TestNamespace) -> Self {
-        let slug = ns.name.replace('-', "_");
         Self {
-            batch_collection: format!("batches_{slug}"),
-            collection: format!("events_{slug}"),
-            dataset: format!("ds_{slug}"),
+            batch_collection: ns.own_name("batches"),
+            collection: ns.own_name("events"),
+            dataset: ns.own_name("ds"),
             table: "healing_events".into(),
         }
     }

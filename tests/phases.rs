@@ -31,7 +31,7 @@ struct Tables {
 impl Tables {
     async fn create(ns: &TestNamespace, tables: &[(&str, &str)]) -> Self {
         let project = &emulators().project;
-        let dataset = format!("ph_{}", ns.name.replace('-', "_"));
+        let dataset = ns.own_name("ph");
         let bq = support::bigquery_client().await;
         bq.dataset()
             .create(Dataset::new(project, &dataset))

@@ -240,6 +240,12 @@ impl TestNamespace {
     {
         Api::namespaced(self.client.clone(), &self.name)
     }
+
+    /// A Firestore collection or BigQuery dataset name of this test's own: `prefix` and the
+    /// namespace's name, with underscores (which both accept) for its dashes.
+    pub fn own_name(&self, prefix: &str) -> String {
+        format!("{prefix}_{}", self.name.replace('-', "_"))
+    }
 }
 
 fn rand_u32() -> u32 {
@@ -326,7 +332,6 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// The Kubernetes Events in the test's namespace with `reason`.
 /// The namespace's HealingEvents.
 pub async fn healing_events(ns: &TestNamespace) -> Vec<pipeline_healer::api::HealingEvent> {
     ns.api::<pipeline_healer::api::HealingEvent>()
@@ -336,6 +341,7 @@ pub async fn healing_events(ns: &TestNamespace) -> Vec<pipeline_healer::api::Hea
         .items
 }
 
+/// The Kubernetes Events in the test's namespace with `reason`.
 pub async fn k8s_events(
     ns: &TestNamespace,
     reason: &str,
