@@ -774,7 +774,8 @@ async fn finish_pending_event(
     record_outcome(ctx, batch, id, status, note).await
 }
 
-/// Server-side apply of the controller's part of the status.
+/// Server-side apply of the controller's part of the status: bookkeeping (a heal records
+/// its own outcome), so it takes its turn.
 async fn write_status(
     ctx: &Context,
     batch: &PredictionBatch,
@@ -817,6 +818,7 @@ async fn write_status(
     });
     let batches: Api<PredictionBatch> =
         Api::namespaced(ctx.client.clone(), &batch.namespace().unwrap_or_default());
+    let _turn = ctx.bookkeeping.turn().await;
     match batches
         .patch_status(
             &batch.name_any(),

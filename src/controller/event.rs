@@ -70,12 +70,14 @@ pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Ac
             ((*sink).to_owned(), state)
         })
         .collect();
+    let turn = ctx.bookkeeping.turn().await;
     api.patch_status(
         &id,
         &PatchParams::default(),
         &Patch::Merge(json!({"status": {"exports": exports}})),
     )
     .await?;
+    drop(turn);
 
     // The patch brings the event back through here, where the plan sees the new state; the
     // requeue below only covers a retry falling due with no change in between.

@@ -1,6 +1,7 @@
 //! Thin reconcilers around the pure decisions in `decide`, and the process that runs them.
 
 pub mod batch;
+pub mod bookkeeping;
 pub mod event;
 pub mod health;
 pub mod leader;
@@ -31,6 +32,7 @@ use crate::source::bigquery::RowCounter;
 use crate::source::firestore::MirrorConfig;
 use crate::source::firestore_heal::HealCommitter;
 use crate::telemetry::{Metrics, Telemetry};
+use bookkeeping::Bookkeeping;
 use health::HealthTrigger;
 use k8s_openapi::api::batch::v1::Job;
 
@@ -101,6 +103,8 @@ pub struct Context {
     /// Whether the mirror's listen stream has sent the whole collection since it connected
     /// (None without a mirror): heals wait for it (see [`HealCommitter::start`]).
     pub mirror_snapshot_read: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Turns for the writes that record rather than heal (shared with the mirror).
+    pub bookkeeping: Bookkeeping,
     /// Commits heals of Firestore batches together; started on first use.
     heal_committer: std::sync::OnceLock<HealCommitter>,
 }
@@ -132,6 +136,7 @@ impl Context {
             row_counter: None,
             triggers: HttpTriggers::default(),
             mirror_snapshot_read: None,
+            bookkeeping: Bookkeeping::default(),
             heal_committer: std::sync::OnceLock::new(),
         }
     }
@@ -353,6 +358,7 @@ pub async fn run(
         api::<PredictionBatch>(&client, ns),
         watcher::Config::default(),
     );
+    let bookkeeping = Bookkeeping::default();
     let mirroring = match &firestore {
         Some(source) => Some(
             crate::source::firestore::start(
@@ -362,6 +368,7 @@ pub async fn run(
                 policies.clone(),
                 batch_store.clone(),
                 batches_ready.clone(),
+                bookkeeping.clone(),
             )
             .await?,
         ),
@@ -395,6 +402,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         row_counter,
         mirror_snapshot_read,
+        bookkeeping,
         events: events.store.clone(),
         health_maps: health_maps.store.clone(),
         health: health.clone(),

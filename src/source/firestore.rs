@@ -28,6 +28,7 @@ use super::workqueue::WorkQueue;
 use crate::Error;
 use crate::api::batch::{BatchSource, PredictionBatchSpec};
 use crate::api::{HealingPolicy, PredictionBatch};
+use crate::controller::bookkeeping::Bookkeeping;
 use crate::decide::naming::object_name_for_document;
 
 /// The field manager of the mirror's status writes.
@@ -72,6 +73,8 @@ struct Mirror {
     /// whole initial state (the emulator does after every write); an unchanged document then
     /// costs no API call.
     applied: Mutex<HashMap<String, Timestamp>>,
+    /// The report of a complete document cannot lead to a heal: it takes its turn.
+    bookkeeping: Bookkeeping,
 }
 
 /// Starts listening. An in-memory resume state means a restart re-reads the whole
@@ -83,6 +86,7 @@ pub async fn start(
     policies: Store<HealingPolicy>,
     batches: Store<PredictionBatch>,
     batches_ready: tokio::sync::watch::Receiver<bool>,
+    bookkeeping: Bookkeeping,
 ) -> Result<Mirroring, Error> {
     let params = FirestoreListenerParams::new().with_retry_delay(LISTEN_RETRY_DELAY);
     let mut listener = db
@@ -102,6 +106,7 @@ pub async fn start(
         policies,
         batches,
         batches_ready,
+        bookkeeping,
         applied: Mutex::new(HashMap::new()),
     });
     // Changes are applied by a few workers, the latest per document, retried on failure:
@@ -254,6 +259,13 @@ impl Mirror {
             "kind": "PredictionBatch",
             "status": status,
         });
+        // A complete batch needs no heal: its report is bookkeeping.
+        let complete = change.parsed.as_ref().is_ok_and(|d| d.report.complete);
+        let _turn = if complete {
+            self.bookkeeping.turn().await
+        } else {
+            None
+        };
         // An object deleted since the cache saw it (retention, or by hand) fails here; the
         // retry finds it gone from the cache and creates it again if it is still wanted.
         api.patch_status(
