@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -115,9 +115,11 @@ pub struct BatchReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100))]
     pub missing_players: Vec<String>,
-    /// When any player last finished.
+    /// When any player last finished (to the microsecond).
+    // The stall threshold is measured from it: a whole-second time (`Time`) would have a batch
+    // healed up to a second early.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_progress_time: Option<Time>,
+    pub last_progress_time: Option<MicroTime>,
     /// When the batch was created at its source (else the object's creation time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<Time>,

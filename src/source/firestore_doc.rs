@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
 use crate::api::batch::BatchReport;
 use crate::api::schema::GameDate;
@@ -290,7 +291,7 @@ pub fn parse(
             skipped: BTreeMap::new(),
             failing,
             missing_players,
-            last_progress_time: last_progress.or(update_time).map(time),
+            last_progress_time: last_progress.or(update_time).map(MicroTime),
             created_at: created_at.map(time),
             complete: is_complete,
             auto_completed_by,
@@ -453,6 +454,17 @@ mod tests {
         let r = parse(ID, &doc, None, None).unwrap().report;
         assert_eq!(r.expected, Some(450));
         assert_eq!(r.last_progress_time.unwrap().0, t("2026-11-24T20:00:00.5Z"));
+    }
+
+    #[test]
+    fn the_mirrored_report_keeps_the_progress_time_to_the_microsecond() {
+        // The report goes to the object as JSON; the stall threshold is measured from it.
+        let doc = with(|d| {
+            d.insert("updated_at".into(), s("2026-11-24T20:00:00.654321Z"));
+        });
+        let report = parse(ID, &doc, None, None).unwrap().report;
+        let written = serde_json::to_value(&report).unwrap();
+        assert_eq!(written["lastProgressTime"], "2026-11-24T20:00:00.654321Z");
     }
 
     /// Each malformed kind is refused with a message naming the field.
