@@ -10,12 +10,12 @@ use firestore::FirestoreDb;
 use firestore::errors::FirestoreError;
 use jiff::{SignedDuration, Timestamp};
 use kube::api::PostParams;
-use kube::runtime::reflector;
 use pipeline_healer::api::batch::{
     BatchSource, BatchState, PredictionBatchSpec, PredictionBatchStatus,
 };
 use pipeline_healer::api::event::Outcome;
 use pipeline_healer::api::{HealingPolicy, HealingPolicySpec, PredictionBatch};
+use pipeline_healer::controller::policies::PolicyCache;
 use pipeline_healer::controller::{self, Config, Context, FirestoreSource};
 use pipeline_healer::decide::naming::object_name_for_document;
 use pipeline_healer::decide::stall::{StallPolicy, Verdict, decide};
@@ -271,7 +271,7 @@ async fn a_completion_written_before_the_heal_wins() {
     let ctx = Context::new(
         ns.client.clone(),
         Config::default(),
-        reflector::store().0,
+        PolicyCache::empty(),
         Some(db.clone()),
     );
     let progress =

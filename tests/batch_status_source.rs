@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::reflector;
 use pipeline_healer::api::batch::BatchState;
 use pipeline_healer::api::event::Outcome;
 use pipeline_healer::api::{HealingEvent, HealingPolicy, PredictionBatch};
+use pipeline_healer::controller::policies::PolicyCache;
 use pipeline_healer::controller::{self, Config, Context};
 use pipeline_healer::decide::stall::{Stall, StallPolicy, Verdict, decide};
 use pipeline_healer::sink::consolidation::Consolidation;
@@ -173,7 +173,7 @@ async fn a_completion_arriving_before_the_heal_wins() {
     let ctx = Context::new(
         ns.client.clone(),
         Config::default(),
-        reflector::store().0,
+        PolicyCache::empty(),
         None,
     );
     let progress =
@@ -335,7 +335,7 @@ async fn a_change_that_is_not_progress_does_not_supersede_the_heal() {
     let ctx = Context::new(
         ns.client.clone(),
         Config::default(),
-        reflector::store().0,
+        PolicyCache::empty(),
         None,
     );
     let progress =

@@ -43,7 +43,7 @@ pub const HEALING_TYPE: &str = "batch_cleanup";
 
 pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled(&PredictionBatch::kind(&()));
-    super::policies_synced(&ctx.policies).await?;
+    ctx.policies.synced().await?;
     let ns = batch.namespace().unwrap_or_default();
     let policy_spec = ctx.policy_for(&ns);
     let policy = StallPolicy::from(&policy_spec);

@@ -23,7 +23,7 @@ use crate::decide::export::{Backoff, after_attempt, plan};
 
 pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled(&HealingEvent::kind(&()));
-    super::policies_synced(&ctx.policies).await?;
+    ctx.policies.synced().await?;
     let namespace = event.namespace().unwrap_or_default();
     // Any change to an event may move its namespace's windows, circuits or export backlog.
     ctx.health.touch(&namespace);

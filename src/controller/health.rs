@@ -139,7 +139,7 @@ pub fn stored_health(ctx: &Context, namespace: &str) -> StoredHealth {
             })
             .unwrap_or_default()
     };
-    match super::chosen_policy(&ctx.policies, namespace) {
+    match ctx.policies.chosen(namespace) {
         Some(policy) => {
             let in_status = policy
                 .status
@@ -314,7 +314,7 @@ fn trial_verdict(
 /// Evaluates one namespace; returns when to evaluate it again without a new event.
 pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Option<Timestamp>, Error> {
     ctx.metrics.reconciled("NamespaceHealth");
-    super::policies_synced(&ctx.policies).await?;
+    ctx.policies.synced().await?;
     let now = Timestamp::now();
     let policy = ctx.policy_for(namespace);
     let stored = stored_health(ctx, namespace);

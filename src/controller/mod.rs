@@ -6,6 +6,7 @@ pub mod event;
 pub mod health;
 pub mod leader;
 pub mod phase;
+pub mod policies;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,7 @@ use crate::telemetry::{Metrics, Telemetry};
 use bookkeeping::Bookkeeping;
 use health::HealthTrigger;
 use k8s_openapi::api::batch::v1::Job;
+use policies::PolicyCache;
 
 /// The field manager of everything the controller writes.
 pub const MANAGER: &str = "pipeline-healer";
@@ -82,7 +84,7 @@ impl Default for Config {
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
-    pub policies: Store<HealingPolicy>,
+    pub policies: PolicyCache,
     pub config: Config,
     /// Where `source: firestore` batches live; None when no project is configured.
     pub firestore: Option<firestore::FirestoreDb>,
@@ -113,7 +115,7 @@ impl Context {
     pub fn new(
         client: Client,
         config: Config,
-        policies: Store<HealingPolicy>,
+        policies: PolicyCache,
         firestore: Option<firestore::FirestoreDb>,
     ) -> Self {
         let reporter = Reporter {
@@ -157,51 +159,8 @@ impl Context {
 
     /// The namespace's policy, or the built-in defaults when it has none.
     pub fn policy_for(&self, namespace: &str) -> HealingPolicySpec {
-        policy_in(&self.policies, namespace)
+        self.policies.spec_for(namespace)
     }
-}
-
-/// The policy of `namespace` among those in `policies`, or the built-in defaults.
-pub fn policy_in(policies: &Store<HealingPolicy>, namespace: &str) -> HealingPolicySpec {
-    chosen_policy(policies, namespace)
-        .map(|p| p.spec.clone())
-        .unwrap_or_default()
-}
-
-/// How long a decision waits for the policy cache's first sync before it fails (and is
-/// retried).
-const POLICY_SYNC_WAIT: Duration = Duration::from_secs(30);
-
-/// Waits until the HealingPolicy cache holds every policy. A decision made on the defaults
-/// before its namespace's policy arrived (just after a start) could heal too early, or
-/// mirror what the policy rules out.
-pub async fn policies_synced(policies: &Store<HealingPolicy>) -> Result<(), Error> {
-    match tokio::time::timeout(POLICY_SYNC_WAIT, policies.wait_until_ready()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) | Err(_) => Err(Error::NotSynced("HealingPolicy")),
-    }
-}
-
-/// The HealingPolicy that governs `namespace`, if it has one.
-pub fn chosen_policy(
-    policies: &Store<HealingPolicy>,
-    namespace: &str,
-) -> Option<Arc<HealingPolicy>> {
-    let in_namespace: Vec<Arc<HealingPolicy>> = policies
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(namespace))
-        .collect();
-    choose_policy(&in_namespace).cloned()
-}
-
-/// With several policies in one namespace, the one named `default` wins, else the first by
-/// name: deterministic, so replicas agree.
-fn choose_policy(policies: &[Arc<HealingPolicy>]) -> Option<&Arc<HealingPolicy>> {
-    policies
-        .iter()
-        .find(|p| p.name_any() == "default")
-        .or_else(|| policies.iter().min_by_key(|p| p.name_any()))
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -330,7 +289,9 @@ pub async fn run(
 ) -> Result<(), Error> {
     let ns = config.namespace.as_deref();
     let (health, health_requests) = HealthTrigger::channel();
-    let (policies, policy_writer) = reflector::store::<HealingPolicy>();
+    let (policy_store, policy_writer) = reflector::store::<HealingPolicy>();
+    let (policies_filled, policies_ready) = tokio::sync::watch::channel(false);
+    let policies = PolicyCache::new(policy_store, policies_ready);
     let policy_health = health.clone();
     let policy_stream = reflector::reflector(
         policy_writer,
@@ -340,6 +301,12 @@ pub async fn run(
         ),
     )
     .default_backoff()
+    // The reflector has applied an event to the store by the time it passes it on.
+    .inspect(move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) {
+            policies_filled.send_replace(true);
+        }
+    })
     .applied_objects()
     // A policy (new, changed, or its state edited) has its namespace's health evaluated.
     .inspect(move |p| {
@@ -505,38 +472,4 @@ pub async fn run(
     }
     info!("controller stopped");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn policy(ns: &str, name: &str, pct: f64) -> Arc<HealingPolicy> {
-        let spec = HealingPolicySpec {
-            min_completion_percent: pct,
-            ..Default::default()
-        };
-        let mut p = HealingPolicy::new(name, spec);
-        p.metadata.namespace = Some(ns.into());
-        Arc::new(p)
-    }
-
-    #[test]
-    fn the_policy_named_default_wins_else_the_first_by_name() {
-        let ps = [
-            policy("a", "zeta", 80.0),
-            policy("a", "default", 85.0),
-            policy("a", "alpha", 70.0),
-        ];
-        assert_eq!(
-            choose_policy(&ps).unwrap().spec.min_completion_percent,
-            85.0
-        );
-        let ps = [policy("a", "zeta", 80.0), policy("a", "alpha", 70.0)];
-        assert_eq!(
-            choose_policy(&ps).unwrap().spec.min_completion_percent,
-            70.0
-        );
-        assert!(choose_policy(&[]).is_none());
-    }
 }

@@ -79,7 +79,7 @@ fn progress_of(run: &PhaseRun) -> Progress {
 
 pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled(&PhaseRun::kind(&()));
-    super::policies_synced(&ctx.policies).await?;
+    ctx.policies.synced().await?;
     let ns = run.namespace().unwrap_or_default();
     let policy = ctx.policy_for(&ns);
     let limits = limits(&policy);

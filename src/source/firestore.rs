@@ -26,9 +26,10 @@ use tracing::{debug, info, warn};
 use super::firestore_doc::{BatchDoc, DocProblems, DocValue, fields_of, parse, proto_time};
 use super::workqueue::WorkQueue;
 use crate::Error;
+use crate::api::PredictionBatch;
 use crate::api::batch::{BatchSource, PredictionBatchSpec};
-use crate::api::{HealingPolicy, PredictionBatch};
 use crate::controller::bookkeeping::Bookkeeping;
+use crate::controller::policies::PolicyCache;
 use crate::decide::naming::object_name_for_document;
 
 /// The field manager of the mirror's status writes.
@@ -64,7 +65,7 @@ pub struct Mirroring {
 struct Mirror {
     client: Client,
     config: MirrorConfig,
-    policies: Store<HealingPolicy>,
+    policies: PolicyCache,
     /// The controller's cache of batches: whether a document's object exists, without a read.
     batches: Store<PredictionBatch>,
     /// True once `batches` holds every batch.
@@ -83,7 +84,7 @@ pub async fn start(
     db: &FirestoreDb,
     client: Client,
     config: MirrorConfig,
-    policies: Store<HealingPolicy>,
+    policies: PolicyCache,
     batches: Store<PredictionBatch>,
     batches_ready: tokio::sync::watch::Receiver<bool>,
     bookkeeping: Bookkeeping,
@@ -241,7 +242,7 @@ impl Mirror {
             return Ok(());
         }
         // Whether a document is mirrored at all depends on its namespace's policy (max age).
-        crate::controller::policies_synced(&self.policies).await?;
+        self.policies.synced().await?;
         let name = object_name_for_document(&change.doc_id);
         debug!(document = %change.path, readable = change.parsed.is_ok(), "batch document changed");
 
@@ -337,7 +338,7 @@ impl Mirror {
     /// Whether a document created at `created` is young enough to mirror, by the mirror
     /// namespace's policy. A document with no creation time at all is mirrored (to show it).
     fn within_max_age(&self, created: Option<Timestamp>) -> bool {
-        let policy = crate::controller::policy_in(&self.policies, &self.config.namespace);
+        let policy = self.policies.spec_for(&self.config.namespace);
         created.is_none_or(|c| Timestamp::now() < c + policy.max_age.as_span())
     }
 }
