@@ -352,6 +352,8 @@ pub async fn heal(
     dry_run: bool,
     now: Timestamp,
 ) -> Result<HealProgress, Error> {
+    // Bookkeeping writes yield to heals in progress (see `bookkeeping`).
+    let _in_progress = ctx.bookkeeping.heal_in_progress();
     let ns = batch.namespace().unwrap_or_default();
     let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), &ns);
     let gate = if dry_run {
