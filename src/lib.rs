@@ -7,6 +7,7 @@ pub mod controller;
 pub mod crdgen;
 pub mod decide;
 mod error;
+pub mod firestore_commit;
 pub mod gcp;
 pub mod sink;
 pub mod source;

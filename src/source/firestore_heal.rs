@@ -1,48 +1,29 @@
 //! Heals of Firestore batches, committed together. Each heal is a conditional update of one
 //! document, applied only while the document is still at the update time observed, so a late
-//! completion wins.
-//!
-//! The heals of a burst share one atomic Commit: one request instead of one per heal. On the
-//! emulator that matters most, because every committed request makes each listener resend
-//! its whole collection: 50 single updates of a 500-document collection resent 25,000
-//! documents, one Commit of the same 50 resent 500 (and a non-atomic BatchWrite, which
-//! applies its writes one by one, resent 25,000 too). A Commit with one refused write applies
-//! none, so the heals of a refused Commit are committed again one by one, each to get its
-//! own answer; refusals (a late completion) are rare next to heals.
+//! completion wins. The heals of a burst share one Commit (see `firestore_commit`).
 
 use std::time::Duration;
 
 use firestore::errors::{FirestoreError, FirestoreErrorPublicGenericDetails, FirestoreSystemError};
-use firestore::gcloud_sdk::google::firestore::v1::CommitRequest;
-use firestore::gcloud_sdk::tonic;
-use firestore::{
-    FirestoreDb, FirestoreResult, FirestoreTransactionData, FirestoreWritePrecondition,
-};
-use futures::StreamExt;
+use firestore::{FirestoreDb, FirestoreResult, FirestoreWritePrecondition};
 use jiff::Timestamp;
-use tracing::debug;
 
 use super::firestore_doc::HEALED_BY_FIELD;
+use crate::firestore_commit::commit_each;
 use crate::sink::batcher::Batcher;
 
 /// Writes per Commit (Firestore's limit).
 const MAX_WRITES: usize = 500;
-/// Long enough to gather the heals of a burst (which arrive as fast as the mirror creates
-/// their objects), short next to the heal latency target of a second.
-const LINGER: Duration = Duration::from_millis(100);
+/// How long the first heal after a quiet spell waits for others to share its commit. Short:
+/// heals that arrive while a commit is in flight gather for the next one anyway, and a lone
+/// heal (most of them, outside a burst) pays the whole wait. At 100 ms, in the steady
+/// benchmark (10,000 batches, one commit per heal), the linger was a sixth of the latency.
+const LINGER: Duration = Duration::from_millis(10);
 /// One Commit at a time: each makes the emulator resend the collection to listeners, and
 /// resends of concurrent commits have been seen to corrupt the listen stream.
 const IN_FLIGHT: usize = 1;
 /// The longest a heal waits for the mirror's listen stream to finish sending its snapshot.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
-/// Single commits at once after a refused group.
-const ONE_BY_ONE: usize = 8;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Tries of one commit that fails in a way worth retrying (unavailable, a lost answer):
-/// retrying is safe, because a commit that was applied fails its precondition the second
-/// time, and the heal then finds its own healing id in the document.
-const COMMIT_TRIES: u32 = 4;
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// The original's auto-completion fields, plus the healing id that wrote them.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -85,8 +66,8 @@ impl HealCommitter {
     /// Starts the committing task (inside a Tokio runtime).
     ///
     /// While `snapshot_read` is false (the mirror's listen stream is sending the collection
-    /// after connecting), heals wait for it, up to [`SNAPSHOT_WAIT`]; None without a mirror. The emulator corrupts a
-    /// stream whose snapshot a write's changes interrupt: the client cannot decode it and
+    /// after connecting), heals wait for it, up to [`SNAPSHOT_WAIT`]; None without a mirror.
+    /// The emulator corrupts a stream whose snapshot a write's changes interrupt: the client cannot decode it and
     /// reconnects a second later to read everything again (a burst of 1,000 heals at start-up
     /// saw up to three such reconnects in a row, each holding back the batches not yet read).
     /// Against Firestore the wait only holds back heals during the read that follows a
@@ -97,7 +78,7 @@ impl HealCommitter {
     ) -> Self {
         let batcher = Batcher::start(MAX_WRITES, LINGER, IN_FLIGHT, move |heals| {
             let db = db.clone();
-            async move { commit_each(&db, heals).await }
+            async move { commit_heals(&db, heals).await }
         });
         Self {
             batcher,
@@ -122,32 +103,8 @@ impl HealCommitter {
 }
 
 /// Commits the heals together, or, if that is refused, one by one; an answer per heal.
-async fn commit_each(db: &FirestoreDb, heals: Vec<HealWrite>) -> Vec<FirestoreResult<()>> {
-    match commit(db, &heals).await {
-        Ok(()) => heals.iter().map(|_| Ok(())).collect(),
-        Err(e) if heals.len() == 1 => vec![Err(e)],
-        Err(e) => {
-            debug!(heals = heals.len(), error = %e, "a commit of heals was refused; committing them one by one");
-            futures::stream::iter(heals)
-                .map(|heal| async move { commit(db, std::slice::from_ref(&heal)).await })
-                .buffered(ONE_BY_ONE)
-                .collect()
-                .await
-        }
-    }
-}
-
-/// One atomic, non-transactional Commit of the heals, retried while it fails transiently.
-async fn commit(db: &FirestoreDb, heals: &[HealWrite]) -> FirestoreResult<()> {
-    // Writes are built the way the crate builds a transaction's, with no transaction: a
-    // Commit without one needs no BeginTransaction round trip and holds no locks.
-    let mut writes = FirestoreTransactionData::new(
-        Vec::new(),
-        db.get_documents_path().clone(),
-        tracing::Span::none(),
-        Vec::new(),
-    );
-    for heal in heals {
+async fn commit_heals(db: &FirestoreDb, heals: Vec<HealWrite>) -> Vec<FirestoreResult<()>> {
+    commit_each(db, &heals, |heal, writes| {
         db.fluent()
             .update()
             .fields(HEAL_FIELDS)
@@ -155,29 +112,8 @@ async fn commit(db: &FirestoreDb, heals: &[HealWrite]) -> FirestoreResult<()> {
             .precondition(FirestoreWritePrecondition::UpdateTime(heal.version))
             .document_id(&heal.doc_id)
             .object(&heal.fields)
-            .add_to_transaction(&mut writes)?;
-    }
-    let mut delay = FIRST_RETRY_DELAY;
-    let mut tries = 1;
-    loop {
-        let mut request = tonic::Request::new(CommitRequest {
-            database: db.get_database_path().clone(),
-            writes: writes.writes().clone(),
-            transaction: Vec::new(),
-            request_options: None,
-        });
-        request.set_timeout(REQUEST_TIMEOUT);
-        match db.client().get().commit(request).await {
-            Ok(_) => return Ok(()),
-            Err(status) => match FirestoreError::from(status) {
-                FirestoreError::DatabaseError(e) if e.retry_possible && tries < COMMIT_TRIES => {
-                    debug!(error = %e, tries, "committing heals failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                    tries += 1;
-                }
-                e => return Err(e),
-            },
-        }
-    }
+            .add_to_transaction(writes)
+            .map(|_| ())
+    })
+    .await
 }
