@@ -289,33 +289,25 @@ pub async fn run(
 ) -> Result<(), Error> {
     let ns = config.namespace.as_deref();
     let (health, health_requests) = HealthTrigger::channel();
-    let (policy_store, policy_writer) = reflector::store::<HealingPolicy>();
-    let (policies_filled, policies_ready) = tokio::sync::watch::channel(false);
+    let CachedWatch {
+        store: policy_store,
+        ready: policies_ready,
+        stream: policy_stream,
+    } = cached_watch(
+        api::<HealingPolicy>(&client, ns),
+        watcher::Config::default(),
+    );
     let policies = PolicyCache::new(policy_store, policies_ready);
     let policy_health = health.clone();
-    let policy_stream = reflector::reflector(
-        policy_writer,
-        watcher(
-            api::<HealingPolicy>(&client, ns),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    // The reflector has applied an event to the store by the time it passes it on.
-    .inspect(move |event| {
-        if matches!(event, Ok(watcher::Event::InitDone)) {
-            policies_filled.send_replace(true);
-        }
-    })
-    .applied_objects()
-    // A policy (new, changed, or its state edited) has its namespace's health evaluated.
-    .inspect(move |p| {
-        if let Ok(p) = p {
-            policy_health.touch(&p.namespace().unwrap_or_default());
-        }
-    })
-    // Only spec changes re-decide batches: the health loop writes the status often.
-    .predicate_filter(predicates::generation, Default::default());
+    let policy_stream = policy_stream
+        // A policy (new, changed, or its state edited) has its namespace's health evaluated.
+        .inspect(move |p| {
+            if let Ok(p) = p {
+                policy_health.touch(&p.namespace().unwrap_or_default());
+            }
+        })
+        // Only spec changes re-decide batches: the health loop writes the status often.
+        .predicate_filter(predicates::generation, Default::default());
 
     let CachedWatch {
         store: batch_store,

@@ -18,9 +18,9 @@ const SYNC_WAIT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct PolicyCache {
     store: Store<HealingPolicy>,
-    /// True once the first list is in `store`. Not `Store::wait_until_ready`: that future
-    /// keeps a single waker, so of many reconciles and mirror workers waiting at start-up all
-    /// but one slept until their timeout (30 s) although the cache was filled at once.
+    /// True once the first list is in `store` ([`super::CachedWatch::ready`]). Not
+    /// `Store::wait_until_ready`: of the many reconciles and mirror workers waiting on it at
+    /// start-up, all but one slept until their timeout (30 s) although the cache was filled.
     ready: watch::Receiver<bool>,
 }
 

@@ -67,11 +67,11 @@ impl HealCommitter {
     ///
     /// While `snapshot_read` is false (the mirror's listen stream is sending the collection
     /// after connecting), heals wait for it, up to [`SNAPSHOT_WAIT`]; None without a mirror.
-    /// The emulator corrupts a stream whose snapshot a write's changes interrupt: the client cannot decode it and
-    /// reconnects a second later to read everything again (a burst of 1,000 heals at start-up
-    /// saw up to three such reconnects in a row, each holding back the batches not yet read).
-    /// Against Firestore the wait only holds back heals during the read that follows a
-    /// (re)connection, and the heals that gather meanwhile share one commit.
+    /// The emulator corrupts a stream whose snapshot a write's changes interrupt: the client
+    /// cannot decode it and reconnects a second later to read everything again (a burst of
+    /// 1,000 heals at start-up saw up to three such reconnects in a row, each holding back the
+    /// batches not yet read). Against Firestore the wait only holds back heals during the read
+    /// that follows a (re)connection, and the heals that gather meanwhile share one commit.
     pub fn start(
         db: FirestoreDb,
         snapshot_read: Option<tokio::sync::watch::Receiver<bool>>,
