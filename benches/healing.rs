@@ -5,7 +5,9 @@
 //!   healed and recorded (its batch's AutoCompleted Event seen).
 //! - steady: live batches mirrored; the controller's idle CPU and peak RSS with them; then
 //!   200 stalls crossing their thresholds at 20 per second, with each heal's latency
-//!   from its threshold instant to its batch's AutoCompleted Event seen (p50, p99).
+//!   from its threshold instant to its batch's AutoCompleted Event seen (p50, p99). Beside
+//!   them, the emulator's own time for a write to the listened collection, which every heal
+//!   commit pays before anything of the controller's (see `listened_write_ms`).
 //!
 //! Sizes: PH_BENCH_BURST (default 1000), PH_BENCH_BATCHES (default 10000).
 
@@ -35,6 +37,8 @@ use support::{ControllerProcess, firestore_db, namespace};
 const EXPECTED: usize = 50;
 const STALL_RATE_PER_SECOND: usize = 20;
 const STEADY_STALLS: usize = 200;
+/// Writes timed to measure the emulator's answer to a write into the listened collection.
+const LISTENED_WRITE_PROBES: usize = 5;
 
 /// Figures of the controller process, from /proc.
 struct Usage(u32);
@@ -247,6 +251,26 @@ async fn burst_status(n: usize) {
     );
 }
 
+/// The median time the emulator takes to answer a one-document write while the controller
+/// listens to the collection. The emulator answers only after resending the listener every
+/// document the listen target matches (a RESET, then all of them, after each write), where
+/// Firestore sends the changed document alone; so each heal commit costs at least this, and
+/// a heal that arrives during one waits for it first. The writes are quiet batches' progress,
+/// written again (the last ids: no stall is among them). They also warm the emulator's
+/// resend, which gets faster over its first few dozen (about 430 ms at 10,000 documents at
+/// first, 250 ms later), as steady traffic would have.
+async fn listened_write_ms(db: &FirestoreDb, collection: &str, ids: &[String]) -> f64 {
+    let mut times = Vec::new();
+    for id in ids.iter().rev().take(LISTENED_WRITE_PROBES) {
+        let quiet = batch_doc(id, EXPECTED * 70 / 100, Timestamp::now());
+        let started = Instant::now();
+        write_all(db, collection, vec![(id.clone(), quiet)]).await;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    percentile(&times, 50.0)
+}
+
 async fn steady(n: usize) {
     let ns = namespace("bench-steady").await;
     let db = firestore_db().await;
@@ -289,6 +313,13 @@ async fn steady(n: usize) {
         &format!("steady_{n}_peak_rss_after_mirroring"),
         controller.peak_rss_mib(),
         "MiB",
+    );
+
+    let listened_write = listened_write_ms(&db, &collection, &ids).await;
+    bench(
+        &format!("steady_{n}_listened_write_p50"),
+        listened_write,
+        "ms",
     );
 
     // Stalls crossing their thresholds at 20 per second: the documents are written in one
