@@ -45,7 +45,7 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
     ctx.metrics.reconciled(&PredictionBatch::kind(&()));
     ctx.policies.synced().await?;
     let ns = batch.namespace().unwrap_or_default();
-    let policy_spec = ctx.policy_for(&ns);
+    let policy_spec = ctx.policies.spec_for(&ns);
     let policy = StallPolicy::from(&policy_spec);
     let now = Timestamp::now();
     let status = batch.status.as_ref();

@@ -28,7 +28,7 @@ pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Ac
     // Any change to an event may move its namespace's windows, circuits or export backlog.
     ctx.health.touch(&namespace);
     let id = event.name_any();
-    let policy = ctx.policy_for(&namespace);
+    let policy = ctx.policies.spec_for(&namespace);
     let sinks = ctx.sinks.names();
     let now = Timestamp::now();
     let retention = policy.retention.as_span();

@@ -316,7 +316,7 @@ pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Option<Timestam
     ctx.metrics.reconciled("NamespaceHealth");
     ctx.policies.synced().await?;
     let now = Timestamp::now();
-    let policy = ctx.policy_for(namespace);
+    let policy = ctx.policies.spec_for(namespace);
     let stored = stored_health(ctx, namespace);
     let events: BTreeMap<String, Arc<HealingEvent>> = ctx
         .events
@@ -527,7 +527,7 @@ pub enum Gate {
 
 /// The gate for a heal of `healing_type` in `namespace` now.
 pub fn gate(ctx: &Context, namespace: &str, healing_type: &str, now: Timestamp) -> Gate {
-    let policy = ctx.policy_for(namespace);
+    let policy = ctx.policies.spec_for(namespace);
     if policy.paused_types.iter().any(|t| t == healing_type) {
         return Gate::Skip {
             reason: "paused",

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use crate::Error;
 use crate::api::phase::PhaseRun;
-use crate::api::{HealingEvent, HealingPolicy, HealingPolicySpec, PredictionBatch};
+use crate::api::{HealingEvent, HealingPolicy, PredictionBatch};
 use crate::sink::Sinks;
 use crate::sink::bigquery::BigQueryExport;
 use crate::sink::consolidation::Consolidation;
@@ -155,11 +155,6 @@ impl Context {
 
     pub fn with_sinks(self, sinks: Sinks) -> Self {
         Self { sinks, ..self }
-    }
-
-    /// The namespace's policy, or the built-in defaults when it has none.
-    pub fn policy_for(&self, namespace: &str) -> HealingPolicySpec {
-        self.policies.spec_for(namespace)
     }
 }
 

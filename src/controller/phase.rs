@@ -81,7 +81,7 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
     ctx.metrics.reconciled(&PhaseRun::kind(&()));
     ctx.policies.synced().await?;
     let ns = run.namespace().unwrap_or_default();
-    let policy = ctx.policy_for(&ns);
+    let policy = ctx.policies.spec_for(&ns);
     let limits = limits(&policy);
     let processors = specs(&run.spec.processors);
     let now = Timestamp::now();
