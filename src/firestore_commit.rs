@@ -2,10 +2,10 @@
 //! one Commit per write, so each write gets its own answer.
 //!
 //! One request instead of one per write. On the emulator that matters most, because every
-//! committed request makes each listener resend its whole collection (to the mirror, the
-//! batch collection, whatever collection was written): 50 single updates of a 500-document
-//! collection resent 25,000 documents, one Commit of the same 50 resent 500, and a non-atomic
-//! BatchWrite, which applies its writes one by one, resent 25,000 too. A Commit with one
+//! committed request into a listened collection makes the emulator resend the listener every
+//! document its target matches (the mirror's: the whole batch collection): 50 single updates
+//! of a 500-document collection resent 25,000 documents, one Commit of the same 50 resent
+//! 500, and a non-atomic BatchWrite, which applies its writes one by one, resent 25,000 too. A Commit with one
 //! refused write applies none; refusals (a late completion that fails a heal's precondition)
 //! are rare next to the writes that go through.
 

@@ -155,7 +155,7 @@ pub async fn start(
                     }
                 }
                 // Checked here as well as in the worker: a resent collection (the emulator
-                // resends it after every write) must not fill the queue with documents
+                // resends it after every write to it) must not fill the queue with documents
                 // already applied.
                 FirestoreListenEvent::DocumentChange(change) => {
                     if let Some(doc) = change.document
