@@ -51,9 +51,10 @@ port=$(free_port)
 python3 "$HERE/demo_pipeline.py" serve "$port" &
 pids+=($!)
 
-step "Running the controller"
+step "Running the controller (its http triggers allowed only to the local endpoint)"
 "$BIN" run --namespace "$NS" --log-format text --metrics-addr 127.0.0.1:0 \
-  --bigquery-project "$GOOGLE_CLOUD_PROJECT" 2> >(sed 's/^/[controller] /' >&2) &
+  --bigquery-project "$GOOGLE_CLOUD_PROJECT" \
+  --trigger-allowed-url-prefix "http://127.0.0.1:$port/" 2> >(sed 's/^/[controller] /' >&2) &
 pids+=($!)
 
 step "A prediction batch: 23 of 25 players done (one of them injured), two timing out"

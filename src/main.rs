@@ -7,6 +7,7 @@ use pipeline_healer::api::phase::PhaseRun;
 use pipeline_healer::api::schema::PositiveDuration;
 use pipeline_healer::controller;
 use pipeline_healer::controller::leader::{LeaderElection, LeaseConfig};
+use pipeline_healer::decide::trust::{Trust, UrlPrefix};
 use pipeline_healer::sink::bigquery::{BigQueryExport, TableRef};
 use pipeline_healer::sink::consolidation::Consolidation;
 use pipeline_healer::sink::slack::SlackConfig;
@@ -123,6 +124,46 @@ struct RunArgs {
     /// belong to it); default: --bigquery-project, else --firestore-project.
     #[arg(long, env = "PIPELINE_HEALER_PHASE_PROJECT")]
     phase_project: Option<String>,
+    /// Other projects whose tables PhaseRuns may name as `project.dataset.table`
+    /// (repeatable, or comma-separated in the variable). A table in any other project is
+    /// refused before it is queried.
+    #[arg(
+        long = "phase-allowed-project",
+        env = "PIPELINE_HEALER_PHASE_ALLOWED_PROJECTS",
+        value_delimiter = ','
+    )]
+    phase_allowed_projects: Vec<String>,
+    /// URL prefix a PhaseRun's http trigger may POST to (repeatable, or comma-separated in
+    /// the variable), e.g. https://phase4-abc-uw.a.run.app/. The URL, once {processor} and
+    /// {date} are substituted, is parsed and normalised and must have the prefix's scheme,
+    /// host and port and continue its path; a URL with a user name is refused. None given:
+    /// EVERY http trigger is refused (recorded as a Failed HealingEvent, root cause
+    /// trigger_not_allowed).
+    #[arg(
+        long = "trigger-allowed-url-prefix",
+        env = "PIPELINE_HEALER_TRIGGER_ALLOWED_URL_PREFIXES",
+        value_delimiter = ',',
+        value_parser = UrlPrefix::parse
+    )]
+    trigger_allowed_url_prefixes: Vec<UrlPrefix>,
+    /// Audience an http trigger may ask an ID token for besides its URL's own origin
+    /// (repeatable, or comma-separated in the variable).
+    #[arg(
+        long = "trigger-allowed-audience",
+        env = "PIPELINE_HEALER_TRIGGER_ALLOWED_AUDIENCES",
+        value_delimiter = ','
+    )]
+    trigger_allowed_audiences: Vec<String>,
+    /// Service account a PhaseRun's Job trigger may run as (repeatable, or comma-separated in
+    /// the variable); an empty serviceAccountName (the namespace's default) is always
+    /// allowed. Host namespaces, hostPath volumes, privileged containers, privilege
+    /// escalation and added capabilities are always refused.
+    #[arg(
+        long = "job-allowed-service-account",
+        env = "PIPELINE_HEALER_JOB_ALLOWED_SERVICE_ACCOUNTS",
+        value_delimiter = ','
+    )]
+    job_allowed_service_accounts: Vec<String>,
     #[command(flatten)]
     bigquery: BigQueryArgs,
 }
@@ -271,6 +312,10 @@ fn main() -> ExitCode {
                 leader_election_lease,
                 lease_duration,
                 phase_project,
+                phase_allowed_projects,
+                trigger_allowed_url_prefixes,
+                trigger_allowed_audiences,
+                job_allowed_service_accounts,
                 bigquery,
             } = *args;
             init_logging(log_format);
@@ -286,6 +331,18 @@ fn main() -> ExitCode {
                 .or_else(|| bigquery.bigquery_project.clone())
                 .or_else(|| firestore_project.clone())
                 .map(|project| (project, bigquery.bigquery_emulator_host.clone()));
+            let trust = Trust {
+                url_prefixes: trigger_allowed_url_prefixes,
+                audiences: trigger_allowed_audiences,
+                job_service_accounts: job_allowed_service_accounts,
+                phase_project: phase_bigquery.as_ref().map(|(project, _)| project.clone()),
+                allowed_projects: phase_allowed_projects,
+            };
+            if trust.url_prefixes.is_empty() {
+                tracing::info!(
+                    "no --trigger-allowed-url-prefix: every http trigger of a PhaseRun is refused"
+                );
+            }
             let mirror = firestore_project.map(|project| {
                 let namespace = mirror_namespace
                     .or_else(|| namespace.clone())
@@ -317,6 +374,7 @@ fn main() -> ExitCode {
                     events_table: bigquery.query_name(),
                 },
                 phase_bigquery,
+                trust,
                 bigquery: bigquery.export(),
                 ..Default::default()
             };

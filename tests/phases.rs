@@ -135,11 +135,18 @@ async fn create_phase(ns: &TestNamespace, name: &str, spec: Value) {
         .unwrap();
 }
 
-fn start_controller(ns: &TestNamespace) -> ControllerProcess {
+/// The controller, allowed to POST under `url_prefixes` (the operator's allowlist) and
+/// with `args` besides.
+fn start_controller(ns: &TestNamespace, url_prefixes: &[&str], args: &[&str]) -> ControllerProcess {
+    let mut all: Vec<&str> = url_prefixes
+        .iter()
+        .flat_map(|p| ["--trigger-allowed-url-prefix", p])
+        .collect();
+    all.extend_from_slice(args);
     ControllerProcess::start_with(
         &ns.name,
         "phases",
-        &[] as &[&str],
+        &all,
         &[("BIGQUERY_EMULATOR_HOST", emulators().bigquery.as_str())],
     )
 }
@@ -216,7 +223,7 @@ async fn an_empty_daily_cache_reruns_exactly_it_and_what_depends_on_it_in_order(
         json!({"phase": "phase4", "date": DATE, "processors": processors}),
     )
     .await;
-    let _controller = start_controller(&ns);
+    let _controller = start_controller(&ns, &[&format!("{}/", server.url)], &[]);
 
     let run = state_becomes(&ns, "phase4", PhaseState::Complete).await;
     let paths: Vec<String> = server.requests().iter().map(|r| r.path.clone()).collect();
@@ -323,7 +330,7 @@ async fn a_failed_query_triggers_nothing_and_a_date_without_games_is_not_require
         "processors": [{"name": "gamebook", "table": tables.name("gamebook"), "dateColumn": "game_date", "trigger": trigger}],
     }))
     .await;
-    let _controller = start_controller(&ns);
+    let _controller = start_controller(&ns, &[&server.url], &[]);
 
     let unknown = state_becomes(&ns, "unknown", PhaseState::ObservationFailed).await;
     let condition = unknown
@@ -367,7 +374,7 @@ async fn a_job_trigger_creates_an_owned_job_and_its_success_completes_the_phase(
         }}}}}},
     }]}))
     .await;
-    let _controller = start_controller(&ns);
+    let _controller = start_controller(&ns, &[], &[]);
 
     let jobs = ns.api::<Job>();
     let job = eventually(30, "the Job is created", || async {
@@ -468,4 +475,211 @@ async fn a_hostile_table_name_never_reaches_bigquery() {
             .await,
         Ok(2)
     );
+}
+
+/// The condition `type_` of a PhaseRun, once it is True.
+async fn condition_true(ns: &TestNamespace, name: &str, type_: &str) -> String {
+    let api = ns.api::<PhaseRun>();
+    eventually(60, &format!("{name} shows {type_}"), || async {
+        let run = api.get(name).await.ok()?;
+        let condition = run
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == type_ && c.status == "True")?;
+        Some(condition.message)
+    })
+    .await
+}
+
+/// Every HealingEvent of the namespace once it is final, with the root cause and message.
+async fn final_events(ns: &TestNamespace, count: usize) -> Vec<(String, String, String)> {
+    eventually(60, &format!("{count} final HealingEvents"), || async {
+        let events = healing_events(ns).await;
+        let finals: Vec<(String, String, String)> = events
+            .iter()
+            .filter_map(|e| {
+                let status = e.status.as_ref()?;
+                let outcome = status.outcome?;
+                (outcome != pipeline_healer::api::event::Outcome::Pending).then(|| {
+                    (
+                        e.spec.root_cause.clone(),
+                        format!("{outcome:?}"),
+                        status.message.clone().unwrap_or_default(),
+                    )
+                })
+            })
+            .collect();
+        (finals.len() >= count).then_some(finals)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_trigger_outside_the_allowlist_sends_nothing_and_is_recorded_refused() {
+    const MARKER: &str = "s3cretMarker7781";
+    let ns = namespace("phase-refused").await;
+    fast_policy(&ns).await;
+    let tables = Arc::new(
+        Tables::create(
+            &ns,
+            &[
+                ("allowed", "game_date"),
+                ("elsewhere", "game_date"),
+                ("confused", "game_date"),
+            ],
+        )
+        .await,
+    );
+    let allowed = Arc::new(RecordingServer::start(200).await);
+    let evil = RecordingServer::start(200).await;
+    let evil_host = evil.url.trim_start_matches("http://").to_owned();
+    fill_on_request(
+        allowed.clone(),
+        tables.clone(),
+        BTreeMap::from([(
+            "Allowed".to_owned(),
+            ("allowed".to_owned(), "game_date".to_owned()),
+        )]),
+    );
+    create_phase(&ns, "mixed", json!({"phase": "phase4", "date": DATE, "processors": [
+        {"name": "Allowed", "table": tables.name("allowed"), "dateColumn": "game_date",
+         "trigger": {"http": {"url": format!("{}/{{processor}}", allowed.url)}}},
+        // Another host, an audience it would mint a token for, and a key in the query.
+        {"name": "Elsewhere", "table": tables.name("elsewhere"), "dateColumn": "game_date",
+         "trigger": {"http": {"url": format!("{}/run?key={MARKER}", evil.url), "audience": "https://bank.example"}}},
+        // The allowed prefix as a user name: the request would go to the other host.
+        {"name": "Confused", "table": tables.name("confused"), "dateColumn": "game_date",
+         "trigger": {"http": {"url": format!("{}@{evil_host}/run", allowed.url)}}},
+    ]}))
+    .await;
+    let _controller = start_controller(&ns, &[&format!("{}/", allowed.url)], &[]);
+
+    let message = condition_true(&ns, "mixed", "TriggerRefused").await;
+    let evil_origin = evil.url.clone();
+    assert!(message.contains(&evil_origin), "{message}");
+    assert!(
+        message.contains("--trigger-allowed-url-prefix"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Elsewhere") && message.contains("Confused"),
+        "{message}"
+    );
+    let events = final_events(&ns, 3).await;
+    let mut refused: Vec<&(String, String, String)> = events
+        .iter()
+        .filter(|(cause, _, _)| cause == "trigger_not_allowed")
+        .collect();
+    refused.sort();
+    assert_eq!(refused.len(), 2, "{events:?}");
+    assert!(
+        refused.iter().all(|(_, outcome, _)| outcome == "Failed"),
+        "{events:?}"
+    );
+    // The allowed processor is not held back by its refused neighbours.
+    let api = ns.api::<PhaseRun>();
+    eventually(60, "the allowed table counted full", || async {
+        let run = api.get("mixed").await.ok()?;
+        (run.status?.record_counts.get(&tables.name("allowed")) == Some(&3)).then_some(())
+    })
+    .await;
+    assert_eq!(allowed.requests().len(), 1, "{:?}", allowed.requests());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(evil.requests().is_empty(), "{:?}", evil.requests());
+
+    // The key in the refused URL is in no status, HealingEvent or Kubernetes Event.
+    assert!(message.contains(&format!("{evil_origin}/run")), "{message}");
+    let everything = format!(
+        "{}{}{}",
+        // The spec is the user's own text; the status is the controller's.
+        serde_json::to_string(&api.get("mixed").await.unwrap().status).unwrap(),
+        serde_json::to_string(&healing_events(&ns).await).unwrap(),
+        serde_json::to_string(
+            &ns.api::<k8s_openapi::api::events::v1::Event>()
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+        )
+        .unwrap(),
+    );
+    assert!(
+        !everything.contains(MARKER),
+        "the URL's key leaked:\n{everything}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_template_that_borrows_an_identity_or_the_host_creates_no_job() {
+    let ns = namespace("phase-job-refused").await;
+    fast_policy(&ns).await;
+    let tables = Tables::create(&ns, &[("boxscores", "game_date")]).await;
+    create_phase(
+        &ns,
+        "hostile-job",
+        json!({"phase": "phase2", "date": DATE, "processors": [{
+            "name": "boxscores", "table": tables.name("boxscores"), "dateColumn": "game_date",
+            "trigger": {"job": {"template": {"spec": {"template": {"spec": {
+                "restartPolicy": "Never",
+                "serviceAccountName": "pipeline-healer",
+                "hostPID": true,
+                "volumes": [{"name": "root", "hostPath": {"path": "/"}}],
+                "containers": [{"name": "scraper", "image": "scrapers/bdl:1",
+                    "securityContext": {"privileged": true}}],
+            }}}}}},
+        }]}),
+    )
+    .await;
+    let _controller = start_controller(&ns, &[], &["--job-allowed-service-account", "scraper"]);
+
+    let message = condition_true(&ns, "hostile-job", "TriggerRefused").await;
+    for named in [
+        "serviceAccountName \"pipeline-healer\"",
+        "hostPID",
+        "hostPath",
+        "privileged",
+        "--job-allowed-service-account",
+    ] {
+        assert!(message.contains(named), "{named} not in {message}");
+    }
+    let events = final_events(&ns, 1).await;
+    assert_eq!(events[0].0, "trigger_not_allowed", "{events:?}");
+    assert_eq!(events[0].1, "Failed", "{events:?}");
+    assert!(
+        ns.api::<Job>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_table_in_a_project_not_allowed_is_refused_before_any_query() {
+    let ns = namespace("phase-project").await;
+    let tables = Tables::create(&ns, &[("ours", "game_date")]).await;
+    let server = RecordingServer::start(200).await;
+    let trigger = json!({"http": {"url": format!("{}/{{processor}}", server.url)}});
+    create_phase(&ns, "foreign", json!({"phase": "phase2", "date": DATE, "processors": [
+        {"name": "ours", "table": tables.name("ours"), "dateColumn": "game_date", "trigger": trigger},
+        {"name": "theirs", "table": "billing-prod.ledger.payments", "dateColumn": "game_date", "trigger": trigger},
+    ]}))
+    .await;
+    let _controller = start_controller(&ns, &[&server.url], &[]);
+
+    let message = condition_true(&ns, "foreign", "TableRefused").await;
+    assert!(message.contains("billing-prod"), "{message}");
+    assert!(message.contains("--phase-allowed-project"), "{message}");
+    let run = state_becomes(&ns, "foreign", PhaseState::Invalid).await;
+    // Nothing was counted, not even the allowed table.
+    assert!(run.status.unwrap().record_counts.is_empty());
+    let events = final_events(&ns, 1).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].0.as_str(), events[0].1.as_str()),
+        ("table_not_allowed", "Failed")
+    );
+    assert!(server.requests().is_empty());
 }

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use crate::Error;
 use crate::api::phase::PhaseRun;
 use crate::api::{HealingEvent, HealingPolicy, PredictionBatch};
+use crate::decide::trust::Trust;
 use crate::sink::Sinks;
 use crate::sink::bigquery::BigQueryExport;
 use crate::sink::consolidation::Consolidation;
@@ -63,6 +64,9 @@ pub struct Config {
     /// Where PhaseRun tables are counted: the project, and a BigQuery emulator (host:port)
     /// to use instead of BigQuery. None: phases report that they cannot be observed.
     pub phase_bigquery: Option<(String, Option<String>)>,
+    /// What PhaseRuns may make the controller do with its identity (the operator's
+    /// allowlists); the default allows no http trigger and no other project's tables.
+    pub trust: Trust,
 }
 
 impl Default for Config {
@@ -76,6 +80,7 @@ impl Default for Config {
             bigquery: None,
             slack: SlackConfig::default(),
             phase_bigquery: None,
+            trust: Trust::default(),
         }
     }
 }
@@ -338,7 +343,11 @@ pub async fn run(
     let events = cached_watch(api::<HealingEvent>(&client, ns), watcher::Config::default());
     let health_maps = cached_watch(
         api::<ConfigMap>(&client, ns),
-        watcher::Config::default().labels(&format!("{}=true", health::HEALTH_LABEL)),
+        // By name as well as by label: RBAC can then grant list and watch of this one
+        // ConfigMap (resourceNames), not of every ConfigMap in the namespace.
+        watcher::Config::default()
+            .labels(&format!("{}=true", health::HEALTH_LABEL))
+            .fields(&format!("metadata.name={}", health::HEALTH_CONFIGMAP)),
     );
     let Telemetry { metrics, ready } = telemetry;
     let slack = Slack::start(config.slack.clone(), metrics.clone());

@@ -26,13 +26,13 @@ use crate::decide::conditions::{self, Desired};
 use crate::decide::naming::healing_id;
 use crate::decide::phase::{JobState, Limits, Observation, ProcessorSpec, Progress, Step, step};
 use crate::decide::plan::Node;
+use crate::decide::rerun::{ATTEMPT_LABEL, PHASE_LABEL, PROCESSOR_LABEL, Rerun, RerunError, rerun};
+use crate::decide::trust::Refusal;
 use crate::sink::slack::phase_heal_message;
 
 pub const HEALING_TYPE: &str = "phase_rerun";
 /// The original's collection of phase healing passes.
 pub const HISTORY_COLLECTION: &str = "self_heal_history";
-const PHASE_LABEL: &str = "healing.pipeline.dev/phase-run";
-const PROCESSOR_LABEL: &str = "healing.pipeline.dev/processor";
 /// How soon a reconcile that read a stale PhaseRun looks again (the watch has the newer one
 /// within milliseconds).
 const STALE_READ_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
@@ -85,6 +85,9 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
     let limits = limits(&policy);
     let processors = specs(&run.spec.processors);
     let now = Timestamp::now();
+    if let Some(action) = refuse_tables(&ctx, &run, now).await? {
+        return Ok(action);
+    }
     let observation = observe(&ctx, &run).await?;
     let progress = progress_of(&run);
     let next = step(&processors, &observation, &progress, &limits, now);
@@ -220,6 +223,7 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
             let mut attempts = progress.attempts.clone();
             let mut triggered = Vec::new();
             let mut failed = Vec::new();
+            let mut refused = Vec::new();
             let mut earlier = 0;
             for name in wave_processors {
                 let attempt = attempts.get(name).copied().unwrap_or(0) + 1;
@@ -227,6 +231,10 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
                 match trigger(&ctx, &run, name, &missing, &correlation, attempt).await? {
                     Triggered::Ran => triggered.push(name.clone()),
                     Triggered::Failed(_) => failed.push(name.clone()),
+                    Triggered::Refused(why) => {
+                        failed.push(name.clone());
+                        refused.push(format!("{name}: {why}"));
+                    }
                     Triggered::Earlier => earlier += 1,
                 }
             }
@@ -266,9 +274,20 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
                 plan.len(),
                 wave_processors.join(", ")
             );
+            let trigger_refused = if refused.is_empty() {
+                Desired::new(
+                    "TriggerRefused",
+                    false,
+                    "TriggersAllowed",
+                    "every trigger of the wave is allowed",
+                )
+            } else {
+                Desired::new("TriggerRefused", true, "NotAllowed", refused.join("; "))
+            };
             (
                 PhaseState::Healing,
                 vec![
+                    trigger_refused,
                     Desired::new("Healing", true, "WaveTriggered", message),
                     Desired::new(
                         "Complete",
@@ -405,7 +424,7 @@ async fn jobs_of(ctx: &Context, run: &PhaseRun) -> Result<BTreeMap<String, JobSt
             continue;
         };
         let attempt: i64 = labels
-            .get("healing.pipeline.dev/attempt")
+            .get(ATTEMPT_LABEL)
             .and_then(|a| a.parse().ok())
             .unwrap_or(0);
         let status = job.status.as_ref();
@@ -436,6 +455,9 @@ enum Triggered {
     Earlier,
     /// Recorded, and the trigger failed (retried by the phase's own backoff).
     Failed(String),
+    /// Recorded as failed: the operator's allowlists refuse it, so nothing was sent or
+    /// created.
+    Refused(String),
 }
 
 /// Records the intent, triggers one processor, records the outcome. An Err is an API
@@ -466,23 +488,29 @@ async fn trigger(
     );
     let table = processor.table.as_str();
     let was_missing = missing.iter().any(|m| m == name);
-    let (root_cause, reason) = if was_missing {
-        (
+    // Checked before the intent is recorded, so that a refusal is the record's root cause.
+    let planned = rerun(&ctx.config.trust, run, processor, attempt);
+    let (root_cause, reason) = match &planned {
+        Err(RerunError::Refused(refusal)) => (
+            refusal.root_cause().to_owned(),
+            format!("{name}'s trigger is refused: {refusal}"),
+        ),
+        _ if was_missing => (
             format!("missing_rows:{table}"),
             format!(
                 "{table} has fewer than {} rows for {date}",
                 processor.min_rows
             ),
-        )
-    } else {
-        (
+        ),
+        _ => (
             format!("upstream_rerun:{table}"),
             format!("{table} depends on re-run processors for {date}"),
-        )
+        ),
     };
-    let how = match processor.trigger.as_ref() {
-        Some(t) if t.job.is_some() => "created a Job",
-        _ => "POSTed to its endpoint",
+    let how = match &planned {
+        Ok(rerun) => rerun.how(),
+        Err(RerunError::Refused(_)) => "refused, nothing sent or created",
+        Err(RerunError::Invalid(_)) => "could not be run",
     };
     let spec = HealingEventSpec {
         healing_id: id.clone(),
@@ -492,13 +520,7 @@ async fn trigger(
         action_taken: format!("Re-ran {name} (attempt {attempt}): {how}"),
         root_cause,
         correlation_id: Some(correlation.to_owned()),
-        target: TargetRef {
-            api_version: Some(PhaseRun::api_version(&()).into_owned()),
-            kind: PhaseRun::kind(&()).into_owned(),
-            namespace: run.namespace(),
-            name: run.name_any(),
-            uid: run.uid(),
-        },
+        target: target_of(run),
         dry_run: false,
         threshold_time: None,
         before_state: Some(
@@ -506,26 +528,19 @@ async fn trigger(
         ),
         details: Some(json!({"attempt": attempt})),
     };
-    let mut event = HealingEvent::new(&id, spec);
-    event.metadata.namespace = Some(ns.clone());
-    let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), &ns);
-    match events.create(&PostParams::default(), &event).await {
-        Ok(_) => {}
+    if !record_intent(ctx, &ns, &id, spec).await? {
         // This trigger was recorded already (a retried reconcile): do not run it twice.
-        Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Triggered::Earlier),
-        Err(e) => return Err(e.into()),
+        return Ok(Triggered::Earlier);
     }
-    let result = match processor.trigger.as_ref() {
-        Some(t) => match (&t.http, &t.job) {
-            (Some(http), _) => ctx
-                .triggers
-                .trigger(http, name, &date, correlation)
-                .await
-                .map(|_| ()),
-            (None, Some(job)) => create_job(ctx, run, name, &job.template, attempt).await,
-            (None, None) => Err("the trigger names neither http nor job".to_owned()),
-        },
-        None => Err("no trigger is configured".to_owned()),
+    let refused = matches!(planned, Err(RerunError::Refused(_)));
+    let result = match planned {
+        Ok(Rerun::Http(request)) => ctx
+            .triggers
+            .trigger(&request, name, &date, correlation)
+            .await
+            .map(|_| ()),
+        Ok(Rerun::Job(job)) => create_job(ctx, &job).await,
+        Err(e) => Err(e.to_string()),
     };
     let (outcome, note) = match &result {
         Ok(()) => (
@@ -540,93 +555,189 @@ async fn trigger(
             Outcome::Failed,
             (
                 EventType::Warning,
-                "TriggerFailed",
+                if refused {
+                    "TriggerRefused"
+                } else {
+                    "TriggerFailed"
+                },
                 format!("re-running {name} failed: {e} (HealingEvent {id})"),
             ),
         ),
     };
+    let after_state = json!({"triggered": result.is_ok()});
+    record_outcome(ctx, &ns, &id, outcome, result.as_ref().err(), after_state).await?;
+    info!(phase_run = %run.name_any(), processor = name, healing_id = %id, ?outcome, "processor re-run");
+    publish(ctx, run, note.0, note.1, note.2).await;
+    Ok(match result {
+        Ok(()) => Triggered::Ran,
+        Err(e) if refused => Triggered::Refused(e),
+        Err(e) => Triggered::Failed(e),
+    })
+}
+
+/// The PhaseRun as a HealingEvent's target.
+fn target_of(run: &PhaseRun) -> TargetRef {
+    TargetRef {
+        api_version: Some(PhaseRun::api_version(&()).into_owned()),
+        kind: PhaseRun::kind(&()).into_owned(),
+        namespace: run.namespace(),
+        name: run.name_any(),
+        uid: run.uid(),
+    }
+}
+
+/// Creates the HealingEvent `id` (intent first). False: it exists already, so this action was
+/// recorded (and taken) by an earlier reconcile.
+async fn record_intent(
+    ctx: &Context,
+    ns: &str,
+    id: &str,
+    spec: HealingEventSpec,
+) -> Result<bool, Error> {
+    let mut event = HealingEvent::new(id, spec);
+    event.metadata.namespace = Some(ns.to_owned());
+    let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), ns);
+    match events.create(&PostParams::default(), &event).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Makes the HealingEvent `id` final with `outcome` (a failure's message, when it failed).
+async fn record_outcome(
+    ctx: &Context,
+    ns: &str,
+    id: &str,
+    outcome: Outcome,
+    failure: Option<&String>,
+    after_state: serde_json::Value,
+) -> Result<(), Error> {
     let status = HealingEventStatus {
         outcome: Some(outcome),
-        success: Some(result.is_ok()),
-        message: Some(
-            result
-                .as_ref()
-                .err()
-                .cloned()
-                .unwrap_or_else(|| "triggered".into()),
-        ),
+        success: Some(failure.is_none()),
+        message: Some(failure.cloned().unwrap_or_else(|| "triggered".into())),
         finished_at: Some(Time(Timestamp::now())),
-        after_state: Some(json!({"triggered": result.is_ok()})),
+        after_state: Some(after_state),
         ..Default::default()
     };
+    let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), ns);
     events
         .patch_status(
-            &id,
+            id,
             &PatchParams::default(),
             &Patch::Merge(json!({"status": status})),
         )
         .await?;
     ctx.metrics
         .healed(HEALING_TYPE, &format!("{outcome:?}"), None);
-    info!(phase_run = %run.name_any(), processor = name, healing_id = %id, ?outcome, "processor re-run");
-    publish(ctx, run, note.0, note.1, note.2).await;
-    Ok(match result {
-        Ok(()) => Triggered::Ran,
-        Err(e) => Triggered::Failed(e),
-    })
+    Ok(())
 }
 
-/// The Job for `processor` from its template: `{date}` and `{processor}` substituted (both
-/// validated values), labelled for the PhaseRun, owned by it.
-pub fn build_job(
-    run: &PhaseRun,
-    processor: &str,
-    template: &serde_json::Value,
-    attempt: u32,
-) -> Result<Job, String> {
-    let text = serde_json::to_string(template).map_err(|e| e.to_string())?;
-    let text = text
-        .replace("{date}", &run.spec.date.to_string())
-        .replace("{processor}", processor);
-    let template: k8s_openapi::api::batch::v1::JobTemplateSpec = serde_json::from_str(&text)
-        .map_err(|e| format!("the Job template is not a JobTemplateSpec: {e}"))?;
-    let mut metadata = template.metadata.unwrap_or_default();
-    let base = crate::decide::naming::healing_id(
-        "",
-        &format!("{}-{processor}", run.name_any()),
-        &[&attempt.to_string()],
-    );
-    metadata.name = Some(
-        base.trim_start_matches('-')
-            .chars()
-            .take(63)
-            .collect::<String>()
-            .trim_end_matches('-')
-            .to_owned(),
-    );
-    metadata.namespace = run.namespace();
-    let labels = metadata.labels.get_or_insert_with(Default::default);
-    labels.insert(PHASE_LABEL.into(), run.name_any());
-    labels.insert(PROCESSOR_LABEL.into(), processor.to_owned());
-    labels.insert("healing.pipeline.dev/attempt".into(), attempt.to_string());
-    metadata.owner_references = run.controller_owner_ref(&()).map(|r| vec![r]);
-    Ok(Job {
-        metadata,
-        spec: template.spec,
-        status: None,
-    })
-}
-
-async fn create_job(
+/// A PhaseRun naming a table the controller may not query is refused before any query: state
+/// `Invalid`, condition `TableRefused` naming the table, project and flag, one Failed
+/// HealingEvent per spec generation (root cause `table_not_allowed`) and a Warning Event. It
+/// waits for its spec to change. None: every table is allowed.
+async fn refuse_tables(
     ctx: &Context,
     run: &PhaseRun,
-    processor: &str,
-    template: &serde_json::Value,
-    attempt: u32,
-) -> Result<(), String> {
-    let job = build_job(run, processor, template, attempt)?;
-    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
-    match api.create(&PostParams::default(), &job).await {
+    now: Timestamp,
+) -> Result<Option<Action>, Error> {
+    let tables = run
+        .spec
+        .schedule
+        .iter()
+        .map(|s| &s.table)
+        .chain(run.spec.processors.iter().map(|p| &p.table));
+    let refusals: Vec<Refusal> = tables
+        .filter_map(|t| ctx.config.trust.check_table(t).err())
+        .collect();
+    let Some(first) = refusals.first() else {
+        return Ok(None);
+    };
+    let ns = run.namespace().unwrap_or_default();
+    let message = refusals
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let generation = run.meta().generation.unwrap_or_default().to_string();
+    let subject = format!("{}-{}-tables", run.spec.phase, run.spec.date);
+    let id = healing_id(
+        HEALING_TYPE,
+        &subject,
+        &[&run.uid().unwrap_or_default(), "table_refused", &generation],
+    );
+    let spec = HealingEventSpec {
+        healing_id: id.clone(),
+        timestamp: MicroTime(now),
+        healing_type: HEALING_TYPE.into(),
+        trigger_reason: message.clone(),
+        action_taken: "Refused the PhaseRun before counting its rows: nothing was queried".into(),
+        root_cause: first.root_cause().to_owned(),
+        correlation_id: Some(fixed_correlation(run, &["table_refused", &generation])),
+        target: target_of(run),
+        dry_run: false,
+        threshold_time: None,
+        before_state: Some(json!({"phase": run.spec.phase, "date": run.spec.date.to_string()})),
+        details: None,
+    };
+    if record_intent(ctx, &ns, &id, spec).await? {
+        record_outcome(
+            ctx,
+            &ns,
+            &id,
+            Outcome::Failed,
+            Some(&message),
+            json!({"queried": false}),
+        )
+        .await?;
+        warn!(phase_run = %run.name_any(), healing_id = %id, reason = %message, "PhaseRun refused: a table is outside the allowed projects");
+        publish(
+            ctx,
+            run,
+            EventType::Warning,
+            "TableRefused",
+            format!("{message} (HealingEvent {id})"),
+        )
+        .await;
+    }
+    let desired = [
+        Desired::new("TableRefused", true, "ProjectNotAllowed", message),
+        Desired::new(
+            "Healing",
+            false,
+            "TableRefused",
+            "a table is outside the allowed projects",
+        ),
+    ];
+    let existing = run
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let status = json!({
+        "state": PhaseState::Invalid,
+        "lastObservedTime": Time(now),
+        "observedGeneration": run.meta().generation,
+        "conditions": conditions::merge(existing, &desired, run.meta().generation, now),
+    });
+    let api: Api<PhaseRun> = Api::namespaced(ctx.client.clone(), &ns);
+    api.patch_status(
+        &run.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": status})),
+    )
+    .await?;
+    Ok(Some(Action::await_change()))
+}
+
+async fn create_job(ctx: &Context, job: &Job) -> Result<(), String> {
+    let api: Api<Job> = Api::namespaced(
+        ctx.client.clone(),
+        job.metadata.namespace.as_deref().unwrap_or_default(),
+    );
+    match api.create(&PostParams::default(), job).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
         Err(e) => Err(format!("creating the Job: {e}")),

@@ -12,4 +12,6 @@ pub mod naming;
 pub mod patterns;
 pub mod phase;
 pub mod plan;
+pub mod rerun;
 pub mod stall;
+pub mod trust;

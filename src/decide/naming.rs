@@ -6,6 +6,19 @@
 //! - Mirrored object names: Firestore document ids such as `batch_2026-11-24_1795480001` are
 //!   not valid object names; each maps to one name, the same on every replica.
 
+/// Percent-encodes a value for a URL's path or query: unreserved characters stay, every
+/// other byte is escaped, so an id or a name cannot add a path segment, a query or a host.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// FNV-1a, 64 bit: tiny, and stable across Rust releases (unlike `DefaultHasher`), which
 /// matters because ids must stay equal across controller versions.
 pub(crate) fn fnv1a(parts: &[&str]) -> u64 {

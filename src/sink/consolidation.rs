@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::shown_url;
+use crate::decide::naming::percent_encode;
+
 /// Where to POST, as a template: `{batch_id}` and `{game_date}` are substituted.
 #[derive(Clone, Debug)]
 pub struct Consolidation {
@@ -39,8 +42,11 @@ impl Consolidation {
     ) -> Result<u16, String> {
         let url = self
             .url_template
-            .replace("{batch_id}", &urlencode(batch_id))
-            .replace("{game_date}", &urlencode(game_date.unwrap_or_default()));
+            .replace("{batch_id}", &percent_encode(batch_id))
+            .replace(
+                "{game_date}",
+                &percent_encode(game_date.unwrap_or_default()),
+            );
         let body = json!({
             "batch_id": batch_id,
             "game_date": game_date,
@@ -48,6 +54,8 @@ impl Consolidation {
             "healing_id": healing_id,
             "reason": "auto_completed",
         });
+        // The URL as errors may show it: a query string can carry a key.
+        let shown = shown_url(&url);
         let mut backoff = FIRST_BACKOFF;
         let mut last_error = String::new();
         for attempt in 1..=ATTEMPTS {
@@ -62,10 +70,11 @@ impl Consolidation {
                 Ok(r) if r.status().is_success() => return Ok(r.status().as_u16()),
                 // A 4xx will not change by retrying.
                 Ok(r) if r.status().is_client_error() => {
-                    return Err(format!("{url} answered {}", r.status()));
+                    return Err(format!("{shown} answered {}", r.status()));
                 }
-                Ok(r) => last_error = format!("{url} answered {}", r.status()),
-                Err(e) => last_error = format!("{url}: {e}"),
+                Ok(r) => last_error = format!("{shown} answered {}", r.status()),
+                // reqwest's errors print the whole URL.
+                Err(e) => last_error = format!("{shown}: {}", e.without_url()),
             }
             if attempt < ATTEMPTS {
                 tokio::time::sleep(backoff).await;
@@ -76,28 +85,16 @@ impl Consolidation {
     }
 }
 
-/// Percent-encodes a value for a URL path or query (unreserved characters stay).
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::urlencode;
+    use crate::decide::naming::percent_encode;
 
     #[test]
     fn ids_are_encoded_into_the_url() {
         assert_eq!(
-            urlencode("batch_2026-11-24_1795480001"),
+            percent_encode("batch_2026-11-24_1795480001"),
             "batch_2026-11-24_1795480001"
         );
-        assert_eq!(urlencode("a b/c?d&e"), "a%20b%2Fc%3Fd%26e");
+        assert_eq!(percent_encode("a b/c?d&e"), "a%20b%2Fc%3Fd%26e");
     }
 }

@@ -20,6 +20,15 @@ use crate::api::HealingEvent;
 pub const FIRESTORE: &str = "firestore";
 pub const BIGQUERY: &str = "bigquery";
 
+/// A URL as a log line, an Event or a status may show it: origin and path, without a user,
+/// password, query or fragment, which may carry a key. Unparseable: not shown at all.
+pub fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) if u.has_host() => format!("{}{}", u.origin().ascii_serialization(), u.path()),
+        _ => "<a URL that does not parse>".to_owned(),
+    }
+}
+
 /// The configured export sinks. None configured: events live in Kubernetes only.
 #[derive(Default)]
 pub struct Sinks {
@@ -74,5 +83,19 @@ impl Sinks {
             (BIGQUERY, _, Some(bigquery)) => bigquery.export(event).await,
             _ => Err(format!("no sink named {sink} is configured")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_url;
+
+    #[test]
+    fn a_shown_url_keeps_no_credential() {
+        assert_eq!(
+            shown_url("https://user:pw@hooks.example:8443/services/x?key=s3cret#frag"),
+            "https://hooks.example:8443/services/x"
+        );
+        assert!(!shown_url("not a url s3cret").contains("s3cret"));
     }
 }

@@ -18,13 +18,25 @@ use crate::telemetry::Metrics;
 
 /// Webhook URLs (from SLACK_WEBHOOK_URL and SLACK_WEBHOOK_URL_ERROR) and the table the
 /// investigation query names.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct SlackConfig {
     pub warning_webhook: Option<String>,
     /// Critical alerts; falls back to the warning webhook when unset.
     pub error_webhook: Option<String>,
     /// `project.dataset.table` of the exported healing events.
     pub events_table: String,
+}
+
+/// The webhooks are secrets: Debug shows only whether each is set.
+impl std::fmt::Debug for SlackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |w: &Option<String>| if w.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("SlackConfig")
+            .field("warning_webhook", &set(&self.warning_webhook))
+            .field("error_webhook", &set(&self.error_webhook))
+            .field("events_table", &self.events_table)
+            .finish()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -325,7 +337,8 @@ async fn post_with_retries(
                 return Err(format!("webhook answered {}", r.status()));
             }
             Ok(r) => last_error = format!("webhook answered {}", r.status()),
-            Err(e) => last_error = e.to_string(),
+            // reqwest's errors print the URL, and a webhook's URL is its secret.
+            Err(e) => last_error = e.without_url().to_string(),
         }
         if attempt < ATTEMPTS {
             debug!(attempt, error = %last_error, "Slack delivery failed; retrying");

@@ -1,12 +1,13 @@
 //! Re-running a processor over HTTP: POST `{processor, date, correlation_id}` to its URL,
 //! with the correlation id in a header and, when an audience is set, a Google ID token from
-//! the metadata server as Bearer (as the original called its Cloud Run services).
+//! the metadata server as Bearer (as the original called its Cloud Run services). No redirect
+//! is followed, and no error shows the URL's query string.
 
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::api::phase::HttpTrigger;
+use crate::decide::trust::AllowedRequest;
 
 const METADATA_IDENTITY: &str =
     "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/identity";
@@ -23,60 +24,48 @@ impl Default for HttpTriggers {
     fn default() -> Self {
         let client = reqwest::Client::builder()
             .timeout(TRIGGER_TIMEOUT)
+            // A request may carry an ID token: a redirect would hand it to a URL nobody
+            // checked against the allowlist. A 3xx answer is a failed trigger.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
         Self { client }
     }
 }
 
-/// The URL with `{date}` and `{processor}` substituted (both URL-encoded).
-pub fn url_for(template: &str, date: &str, processor: &str) -> String {
-    let encode = |s: &str| {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    };
-    template
-        .replace("{date}", &encode(date))
-        .replace("{processor}", &encode(processor))
-}
-
 impl HttpTriggers {
-    /// Ok with the HTTP status of a 2xx answer; Err with what went wrong otherwise.
+    /// Ok with the HTTP status of a 2xx answer; Err with what went wrong otherwise. The
+    /// request was checked against the operator's allowlist ([`crate::decide::rerun`]).
     pub async fn trigger(
         &self,
-        trigger: &HttpTrigger,
+        request: &AllowedRequest,
         processor: &str,
         date: &str,
         correlation_id: &str,
     ) -> Result<u16, String> {
-        let url = url_for(&trigger.url, date, processor);
-        let mut request = self
+        let shown = super::shown_url(request.url.as_str());
+        let mut post = self
             .client
-            .post(&url)
+            .post(request.url.clone())
             .header("X-Correlation-Id", correlation_id)
             .json(&json!({
                 "processor": processor,
                 "date": date,
                 "correlation_id": correlation_id,
             }));
-        if let Some(audience) = &trigger.audience {
-            request = request.bearer_auth(self.id_token(audience).await?);
+        if let Some(audience) = &request.audience {
+            post = post.bearer_auth(self.id_token(audience).await?);
         }
-        let response = request
+        // reqwest's errors print the whole URL: it is dropped, and the shown form named.
+        let response = post
             .send()
             .await
-            .map_err(|e| format!("POST {url}: {e}"))?;
+            .map_err(|e| format!("POST {shown}: {}", e.without_url()))?;
         let status = response.status();
         if status.is_success() {
             Ok(status.as_u16())
         } else {
-            Err(format!("POST {url} answered {status}"))
+            Err(format!("POST {shown} answered {status}"))
         }
     }
 
@@ -90,7 +79,7 @@ impl HttpTriggers {
             .timeout(Duration::from_secs(10))
             .send()
             .await
-            .map_err(|e| format!("fetching an ID token for {audience}: {e}"))?;
+            .map_err(|e| format!("fetching an ID token for {audience}: {}", e.without_url()))?;
         if !response.status().is_success() {
             return Err(format!(
                 "fetching an ID token for {audience}: the metadata server answered {}",
@@ -100,27 +89,6 @@ impl HttpTriggers {
         response
             .text()
             .await
-            .map_err(|e| format!("reading the ID token for {audience}: {e}"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placeholders_are_substituted_and_encoded() {
-        assert_eq!(
-            url_for(
-                "https://s.run.app/{processor}?game_date={date}",
-                "2026-11-24",
-                "nbac_schedule"
-            ),
-            "https://s.run.app/nbac_schedule?game_date=2026-11-24"
-        );
-        assert_eq!(
-            url_for("http://x/{processor}", "d", "a b&c"),
-            "http://x/a%20b%26c"
-        );
+            .map_err(|e| format!("reading the ID token for {audience}: {}", e.without_url()))
     }
 }
