@@ -337,12 +337,12 @@ async fn a_row_the_table_refuses_is_isolated_and_the_rest_are_exported() {
     let ns = support::namespace("export-bad-row").await;
     let sinks = Sinks::for_namespace(&ns);
     sinks.create_dataset().await;
-    // A table whose target_namespace column is an INTEGER: every row that names a target
-    // namespace is refused, the others fit. The emulator fails a whole request for one such
-    // row, so the exporter must split the batch to find it.
+    // A table whose correlation_id column is an INTEGER: every row that has a correlation
+    // id is refused, the others fit. The emulator fails a whole request for one such row, so
+    // the exporter must split the batch to find it.
     let mut schema = support::events_table_schema();
     for field in schema.fields.iter_mut().flatten() {
-        if field.name == "target_namespace" {
+        if field.name == "correlation_id" {
             field.r#type = gcp_bigquery_client::model::field_type::FieldType::Integer;
         }
     }
@@ -351,7 +351,13 @@ async fn a_row_the_table_refuses_is_isolated_and_the_rest_are_exported() {
 
     let bad = 17;
     let batch: Vec<HealingEvent> = (0..40)
-        .map(|i| events::worker_retry(i, (i == bad).then_some("pipeline")))
+        .map(|i| {
+            let mut event = events::worker_retry(i, Some("pipeline"));
+            if i != bad {
+                event.spec.correlation_id = None;
+            }
+            event
+        })
         .collect();
     events::record(&ns, batch).await;
     // A transient error (the emulator closing a kept-alive connection) may come first; the
@@ -368,7 +374,7 @@ async fn a_row_the_table_refuses_is_isolated_and_the_rest_are_exported() {
         let events = events(&ns).await;
         let settled = events.len() == 40
             && events.iter().all(|e| {
-                let bigquery_ok = if e.spec.target.namespace.is_some() {
+                let bigquery_ok = if e.spec.correlation_id.is_some() {
                     refused_by_table(e)
                 } else {
                     state(e, "bigquery") == Some(ExportState::Exported)
@@ -380,7 +386,7 @@ async fn a_row_the_table_refuses_is_isolated_and_the_rest_are_exported() {
     .await;
     let refused = events
         .iter()
-        .find(|e| e.spec.target.namespace.is_some())
+        .find(|e| e.spec.correlation_id.is_some())
         .unwrap();
 
     let rows = sinks.bigquery_rows().await;
@@ -457,4 +463,57 @@ async fn an_event_is_deleted_after_retention_only_once_every_sink_has_it() {
     let ids: BTreeSet<&str> = rows.iter().map(|r| r.healing_id.as_str()).collect();
     assert_eq!(ids.len(), 5, "every event reached BigQuery before it went");
     assert_eq!(sinks.firestore_documents().await.len(), 5);
+}
+
+#[tokio::test]
+async fn two_namespaces_events_of_one_name_are_two_records_in_each_sink() {
+    let first = support::namespace("export-tenant-a").await;
+    let second = support::namespace("export-tenant-b").await;
+    // One collection, dataset and table for both namespaces, as one controller has.
+    let sinks = Sinks::for_namespace(&first);
+    sinks.create_dataset().await;
+    sinks.create_table(support::events_table_schema()).await;
+    let _a = ControllerProcess::start_with(&first.name, "exporter-a", &sinks.args(), &[]);
+    let _b = ControllerProcess::start_with(&second.name, "exporter-b", &sinks.args(), &[]);
+    // The same name (healing id) in both, each claiming the same target.
+    events::record(&first, vec![events::worker_retry(7, Some("pipeline"))]).await;
+    events::record(&second, vec![events::worker_retry(7, Some("pipeline"))]).await;
+    let mut exported = all_exported(&first, 1, 60).await;
+    exported.extend(all_exported(&second, 1, 60).await);
+
+    let docs = sinks.firestore_documents().await;
+    let mut namespaces: Vec<Option<String>> =
+        docs.iter().map(|d| d.target_namespace.clone()).collect();
+    namespaces.sort();
+    assert_eq!(
+        namespaces,
+        [Some(first.name.clone()), Some(second.name.clone())],
+        "one Firestore document per namespace: {docs:?}"
+    );
+    for event in &exported {
+        assert!(docs.contains(&EventDocument::from_event(event)), "{docs:?}");
+    }
+    let rows = sinks.bigquery_rows().await;
+    let keys: BTreeSet<(Option<String>, String)> = rows
+        .iter()
+        .map(|r| (r.target_namespace.clone(), r.healing_id.clone()))
+        .collect();
+    assert_eq!(keys.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r.healing_id == "retry-worker-00007"));
+
+    // The analysis counts both actions, neither as a duplicate of the other.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline-healer"))
+        .args(["analyze", "--output", "json", "--since", "1h"])
+        .args(["--bigquery-project", &support::emulators().project])
+        .args(["--bigquery-dataset", &sinks.dataset])
+        .args(["--bigquery-emulator-host", &support::emulators().bigquery])
+        .output()
+        .expect("run analyze");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["total"], 2, "{report}");
 }

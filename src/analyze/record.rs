@@ -10,6 +10,9 @@ use crate::sink::row::HealingEventRow;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Record {
     pub healing_id: String,
+    /// The namespace the record was filed under (`target_namespace`); None in the
+    /// original's rows. A healing id is unique only within it.
+    pub namespace: Option<String>,
     pub timestamp: Timestamp,
     pub healing_type: String,
     pub trigger_reason: String,
@@ -55,6 +58,7 @@ impl Record {
         let row = HealingEventRow::from_event(event);
         Some(Self {
             healing_id: row.healing_id,
+            namespace: row.target_namespace.clone(),
             timestamp: event.spec.timestamp.0,
             healing_type: row.healing_type,
             trigger_reason: row.trigger_reason,

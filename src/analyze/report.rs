@@ -103,11 +103,11 @@ pub fn derive_root_cause(trigger_reason: &str) -> String {
     }
 }
 
-/// The records a report covers: in the window, of the type when given, each healing_id once,
-/// in time order.
+/// The records a report covers: in the window, of the type when given, each healing_id once
+/// per namespace (two namespaces may use one name), in time order.
 pub struct Selection<'a> {
     pub records: Vec<&'a Record>,
-    /// Rows seen again under a healing_id already selected.
+    /// Rows seen again under a namespace and healing_id already selected.
     pub duplicate_rows: usize,
 }
 
@@ -123,7 +123,7 @@ pub fn select<'a>(
         if !window.contains(r.timestamp) || healing_type.is_some_and(|t| t != r.healing_type) {
             continue;
         }
-        if seen.insert(r.healing_id.as_str()) {
+        if seen.insert((r.namespace.as_deref(), r.healing_id.as_str())) {
             selected.push(r);
         } else {
             duplicate_rows += 1;
@@ -298,6 +298,7 @@ mod tests {
     fn record(id: &str, minute: i64, healing_type: &str, success: bool) -> Record {
         Record {
             healing_id: id.into(),
+            namespace: Some("ns".into()),
             timestamp: at("2026-11-24T12:00:00Z") + jiff::SignedDuration::from_mins(minute),
             healing_type: healing_type.into(),
             trigger_reason: format!("{id} stalled"),
@@ -356,6 +357,13 @@ mod tests {
         assert_eq!(r.by_type["batch_cleanup"].success_rate, 0.5);
         assert_eq!(r.by_type["retry"].count, 2);
         assert!(r.recommendations[0].starts_with("Overall success rate is 75.0%"));
+
+        // The same name in another namespace is another action.
+        let mut elsewhere = records[0].clone();
+        elsewhere.namespace = Some("other".into());
+        let with_other = [records.clone(), vec![elsewhere]].concat();
+        let r = report(&with_other, day(), None);
+        assert_eq!((r.total, r.duplicate_rows), (5, 1));
 
         let only_retry = report(&records, day(), Some("retry"));
         assert_eq!((only_retry.total, only_retry.success_rate), (2, Some(1.0)));

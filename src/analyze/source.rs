@@ -164,6 +164,7 @@ fn read_rows(rs: &mut ResultSet, table: &TableRef, out: &mut Vec<Record>) -> Res
         };
         out.push(Record {
             healing_id,
+            namespace: string(rs, "target_namespace"),
             timestamp,
             healing_type: string(rs, "healing_type").unwrap_or_default(),
             trigger_reason: string(rs, "trigger_reason").unwrap_or_default(),

@@ -1,6 +1,6 @@
 //! Healing events to BigQuery by streaming insert: rows batched up to 500 per request, each
-//! with insertId = healing_id (BigQuery drops a repeated insertId within its dedup window;
-//! the analysis counts each healing_id once in any case).
+//! with insertId = namespace and healing_id (BigQuery drops a repeated insertId within its
+//! dedup window; the analysis counts each namespace's healing_id once in any case).
 //!
 //! One bad row must not hold back the rest. Real BigQuery answers per row (`insertErrors`,
 //! with the innocent rows marked `stopped`, which are sent again); the emulator instead fails
@@ -125,7 +125,7 @@ impl Destination {
         let table = &self.table;
         let mut request = TableDataInsertAllRequest::new();
         for row in rows {
-            if let Err(e) = request.add_row(Some(row.healing_id.clone()), row) {
+            if let Err(e) = request.add_row(Some(row.insert_id()), row) {
                 return Attempt::Rejected(format!("BigQuery row: {e}"));
             }
         }

@@ -1,6 +1,7 @@
 //! Healing events to Firestore: one document per event in the events collection (the
-//! original's `healing_events`), id = healing_id, so exporting again overwrites instead of
-//! duplicating. The original's fields come first, with the states and metadata as maps.
+//! original's `healing_events`), id = namespace and healing_id ([`super::record_key`]), so
+//! exporting again overwrites instead of duplicating, and two namespaces' events of one name
+//! stay two documents. The original's fields come first, with the states and metadata as maps.
 
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ pub struct EventDocument {
     pub correlation_id: Option<String>,
     pub root_cause: String,
     pub target_kind: String,
+    /// The HealingEvent's namespace (see [`super::record_namespace`]).
     pub target_namespace: Option<String>,
     pub target_name: String,
     pub dry_run: bool,
@@ -45,6 +47,11 @@ pub struct EventDocument {
 }
 
 impl EventDocument {
+    /// The document's id in the events collection.
+    pub fn document_id(&self) -> String {
+        super::record_key(self.target_namespace.as_deref(), &self.healing_id)
+    }
+
     pub fn from_event(event: &HealingEvent) -> Self {
         let spec = &event.spec;
         let status = event.status.as_ref();
@@ -61,7 +68,7 @@ impl EventDocument {
             correlation_id: spec.correlation_id.clone(),
             root_cause: spec.root_cause.clone(),
             target_kind: spec.target.kind.clone(),
-            target_namespace: spec.target.namespace.clone(),
+            target_namespace: super::record_namespace(event),
             target_name: spec.target.name.clone(),
             dry_run: spec.dry_run,
             outcome: status.and_then(|s| s.outcome).map(|o| format!("{o:?}")),
@@ -96,7 +103,7 @@ async fn write(db: &FirestoreDb, collection: &str, docs: Vec<EventDocument>) -> 
         db.fluent()
             .update()
             .in_col(collection)
-            .document_id(&doc.healing_id)
+            .document_id(doc.document_id())
             .object(doc)
             .add_to_transaction(writes)
             .map(|_| ())

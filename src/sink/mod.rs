@@ -20,6 +20,28 @@ use crate::api::HealingEvent;
 pub const FIRESTORE: &str = "firestore";
 pub const BIGQUERY: &str = "bigquery";
 
+/// The id of an event's record in every sink (the Firestore document id, the BigQuery
+/// insertId): its namespace and its healing id. HealingEvent names are unique only within a
+/// namespace, so the bare healing id would let one namespace's record overwrite (or be
+/// deduplicated against) another's. A namespace name has no `.`, so the key is unambiguous.
+pub fn record_key(namespace: Option<&str>, healing_id: &str) -> String {
+    match namespace {
+        Some(ns) if !ns.is_empty() => format!("{ns}.{healing_id}"),
+        _ => healing_id.to_owned(),
+    }
+}
+
+/// The namespace an event's record is filed under: the HealingEvent's own, which the API
+/// server sets, rather than the target the producer claims (only objects built outside a
+/// cluster, in tests, lack one).
+pub fn record_namespace(event: &HealingEvent) -> Option<String> {
+    event
+        .metadata
+        .namespace
+        .clone()
+        .or_else(|| event.spec.target.namespace.clone())
+}
+
 /// A URL as a log line, an Event or a status may show it: origin and path, without a user,
 /// password, query or fragment, which may carry a key. Unparseable: not shown at all.
 pub fn shown_url(url: &str) -> String {

@@ -26,6 +26,7 @@ pub struct HealingEventRow {
     pub correlation_id: Option<String>,
     pub root_cause: Option<String>,
     pub target_kind: Option<String>,
+    /// The HealingEvent's namespace (see [`super::record_namespace`]).
     pub target_namespace: Option<String>,
     pub target_name: Option<String>,
     pub dry_run: Option<bool>,
@@ -47,6 +48,11 @@ pub fn bigquery_timestamp(t: jiff::Timestamp) -> String {
 }
 
 impl HealingEventRow {
+    /// The row's insertId: namespace and healing id, as the Firestore document's id.
+    pub fn insert_id(&self) -> String {
+        super::record_key(self.target_namespace.as_deref(), &self.healing_id)
+    }
+
     /// The row of an event; JSON columns get JSON text.
     pub fn from_event(event: &HealingEvent) -> Self {
         let spec = &event.spec;
@@ -65,7 +71,7 @@ impl HealingEventRow {
             correlation_id: spec.correlation_id.clone(),
             root_cause: Some(spec.root_cause.clone()),
             target_kind: Some(spec.target.kind.clone()),
-            target_namespace: spec.target.namespace.clone(),
+            target_namespace: super::record_namespace(event),
             target_name: Some(spec.target.name.clone()),
             dry_run: Some(spec.dry_run),
             outcome: status.and_then(|s| s.outcome).map(|o| format!("{o:?}")),
