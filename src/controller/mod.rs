@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod bookkeeping;
+pub mod decode;
 pub mod event;
 pub mod health;
 pub mod leader;
@@ -14,8 +15,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -183,14 +185,22 @@ pub struct CachedWatch<K: Resource<DynamicType = ()> + 'static, S> {
     pub stream: S,
 }
 
-/// A watch of `api` feeding a cache. Managed fields are dropped from the cache: nothing reads
-/// them, and they are a large part of each object.
+/// Told of each object a watch cannot decode: its kind's name and apiVersion, its metadata,
+/// and the field that failed.
+pub type Undecodable = Arc<dyn Fn(&str, &str, &ObjectMeta, &str) + Send + Sync>;
+
+/// A watch of `K` (in `namespace`, or all) feeding a cache. Managed fields are dropped from
+/// the cache: nothing reads them, and they are a large part of each object. An object that
+/// does not decode is left out and told to `undecodable`: it must not stop its kind's cache
+/// from syncing (see [`decode`]).
 fn cached_watch<K>(
-    api: Api<K>,
+    client: &Client,
+    namespace: Option<&str>,
     config: watcher::Config,
+    undecodable: Undecodable,
 ) -> CachedWatch<K, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static>
 where
-    K: Resource<DynamicType = ()>
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
@@ -200,24 +210,73 @@ where
 {
     let (store, writer) = reflector::store::<K>();
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, config)
-            .default_backoff()
-            .modify(|object| object.managed_fields_mut().clear()),
-    )
-    // The reflector has applied an event to the store by the time it passes it on.
-    .inspect(move |event| {
-        if matches!(event, Ok(watcher::Event::InitDone)) {
-            ready_tx.send_replace(true);
-        }
-    })
-    .applied_objects();
+    let cache = store.clone();
+    let report = move |metadata: &ObjectMeta, error: &str| {
+        undecodable(&K::kind(&()), &K::api_version(&()), metadata, error)
+    };
+    let events = watcher(api::<decode::Decoded<K>>(client, namespace), config)
+        .default_backoff()
+        .modify(|object| object.managed_fields_mut().clear())
+        .filter_map(move |event| {
+            let event = match event {
+                Ok(e) => decode::decoded_event(e, &cache, &report).map(Ok),
+                Err(e) => Some(Err(e)),
+            };
+            std::future::ready(event)
+        });
+    let stream = reflector::reflector(writer, events)
+        // The reflector has applied an event to the store by the time it passes it on.
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                ready_tx.send_replace(true);
+            }
+        })
+        .applied_objects();
     CachedWatch {
         store,
         ready,
         stream,
     }
+}
+
+/// Logs an object that cannot be decoded and publishes a Warning Event on it, naming the
+/// field: it is left alone (out of the caches) until someone fixes or deletes it.
+fn report_undecodable(client: &Client, instance: Option<String>) -> Undecodable {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: MANAGER.into(),
+            instance,
+        },
+    );
+    Arc::new(move |kind, api_version, metadata, error| {
+        let name = metadata.name.clone().unwrap_or_default();
+        warn!(%kind, namespace = ?metadata.namespace, %name, %error, "object cannot be decoded; it is left alone until it is fixed");
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(api_version.to_owned()),
+            kind: Some(kind.to_owned()),
+            name: metadata.name.clone(),
+            namespace: metadata.namespace.clone(),
+            uid: metadata.uid.clone(),
+            resource_version: metadata.resource_version.clone(),
+            ..Default::default()
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "Undecodable".into(),
+            note: Some(format!(
+                "{kind} {name} cannot be read by pipeline-healer and is left alone until it is fixed: {error}"
+            )),
+            action: "Decode".into(),
+            secondary: None,
+        };
+        let recorder = recorder.clone();
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                warn!(error = %e, "publishing the Undecodable Event failed");
+            }
+        });
+    })
 }
 
 /// Drives a controller to its end. A reconcile's own errors go through `error_policy`;
@@ -288,15 +347,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     let ns = config.namespace.as_deref();
+    let undecodable = report_undecodable(&client, config.instance.clone());
     let (health, health_requests) = HealthTrigger::channel();
     let CachedWatch {
         store: policy_store,
         ready: policies_ready,
         stream: policy_stream,
-    } = cached_watch(
-        api::<HealingPolicy>(&client, ns),
-        watcher::Config::default(),
-    );
+    } = cached_watch::<HealingPolicy>(&client, ns, watcher::Config::default(), undecodable.clone());
     let policies = PolicyCache::new(policy_store, policies_ready);
     let policy_health = health.clone();
     let policy_stream = policy_stream
@@ -313,9 +370,11 @@ pub async fn run(
         store: batch_store,
         ready: batches_ready,
         stream: batch_stream,
-    } = cached_watch(
-        api::<PredictionBatch>(&client, ns),
+    } = cached_watch::<PredictionBatch>(
+        &client,
+        ns,
         watcher::Config::default(),
+        undecodable.clone(),
     );
     let bookkeeping = Bookkeeping::default();
     let mirroring = match &firestore {
@@ -340,14 +399,17 @@ pub async fn run(
     )
     .await?;
     info!(sinks = ?sinks.names(), "exporting healing events");
-    let events = cached_watch(api::<HealingEvent>(&client, ns), watcher::Config::default());
-    let health_maps = cached_watch(
-        api::<ConfigMap>(&client, ns),
+    let events =
+        cached_watch::<HealingEvent>(&client, ns, watcher::Config::default(), undecodable.clone());
+    let health_maps = cached_watch::<ConfigMap>(
+        &client,
+        ns,
         // By name as well as by label: RBAC can then grant list and watch of this one
         // ConfigMap (resourceNames), not of every ConfigMap in the namespace.
         watcher::Config::default()
             .labels(&format!("{}=true", health::HEALTH_LABEL))
             .fields(&format!("metadata.name={}", health::HEALTH_CONFIGMAP)),
+        undecodable.clone(),
     );
     let Telemetry { metrics, ready } = telemetry;
     let slack = Slack::start(config.slack.clone(), metrics.clone());
@@ -418,7 +480,7 @@ pub async fn run(
             .run(event::reconcile, error_policy, ctx.clone()),
     );
 
-    let phase_runs = cached_watch(api::<PhaseRun>(&client, ns), watcher::Config::default());
+    let phase_runs = cached_watch::<PhaseRun>(&client, ns, watcher::Config::default(), undecodable);
     // Only spec changes (and the phase's Jobs) wake a PhaseRun: its own status writes would
     // otherwise re-query BigQuery at once, defeating the backoff.
     let phase_stream = phase_runs
