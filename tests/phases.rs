@@ -683,3 +683,100 @@ async fn a_table_in_a_project_not_allowed_is_refused_before_any_query() {
     );
     assert!(server.requests().is_empty());
 }
+
+#[tokio::test]
+async fn no_webhook_url_trigger_query_or_token_reaches_a_log_event_or_status() {
+    const MARKER: &str = "s3cretWebhookMarker4410";
+    let ns = namespace("phase-secrets").await;
+    // Fast heals, and an alert on the first failure, so the Slack webhook is called.
+    let hp: HealingPolicy = serde_json::from_value(json!({
+        "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "HealingPolicy",
+        "metadata": {"name": "default"},
+        "spec": {"phaseHealing": {"initialBackoff": "1s", "maxBackoff": "2s", "maxAttempts": 2},
+                 "alerts": {"yellow": {"count": 1, "window": "1h"}, "red": {"count": 50, "window": "24h"}}}
+    }))
+    .unwrap();
+    ns.api::<HealingPolicy>()
+        .create(&PostParams::default(), &hp)
+        .await
+        .unwrap();
+    let tables = Tables::create(
+        &ns,
+        &[("refusing", "game_date"), ("unreachable", "game_date")],
+    )
+    .await;
+    let refusing = RecordingServer::start(500).await;
+    // Nothing listens here: the client's error would name the whole URL.
+    let dead = format!("http://127.0.0.1:{}", support::free_port());
+    create_phase(
+        &ns,
+        "secrets",
+        json!({"phase": "phase4", "date": DATE, "processors": [
+            {"name": "Refusing", "table": tables.name("refusing"), "dateColumn": "game_date",
+             "trigger": {"http": {"url": format!("{}/run?key={MARKER}", refusing.url)}}},
+            {"name": "Unreachable", "table": tables.name("unreachable"), "dateColumn": "game_date",
+             "trigger": {"http": {"url": format!("{dead}/run?key={MARKER}")}}},
+        ]}),
+    )
+    .await;
+    let webhook = format!("{dead}/services/T000/B000/{MARKER}?token={MARKER}");
+    let prefixes = [format!("{}/", refusing.url), format!("{dead}/")];
+    let args: Vec<&str> = prefixes
+        .iter()
+        .flat_map(|p| ["--trigger-allowed-url-prefix", p.as_str()])
+        .collect();
+    let (_controller, log) = ControllerProcess::start_logged(
+        &ns.name,
+        "secrets",
+        &args,
+        &[
+            ("BIGQUERY_EMULATOR_HOST", emulators().bigquery.as_str()),
+            ("SLACK_WEBHOOK_URL", &webhook),
+            ("SLACK_WEBHOOK_URL_ERROR", &webhook),
+        ],
+        "debug,firestore=info,kube=info,hyper=info,h2=info,tower=info,rustls=info,tonic=info,reqwest=info",
+    );
+
+    // Both triggers fail, and the alert's delivery fails after its retries.
+    eventually(60, "the Slack delivery given up", || async {
+        log.text()
+            .contains("Slack message not delivered")
+            .then_some(())
+    })
+    .await;
+    assert!(!refusing.requests().is_empty());
+    let events = final_events(&ns, 2).await;
+    let messages: Vec<&str> = events.iter().map(|(_, _, m)| m.as_str()).collect();
+    assert!(
+        messages.iter().any(|m| m.contains("answered 500")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains(&format!("{dead}/run"))),
+        "{messages:?}"
+    );
+
+    let everything = format!(
+        "{}{}{}{}",
+        log.text(),
+        serde_json::to_string(&ns.api::<PhaseRun>().get("secrets").await.unwrap().status).unwrap(),
+        serde_json::to_string(&healing_events(&ns).await).unwrap(),
+        serde_json::to_string(
+            &ns.api::<k8s_openapi::api::events::v1::Event>()
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+        )
+        .unwrap(),
+    );
+    assert!(everything.contains("Slack message not delivered"));
+    assert!(
+        !everything.contains(MARKER),
+        "a secret leaked:\n{everything}"
+    );
+    assert!(
+        !everything.contains("key="),
+        "a query string leaked:\n{everything}"
+    );
+}

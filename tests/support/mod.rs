@@ -157,29 +157,84 @@ impl ControllerProcess {
         args: &[S],
         env: &[(&str, &str)],
     ) -> Self {
-        let emu = emulators();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pipeline-healer"));
-        command
-            .args(["run", "--namespace", namespace, "--log-format", "json"])
-            .args(args)
-            .env("KUBECONFIG", &cluster().kubeconfig)
-            .env("GOOGLE_CLOUD_PROJECT", &emu.project)
-            .env("FIRESTORE_EMULATOR_HOST", &emu.firestore)
-            .env("POD_NAME", instance)
-            // Tests run controllers side by side: each serves its metrics on a port of its own.
-            .env("PIPELINE_HEALER_METRICS_ADDR", "127.0.0.1:0")
-            // PH_CONTROLLER_LOG raises the child's log level when profiling a run.
-            .env(
-                "RUST_LOG",
-                // The firestore crate warns on every target reset, which the emulator sends after every write.
-                std::env::var("PH_CONTROLLER_LOG")
-                    .unwrap_or_else(|_| "warn,firestore=error".into()),
-            )
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        // PH_CONTROLLER_LOG raises the child's log level when profiling a run. The firestore
+        // crate warns on every target reset, which the emulator sends after every write.
+        let filter =
+            std::env::var("PH_CONTROLLER_LOG").unwrap_or_else(|_| "warn,firestore=error".into());
+        let mut command = run_command(namespace, instance, args, env, &filter);
+        command.stdout(Stdio::null()).stderr(Stdio::inherit());
         Self(command.spawn().expect("start the controller binary"))
+    }
+}
+
+/// `pipeline-healer run` against this binary's cluster and emulators, logging at `filter`.
+fn run_command<S: AsRef<std::ffi::OsStr>>(
+    namespace: &str,
+    instance: &str,
+    args: &[S],
+    env: &[(&str, &str)],
+    filter: &str,
+) -> Command {
+    let emu = emulators();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pipeline-healer"));
+    command
+        .args(["run", "--namespace", namespace, "--log-format", "json"])
+        .args(args)
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .env("GOOGLE_CLOUD_PROJECT", &emu.project)
+        .env("FIRESTORE_EMULATOR_HOST", &emu.firestore)
+        .env("POD_NAME", instance)
+        // Tests run controllers side by side: each serves its metrics on a port of its own.
+        .env("PIPELINE_HEALER_METRICS_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", filter)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    command
+}
+
+/// Everything a controller process wrote to its log, as it arrives.
+#[derive(Clone, Default)]
+pub struct CapturedLog(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl CapturedLog {
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl ControllerProcess {
+    /// As [`ControllerProcess::start_with`], logging at `filter` (a RUST_LOG value) into the
+    /// returned capture instead of the test's output.
+    pub fn start_logged<S: AsRef<std::ffi::OsStr>>(
+        namespace: &str,
+        instance: &str,
+        args: &[S],
+        env: &[(&str, &str)],
+        filter: &str,
+    ) -> (Self, CapturedLog) {
+        let mut command = run_command(namespace, instance, args, env, filter);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start the controller binary");
+        let log = CapturedLog::default();
+        let streams: [Box<dyn std::io::Read + Send>; 2] = [
+            Box::new(child.stdout.take().expect("stdout")),
+            Box::new(child.stderr.take().expect("stderr")),
+        ];
+        for stream in streams {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let mut text = log.0.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            });
+        }
+        (Self(child), log)
     }
 }
 
