@@ -104,6 +104,9 @@ image: {digest: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef01234567
 healingPolicy: {spec: {minCompletionPercent: 85}}
 phaseRuns:
   enabled: true
+  allowedTriggerUrlPrefixes: [https://phase4-abc-uw.a.run.app/, https://phase3-abc-uw.a.run.app/]
+  allowedJobServiceAccounts: [scraper]
+  allowedTableProjects: [nba-raw-data]
   templates:
     - name: phase2
       dateOffsetDays: -1
@@ -207,6 +210,28 @@ fn a_full_values_set_scopes_rbac_and_adds_monitoring_slack_and_daily_phase_runs(
         .find(|e| e["name"] == "SLACK_WEBHOOK_URL_ERROR")
         .expect("Slack from the Secret");
     assert_eq!(slack["valueFrom"]["secretKeyRef"]["name"], "slack-webhooks");
+    // The allowlists reach the controller as its flags' variables; unset ones are absent.
+    let env = |name: &str| {
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(
+        env("PIPELINE_HEALER_TRIGGER_ALLOWED_URL_PREFIXES"),
+        Some("https://phase4-abc-uw.a.run.app/,https://phase3-abc-uw.a.run.app/".into())
+    );
+    assert_eq!(
+        env("PIPELINE_HEALER_JOB_ALLOWED_SERVICE_ACCOUNTS"),
+        Some("scraper".into())
+    );
+    assert_eq!(
+        env("PIPELINE_HEALER_PHASE_ALLOWED_PROJECTS"),
+        Some("nba-raw-data".into())
+    );
+    assert_eq!(env("PIPELINE_HEALER_TRIGGER_ALLOWED_AUDIENCES"), None);
     let sa = one(&objects, "ServiceAccount");
     assert_eq!(
         sa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"],
@@ -244,6 +269,11 @@ fn the_schema_refuses_bad_values_with_the_field_named() {
             "serviceAccount: {gcpServiceAccount: not-an-email}",
             "/serviceAccount/gcpServiceAccount",
         ),
+        ("mirrorNamespace: Not_A_Namespace", "/mirrorNamespace"),
+        (
+            "phaseRuns: {allowedTriggerUrlPrefixes: ['https://good.run.app@evil/']}",
+            "/phaseRuns/allowedTriggerUrlPrefixes/0",
+        ),
         ("replicaz: 2", "replicaz"),
     ] {
         let out = template(values);
@@ -251,6 +281,168 @@ fn the_schema_refuses_bad_values_with_the_field_named() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(field), "{values}: {stderr}");
     }
+}
+
+/// The rules of the chart's main Role or ClusterRole (not the leader election's).
+fn main_rules(objects: &[Value]) -> Vec<Value> {
+    let role = objects
+        .iter()
+        .find(|o| {
+            (o["kind"] == "Role" || o["kind"] == "ClusterRole")
+                && o["metadata"]["name"] == "t-pipeline-healer"
+        })
+        .expect("the chart's Role or ClusterRole");
+    role["rules"].as_array().unwrap().clone()
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_rbac_reads_only_the_health_configmap_and_grants_no_secrets_or_pods() {
+    // Cluster-wide (the default) and scoped to one namespace grant the same rules.
+    for values in ["{}", "watchNamespace: jobs"] {
+        let objects = render(values);
+        let configmap_rules: Vec<Value> = main_rules(&objects)
+            .into_iter()
+            .filter(|r| strings(&r["resources"]).contains(&"configmaps"))
+            .collect();
+        assert_eq!(configmap_rules.len(), 2, "{values}: {configmap_rules:?}");
+        for rule in &configmap_rules {
+            let verbs = strings(&rule["verbs"]);
+            if verbs == ["create"] {
+                // RBAC cannot restrict create by name: a create rule with resourceNames
+                // would never match.
+                assert!(rule.get("resourceNames").is_none(), "{values}: {rule}");
+            } else {
+                assert_eq!(
+                    strings(&rule["resourceNames"]),
+                    ["pipeline-healer-health"],
+                    "{values}: {rule}"
+                );
+                assert!(!verbs.contains(&"create"), "{values}: {rule}");
+                for verb in ["get", "list", "watch", "update", "patch"] {
+                    assert!(verbs.contains(&verb), "{values}: {verb} in {rule}");
+                }
+            }
+        }
+        assert!(
+            configmap_rules
+                .iter()
+                .any(|r| strings(&r["verbs"]) == ["create"]),
+            "{values}: the health ConfigMap can be created"
+        );
+        // No rule of any Role or ClusterRole reaches Secrets or Pods, or everything.
+        for role in objects
+            .iter()
+            .filter(|o| o["kind"] == "Role" || o["kind"] == "ClusterRole")
+        {
+            for rule in role["rules"].as_array().unwrap() {
+                let resources = strings(&rule["resources"]);
+                for refused in ["secrets", "pods", "*"] {
+                    assert!(!resources.contains(&refused), "{values}: {rule}");
+                }
+                assert!(!strings(&rule["verbs"]).contains(&"*"), "{values}: {rule}");
+                assert!(
+                    !strings(&rule["apiGroups"]).contains(&"*"),
+                    "{values}: {rule}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn with_a_watch_namespace_every_grant_is_in_it_and_leader_election_in_the_release_namespace() {
+    // Installed in `pipeline`, watching `jobs`: the two differ, so a grant in the wrong one
+    // shows.
+    let objects = render("watchNamespace: jobs");
+    let kinds = kinds(&objects);
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| k == "ClusterRole" || k == "ClusterRoleBinding"),
+        "nothing cluster-wide: {kinds:?}"
+    );
+    let rbac: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Role" || o["kind"] == "RoleBinding")
+        .collect();
+    assert_eq!(
+        rbac.len(),
+        4,
+        "the main and leader-election Role and binding"
+    );
+    for object in rbac {
+        let name = object["metadata"]["name"].as_str().unwrap();
+        let expected = if name.ends_with("-leader-election") {
+            "pipeline"
+        } else {
+            "jobs"
+        };
+        assert_eq!(
+            object["metadata"]["namespace"], expected,
+            "{} {name}",
+            object["kind"]
+        );
+    }
+    // Jobs (the PhaseRun triggers) are among the grants in `jobs`, not cluster-wide.
+    assert!(
+        main_rules(&objects)
+            .iter()
+            .any(|r| strings(&r["resources"]).contains(&"jobs"))
+    );
+}
+
+/// The value of the controller container's environment variable `name`.
+fn env_value(objects: &[Value], name: &str) -> Option<String> {
+    let deployment = one(objects, "Deployment");
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str())
+        .map(str::to_owned)
+}
+
+#[test]
+fn the_mirror_namespace_follows_watch_namespace_and_a_different_one_is_refused() {
+    for (values, mirror) in [
+        // Cluster-wide: the release namespace.
+        ("{}", "pipeline"),
+        // Scoped: where the Role is, not the release namespace.
+        ("watchNamespace: jobs", "jobs"),
+        ("{watchNamespace: jobs, mirrorNamespace: jobs}", "jobs"),
+        // Cluster-wide RBAC writes anywhere.
+        ("mirrorNamespace: other", "other"),
+    ] {
+        let objects = render(values);
+        assert_eq!(
+            env_value(&objects, "PIPELINE_HEALER_MIRROR_NAMESPACE").as_deref(),
+            Some(mirror),
+            "{values}"
+        );
+    }
+    assert_eq!(
+        env_value(&render("watchNamespace: jobs"), "PIPELINE_HEALER_NAMESPACE").as_deref(),
+        Some("jobs")
+    );
+    // Scoped to `jobs`, the controller could not write batches into `other`: refused at
+    // render time rather than failing on every mirrored batch.
+    let out = template("{watchNamespace: jobs, mirrorNamespace: other}");
+    assert!(
+        !out.status.success(),
+        "a mirror outside watchNamespace was accepted"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("mirrorNamespace") && stderr.contains("watchNamespace"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -340,18 +532,22 @@ fn kubeconfig_for(ns: &str, service_account: &str) -> tempfile::NamedTempFile {
     file
 }
 
-fn install(ns: &TestNamespace, release: &str) {
-    let out = helm(&[
-        "install",
-        release,
-        CHART,
-        "-n",
-        &ns.name,
-        "--set",
-        &format!("watchNamespace={}", ns.name),
-        "--set",
-        "healingPolicy.spec.stallAfter=2s",
-    ]);
+/// `helm install` into the test's namespace; `watch_namespace` None: the cluster-wide RBAC.
+fn install(ns: &TestNamespace, release: &str, watch_namespace: Option<&str>) {
+    let mut args = vec![
+        "install".to_owned(),
+        release.to_owned(),
+        CHART.to_owned(),
+        "-n".to_owned(),
+        ns.name.clone(),
+        "--set".to_owned(),
+        "healingPolicy.spec.stallAfter=2s".to_owned(),
+    ];
+    if let Some(watch) = watch_namespace {
+        args.extend(["--set".to_owned(), format!("watchNamespace={watch}")]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = helm(&args);
     assert!(
         out.status.success(),
         "{}",
@@ -359,11 +555,126 @@ fn install(ns: &TestNamespace, release: &str) {
     );
 }
 
+/// A release that is uninstalled when dropped, so a failing test leaves none behind: a
+/// cluster-wide install's ClusterRole and ClusterRoleBinding would outlive its namespace.
+struct Release {
+    name: String,
+    namespace: String,
+    uninstalled: bool,
+}
+
+impl Release {
+    /// `helm uninstall`, asserting it worked.
+    fn uninstall(mut self) {
+        self.uninstalled = true;
+        let out = helm(&["uninstall", &self.name, "-n", &self.namespace, "--wait"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if !self.uninstalled {
+            let _ = helm(&["uninstall", &self.name, "-n", &self.namespace]);
+        }
+    }
+}
+
+/// `kubectl ARGS` as the ServiceAccount of `kubeconfig` (from [`kubeconfig_for`]).
+fn as_service_account(kubeconfig: &str, args: &[&str]) -> Output {
+    Command::new("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .args(args)
+        .output()
+        .expect("kubectl")
+}
+
+fn assert_forbidden(out: &Output, what: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("forbidden"),
+        "the ServiceAccount could {what}: {}{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// What the chart's RBAC never grants, checked as its ServiceAccount in `namespace`: reading
+/// a Secret or a ConfigMap other than the health one (by name or in a list), and creating a
+/// Pod. The Secret and ConfigMap exist (applied as admin first), so the refusal is RBAC's and
+/// not a NotFound.
+fn assert_refused_beyond_the_charts_rbac(kubeconfig: &str, namespace: &str) {
+    let objects = yaml_file(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: other-config}\ndata: {k: v}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: other-secret}\nstringData: {k: v}\n",
+    );
+    kubectl(&[
+        "-n",
+        namespace,
+        "apply",
+        "-f",
+        objects.path().to_str().unwrap(),
+    ]);
+    let refused: [(&str, &[&str]); 5] = [
+        ("read a Secret", &["get", "secret", "other-secret"]),
+        ("list Secrets", &["get", "secrets"]),
+        (
+            "read an unrelated ConfigMap",
+            &["get", "configmap", "other-config"],
+        ),
+        ("list ConfigMaps", &["get", "configmaps"]),
+        (
+            "create a Pod",
+            &[
+                "run",
+                "other-pod",
+                "--image=registry.k8s.io/pause:3.10",
+                "--restart=Never",
+            ],
+        ),
+    ];
+    for (what, args) in refused {
+        let mut full = vec!["-n", namespace];
+        full.extend(args);
+        assert_forbidden(
+            &as_service_account(kubeconfig, &full),
+            &format!("{what} in {namespace}"),
+        );
+    }
+}
+
+/// The one ConfigMap the controller keeps is listable by name (the field selector its watch
+/// sends) where the chart's RBAC applies; `granted` false: refused there.
+fn assert_health_configmap_listable(kubeconfig: &str, namespace: &str, granted: bool) {
+    let out = as_service_account(
+        kubeconfig,
+        &[
+            "-n",
+            namespace,
+            "get",
+            "configmaps",
+            "--field-selector",
+            "metadata.name=pipeline-healer-health",
+        ],
+    );
+    if granted {
+        assert!(
+            out.status.success(),
+            "listing pipeline-healer-health in {namespace}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        assert_forbidden(&out, &format!("list pipeline-healer-health in {namespace}"));
+    }
+}
+
 #[tokio::test]
 async fn installed_the_controller_heals_with_only_the_charts_rbac_and_leaves_no_drift() {
     let ns = namespace("chart").await;
     let release = format!("r{}", &ns.name[ns.name.len() - 6..]);
-    install(&ns, &release);
+    install(&ns, &release, Some(&ns.name));
     let fullname = format!("{release}-pipeline-healer");
     // Every object the chart renders exists.
     for (kind, name) in [
@@ -413,21 +724,16 @@ async fn installed_the_controller_heals_with_only_the_charts_rbac_and_leaves_no_
     ]);
     assert_eq!(lease, "chart");
 
-    // Outside the chart's RBAC: refused.
-    let as_sa = |args: &[&str]| {
-        Command::new("kubectl")
-            .env("KUBECONFIG", &kubeconfig_path)
-            .args(args)
-            .output()
-            .expect("kubectl")
-    };
-    let denied = as_sa(&["-n", &ns.name, "get", "secrets"]);
-    assert!(!denied.status.success());
-    assert!(String::from_utf8_lossy(&denied.stderr).contains("forbidden"));
+    // Outside the chart's RBAC: refused. Secrets, other ConfigMaps and Pods in the watched
+    // namespace; a policy's spec (GitOps'); anything at all in another namespace.
+    let as_sa = |args: &[&str]| as_service_account(&kubeconfig_path, args);
+    assert_refused_beyond_the_charts_rbac(&kubeconfig_path, &ns.name);
+    assert_health_configmap_listable(&kubeconfig_path, &ns.name, true);
     let denied = as_sa(&["-n", &ns.name, "delete", "healingpolicy", "default"]);
-    assert!(String::from_utf8_lossy(&denied.stderr).contains("forbidden"));
+    assert_forbidden(&denied, "delete a HealingPolicy");
     let other_ns = as_sa(&["-n", "default", "get", "predictionbatches"]);
-    assert!(String::from_utf8_lossy(&other_ns.stderr).contains("forbidden"));
+    assert_forbidden(&other_ns, "list PredictionBatches in default");
+    assert_health_configmap_listable(&kubeconfig_path, "default", false);
 
     // GitOps: the controller never writes a spec, so server-side diffs show nothing.
     let root = project_root();
@@ -520,6 +826,83 @@ async fn installed_the_controller_heals_with_only_the_charts_rbac_and_leaves_no_
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test]
+async fn installed_cluster_wide_it_heals_and_is_refused_secrets_configmaps_and_pods() {
+    let ns = namespace("chart-cluster").await;
+    // ClusterRole names are cluster-wide: the release name comes from the namespace's, which
+    // is unique per run.
+    let release_name = format!("c{}", &ns.name[ns.name.len() - 6..]);
+    install(&ns, &release_name, None);
+    let release = Release {
+        name: release_name.clone(),
+        namespace: ns.name.clone(),
+        uninstalled: false,
+    };
+    let fullname = format!("{release_name}-pipeline-healer");
+    for kind in ["clusterrole", "clusterrolebinding"] {
+        kubectl(&["get", kind, &fullname, "-o", "name"]);
+    }
+    kubectl(&[
+        "-n",
+        &ns.name,
+        "get",
+        "role",
+        &format!("{fullname}-leader-election"),
+        "-o",
+        "name",
+    ]);
+
+    // The controller as the chart's ServiceAccount. It watches only this test's namespace
+    // (`--namespace`, as every ControllerProcess does): the tests of this binary share one
+    // API server and run in parallel, and a controller watching all namespaces would act on
+    // the other tests' batches too. Its RBAC is still the cluster-wide one; what it is
+    // refused, below, is what this test is about.
+    let kubeconfig = kubeconfig_for(&ns.name, &fullname);
+    let kubeconfig_path = kubeconfig.path().to_str().unwrap().to_owned();
+    let controller = ControllerProcess::start_with(
+        &ns.name,
+        "chart-cluster",
+        &["--leader-elect", "--leader-election-namespace", &ns.name],
+        &[("KUBECONFIG", kubeconfig_path.as_str())],
+    );
+    batch(
+        &ns,
+        "b1",
+        Timestamp::now() - jiff::SignedDuration::from_mins(20),
+    )
+    .await;
+    let batches = ns.api::<PredictionBatch>();
+    eventually(60, "b1 healed by the chart's cluster-wide RBAC", || async {
+        let pb = batches.get("b1").await.ok()?;
+        (pb.status?.state == Some(BatchState::AutoCompleted)).then_some(())
+    })
+    .await;
+
+    // Cluster-wide: its own kinds and the health ConfigMap in any namespace...
+    let other_ns = as_service_account(
+        &kubeconfig_path,
+        &["-n", "default", "get", "predictionbatches"],
+    );
+    assert!(
+        other_ns.status.success(),
+        "{}",
+        String::from_utf8_lossy(&other_ns.stderr)
+    );
+    // ...and Secrets, other ConfigMaps and Pods in none.
+    for namespace in [ns.name.as_str(), "default"] {
+        assert_refused_beyond_the_charts_rbac(&kubeconfig_path, namespace);
+        assert_health_configmap_listable(&kubeconfig_path, namespace, true);
+    }
+
+    // Uninstalled, nothing cluster-wide is left behind.
+    drop(controller);
+    release.uninstall();
+    for kind in ["clusterrole", "clusterrolebinding"] {
+        let left = kubectl(&["get", kind, &fullname, "--ignore-not-found", "-o", "name"]);
+        assert_eq!(left.trim(), "", "{kind} {fullname} left after uninstall");
+    }
 }
 
 #[tokio::test]
