@@ -3,8 +3,13 @@
 
 mod support;
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use kube::CustomResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use pipeline_healer::api::schema::{
+    DURATION_PATTERN, MAX_DURATION_HOURS, PositiveDuration, duration_bound_rule,
+};
 use pipeline_healer::api::{HealingEvent, HealingPolicy, PhaseRun, PredictionBatch};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -315,6 +320,12 @@ fn invalid_cases() -> Vec<Invalid> {
             example: HP,
             edits: vec![("/spec/stallAfter", Some(json!("0s")))],
             expect: &["spec.stallAfter", "positive duration"],
+        },
+        Invalid {
+            what: "stall period beyond a century",
+            example: HP,
+            edits: vec![("/spec/stallAfter", Some(json!("876001h")))],
+            expect: &["spec.stallAfter", "at most 876000h"],
         },
         Invalid {
             what: "stall period in words",
@@ -674,4 +685,506 @@ async fn an_empty_policy_takes_the_schema_defaults() {
     let stored_json = serde_json::to_value(&stored.spec).unwrap();
     assert_eq!(stored_json["stallAfter"], "15m");
     assert_eq!(stored_json["alerts"]["red"]["count"], 10);
+}
+
+// Bounds: the API server admits exactly the integers and durations the Rust types decode, so
+// no worker's patch can make a kind unlistable for the controller.
+
+/// A step from a schema node to a child: a named field, any array item, any map value.
+#[derive(Clone, Debug, PartialEq)]
+enum Step {
+    Field(String),
+    Item,
+    MapValue,
+}
+
+/// A node of a CRD schema that needs a bound: an integer, or a `PositiveDuration` string.
+#[derive(Clone, Debug)]
+struct Bounded {
+    path: Vec<Step>,
+    schema: Value,
+}
+
+impl Bounded {
+    /// The node's path, e.g. `status.report.skipped.*` or `spec.processors[].minRows`.
+    fn name(&self) -> String {
+        let mut name = String::new();
+        for step in &self.path {
+            match step {
+                Step::Field(field) => {
+                    if !name.is_empty() {
+                        name.push('.');
+                    }
+                    name.push_str(field);
+                }
+                Step::Item => name.push_str("[]"),
+                Step::MapValue => name.push_str(".*"),
+            }
+        }
+        name
+    }
+
+    fn is_integer(&self) -> bool {
+        self.schema["type"] == "integer"
+    }
+
+    fn number(&self, key: &str) -> Option<f64> {
+        self.schema.get(key).and_then(Value::as_f64)
+    }
+}
+
+/// Every integer and duration node under `schema`, through `properties`, `items` and
+/// `additionalProperties` (and `anyOf`/`oneOf`/`allOf`, at the same path).
+fn bounded_nodes(schema: &Value, path: &mut Vec<Step>, out: &mut Vec<Bounded>) {
+    let duration = schema["type"] == "string" && schema["pattern"] == DURATION_PATTERN;
+    if schema["type"] == "integer" || duration {
+        out.push(Bounded {
+            path: path.clone(),
+            schema: schema.clone(),
+        });
+    }
+    if let Some(properties) = schema["properties"].as_object() {
+        for (name, child) in properties {
+            path.push(Step::Field(name.clone()));
+            bounded_nodes(child, path, out);
+            path.pop();
+        }
+    }
+    for (key, step) in [
+        ("items", Step::Item),
+        ("additionalProperties", Step::MapValue),
+    ] {
+        if schema[key].is_object() {
+            path.push(step);
+            bounded_nodes(&schema[key], path, out);
+            path.pop();
+        }
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        for child in schema[key].as_array().into_iter().flatten() {
+            bounded_nodes(child, path, out);
+        }
+    }
+}
+
+fn bounded_of(schema: &Value) -> Vec<Bounded> {
+    let mut out = Vec::new();
+    bounded_nodes(schema, &mut Vec::new(), &mut out);
+    out
+}
+
+const KINDS: [&str; 4] = [
+    "PredictionBatch",
+    "PhaseRun",
+    "HealingEvent",
+    "HealingPolicy",
+];
+
+fn open_api_schema(
+    crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> Value {
+    let crd = serde_json::to_value(crd).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// The schema of `kind` as its Rust type generates it: integer formats name the Rust type.
+fn generated_schema(kind: &str) -> Value {
+    open_api_schema(match kind {
+        "PredictionBatch" => PredictionBatch::crd(),
+        "PhaseRun" => PhaseRun::crd(),
+        "HealingEvent" => HealingEvent::crd(),
+        "HealingPolicy" => HealingPolicy::crd(),
+        other => panic!("unexpected kind {other}"),
+    })
+}
+
+/// The schema of `kind` as `api::crds()` renders it for crds/ and the API server.
+fn installed_schema(kind: &str) -> Value {
+    let crd = pipeline_healer::api::crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == kind)
+        .unwrap_or_else(|| panic!("api::crds() has no {kind}"));
+    open_api_schema(crd)
+}
+
+/// What the Rust type behind an integer `format` decodes; `None`: all of int64, which is all
+/// the API server stores anyway.
+fn rust_range(format: Option<&str>) -> Result<Option<(f64, f64)>, String> {
+    let range = match format {
+        Some("int8") => (f64::from(i8::MIN), f64::from(i8::MAX)),
+        Some("int16") => (f64::from(i16::MIN), f64::from(i16::MAX)),
+        Some("int32") => (f64::from(i32::MIN), f64::from(i32::MAX)),
+        Some("uint8") => (0.0, f64::from(u8::MAX)),
+        Some("uint16") => (0.0, f64::from(u16::MAX)),
+        Some("uint32") => (0.0, f64::from(u32::MAX)),
+        Some("uint64" | "uint") => (0.0, i64::MAX as f64),
+        Some("int64" | "int") => return Ok(None),
+        other => return Err(format!("format {other:?} names no Rust integer type")),
+    };
+    Ok(Some(range))
+}
+
+/// Paths the walk must reach (a walk that found nothing would pass everything).
+const MUST_BE_BOUNDED: &[&str] = &[
+    "PredictionBatch spec.expectedPlayers",
+    "PredictionBatch status.report.completed",
+    "PredictionBatch status.report.skipped.*",
+    "PredictionBatch status.report.failing.*",
+    "PredictionBatch status.completed",
+    "PhaseRun spec.processors[].minRows",
+    "PhaseRun status.attempts.*",
+    "PhaseRun status.checks",
+    "HealingEvent status.exports.*.attempts",
+    "HealingPolicy spec.alerts.red.count",
+    "HealingPolicy spec.phaseHealing.maxAttempts",
+    "HealingPolicy status.healingTypes.*.counts.inYellowWindow",
+    "HealingPolicy spec.stallAfter",
+    "HealingPolicy spec.alerts.yellow.window",
+    "HealingPolicy spec.phaseHealing.maxBackoff",
+];
+
+#[test]
+fn every_integer_and_duration_is_bounded_as_its_rust_type_decodes() {
+    let bound_rule = duration_bound_rule();
+    let mut failures = Vec::new();
+    let mut seen = BTreeSet::new();
+    for kind in KINDS {
+        let installed: BTreeMap<String, Value> = bounded_of(&installed_schema(kind))
+            .into_iter()
+            .map(|node| (node.name(), node.schema))
+            .collect();
+        for node in bounded_of(&generated_schema(kind)) {
+            let name = format!("{kind} {}", node.name());
+            if node.is_integer() {
+                match rust_range(node.schema["format"].as_str()) {
+                    Err(e) => failures.push(format!("{name}: {e}")),
+                    Ok(None) => {}
+                    Ok(Some((lowest, highest))) => {
+                        match node.number("minimum") {
+                            Some(min) if min >= lowest => {}
+                            other => failures.push(format!(
+                                "{name}: minimum {other:?}, its Rust type needs one of at least {lowest}"
+                            )),
+                        }
+                        match node.number("maximum") {
+                            Some(max) if max <= highest => {}
+                            other => failures.push(format!(
+                                "{name}: maximum {other:?}, its Rust type needs one of at most {highest}"
+                            )),
+                        }
+                    }
+                }
+            } else {
+                let rules: Vec<&str> = node.schema["x-kubernetes-validations"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|rule| rule["rule"].as_str())
+                    .collect();
+                if !rules.contains(&bound_rule.as_str()) {
+                    failures.push(format!("{name}: no rule {bound_rule:?}, only {rules:?}"));
+                }
+            }
+            // What crds/ holds and the API server enforces keeps the same bounds.
+            let served = installed.get(&node.name());
+            for key in ["minimum", "maximum", "x-kubernetes-validations"] {
+                if served.map(|s| &s[key]) != Some(&node.schema[key]) {
+                    failures.push(format!(
+                        "{name}: api::crds() has {key} {:?}, the Rust type {}",
+                        served.map(|s| &s[key]),
+                        node.schema[key]
+                    ));
+                }
+            }
+            seen.insert(name);
+        }
+    }
+    for expected in MUST_BE_BOUNDED {
+        if !seen.contains(*expected) {
+            failures.push(format!("the walk did not reach {expected}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} unbounded:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+
+    // And Rust reads durations up to the same bound, and not one nanosecond further.
+    let max = format!("{MAX_DURATION_HOURS}h");
+    assert_eq!(bound_rule, format!("duration(self) <= duration('{max}')"));
+    let at_max: PositiveDuration = max.parse().unwrap();
+    assert_eq!(
+        at_max.as_std(),
+        std::time::Duration::from_secs(MAX_DURATION_HOURS * 3600)
+    );
+    for over in [format!("{}h", MAX_DURATION_HOURS + 1), format!("{max}1ns")] {
+        assert!(over.parse::<PositiveDuration>().is_err(), "{over} was read");
+    }
+}
+
+/// One place a value was set: its JSON pointer, and its field as the API server names it
+/// (a map key as `.key`, or as `[key]`).
+#[derive(Clone, Debug, Default)]
+struct Place {
+    pointer: String,
+    field: String,
+    field_keyed: String,
+}
+
+impl Place {
+    fn child(&self, pointer: &str, field: &str, field_keyed: &str) -> Place {
+        Place {
+            pointer: format!("{}/{pointer}", self.pointer),
+            field: format!("{}{field}", self.field),
+            field_keyed: format!("{}{field_keyed}", self.field_keyed),
+        }
+    }
+}
+
+/// Sets `value` at every place `path` reaches in `doc`, creating what is missing on the way:
+/// an object for a field, one element in an empty array, one key `bound` in an empty map.
+/// The places set are added to `out`.
+fn set_along(doc: &mut Value, path: &[Step], value: &Value, at: &Place, out: &mut Vec<Place>) {
+    let Some((step, rest)) = path.split_first() else {
+        *doc = value.clone();
+        out.push(at.clone());
+        return;
+    };
+    let container = || {
+        if rest.first() == Some(&Step::Item) {
+            json!([])
+        } else {
+            json!({})
+        }
+    };
+    match step {
+        Step::Field(name) => {
+            if !doc.is_object() {
+                *doc = json!({});
+            }
+            let dot = if at.field.is_empty() { "" } else { "." };
+            let next = at.child(name, &format!("{dot}{name}"), &format!("{dot}{name}"));
+            let child = doc
+                .as_object_mut()
+                .unwrap()
+                .entry(name.clone())
+                .or_insert_with(container);
+            set_along(child, rest, value, &next, out);
+        }
+        Step::Item => {
+            if !doc.is_array() {
+                *doc = json!([]);
+            }
+            let items = doc.as_array_mut().unwrap();
+            if items.is_empty() {
+                items.push(container());
+            }
+            for (i, item) in items.iter_mut().enumerate() {
+                let index = format!("[{i}]");
+                let next = at.child(&i.to_string(), &index, &index);
+                set_along(item, rest, value, &next, out);
+            }
+        }
+        Step::MapValue => {
+            if !doc.is_object() {
+                *doc = json!({});
+            }
+            let map = doc.as_object_mut().unwrap();
+            if map.is_empty() {
+                map.insert("bound".to_owned(), container());
+            }
+            for (key, item) in map.iter_mut() {
+                let next = at.child(key, &format!(".{key}"), &format!("[{key}]"));
+                set_along(item, rest, value, &next, out);
+            }
+        }
+    }
+}
+
+/// `name`, read through the typed API of its kind (so it decodes), as JSON.
+async fn read_typed(ns: &TestNamespace, kind: &str, name: &str) -> Result<Value, kube::Error> {
+    async fn get<K>(ns: &TestNamespace, name: &str) -> Result<Value, kube::Error>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + serde::Serialize,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        let object: K = ns.api::<K>().get(name).await?;
+        Ok(serde_json::to_value(object).unwrap())
+    }
+    match kind {
+        "PredictionBatch" => get::<PredictionBatch>(ns, name).await,
+        "PhaseRun" => get::<PhaseRun>(ns, name).await,
+        "HealingEvent" => get::<HealingEvent>(ns, name).await,
+        "HealingPolicy" => get::<HealingPolicy>(ns, name).await,
+        other => panic!("unexpected kind {other}"),
+    }
+}
+
+/// Equal values, numbers compared by value (4294967295 equals 4294967295.0).
+fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (Some(Value::Number(a)), Some(Value::Number(b))) => a.as_f64() == b.as_f64(),
+        (a, b) => a == b,
+    }
+}
+
+/// Per kind, one object that holds the largest value at every integer and duration of its
+/// schema (found by the walk above, so a new field is covered without a change here): the
+/// API server admits it, the typed API reads it back unchanged, and one more at any single
+/// place is refused with a message naming that field.
+#[tokio::test]
+async fn the_bounds_are_admitted_and_read_back_and_one_past_them_refused() {
+    let ns = namespace("bounds").await;
+    let max_duration = format!("{MAX_DURATION_HOURS}h");
+    let past_duration = format!("{}h", MAX_DURATION_HOURS + 1);
+    let mut he = example("healingevent-retry.yaml");
+    // What the walk cannot invent: the required state of each sink's export.
+    he["status"] = json!({"exports": {
+        "firestore": {"state": "Failing"},
+        "bigquery": {"state": "Exported"},
+    }});
+    let objects = [
+        ("PredictionBatch", example("predictionbatch-status.yaml")),
+        ("PhaseRun", example("phaserun-phase4.yaml")),
+        ("HealingEvent", he),
+        ("HealingPolicy", example("healingpolicy.yaml")),
+    ];
+    let mut covered = BTreeSet::new();
+    let mut failures = Vec::new();
+    for (kind, mut doc) in objects {
+        // (where, one past the bound, what the refusal says)
+        let mut places: Vec<(Place, Option<Value>, &str)> = Vec::new();
+        for node in bounded_of(&generated_schema(kind)) {
+            let (at_bound, past, reason) = if node.is_integer() {
+                // int64 (observedGeneration, row counts): the API server's own range.
+                let Some(max) = node.number("maximum") else {
+                    continue;
+                };
+                let max = max as i64;
+                let past = max.checked_add(1).map(Value::from);
+                (json!(max), past, "less than or equal to")
+            } else {
+                (json!(max_duration), Some(json!(past_duration)), "at most")
+            };
+            let mut set = Vec::new();
+            set_along(&mut doc, &node.path, &at_bound, &Place::default(), &mut set);
+            assert!(!set.is_empty(), "{kind} {}: set nowhere", node.name());
+            covered.insert(format!("{kind} {}", node.name()));
+            places.extend(set.into_iter().map(|p| (p, past.clone(), reason)));
+        }
+        // The one rule across fields that the largest value everywhere breaks.
+        if kind == "HealingPolicy" {
+            let red = doc["spec"]["alerts"]["red"]["count"].as_i64().unwrap();
+            doc["spec"]["alerts"]["yellow"]["count"] = json!(red - 1);
+        }
+
+        let name = doc["metadata"]["name"].as_str().unwrap().to_owned();
+        let status = doc.as_object_mut().unwrap().remove("status");
+        let api = dynamic_api(&ns, kind);
+        let object: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
+        if let Err(e) = api.create(&PostParams::default(), &object).await {
+            panic!("{kind} at its bounds was refused: {e}");
+        }
+        if let Some(status) = status {
+            let patch = json!({ "status": status });
+            if let Err(e) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                panic!("{kind}'s status at its bounds was refused: {e}");
+            }
+            doc["status"] = status;
+        }
+        let back = read_typed(&ns, kind, &name)
+            .await
+            .unwrap_or_else(|e| panic!("{kind} at its bounds does not read back typed: {e}"));
+        for (place, _, _) in &places {
+            let (sent, got) = (doc.pointer(&place.pointer), back.pointer(&place.pointer));
+            if !same(sent, got) {
+                failures.push(format!(
+                    "{kind} {}: sent {sent:?}, read back {got:?}",
+                    place.field
+                ));
+            }
+        }
+
+        for (place, past, reason) in &places {
+            let Some(past) = past else { continue };
+            let mut over = doc.clone();
+            *over.pointer_mut(&place.pointer).unwrap() = past.clone();
+            let result = if place.pointer.starts_with("/status/") {
+                let patch = json!({ "status": over["status"] });
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+            } else {
+                let patch = json!({ "spec": over["spec"] });
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+            };
+            match result {
+                Err(kube::Error::Api(status))
+                    if status.code == 422
+                        && (status.message.contains(&place.field)
+                            || status.message.contains(&place.field_keyed))
+                        && status.message.contains(reason) => {}
+                Err(kube::Error::Api(status)) => failures.push(format!(
+                    "{kind} {} = {past}: {} {:?}",
+                    place.field, status.code, status.message
+                )),
+                Err(other) => failures.push(format!("{kind} {} = {past}: {other}", place.field)),
+                Ok(_) => failures.push(format!("{kind} {} = {past}: admitted", place.field)),
+            }
+        }
+    }
+    for expected in MUST_BE_BOUNDED {
+        if !covered.contains(*expected) {
+            failures.push(format!("not covered: {expected}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+
+    // Through the typed fields, the cases that prompted the bounds.
+    let pb_name = example("predictionbatch-status.yaml")["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pb = ns.api::<PredictionBatch>().get(&pb_name).await.unwrap();
+    let report = pb.status.and_then(|s| s.report).unwrap();
+    assert_eq!(report.completed, u32::MAX);
+    assert!(!report.skipped.is_empty() && report.skipped.values().all(|&n| n == u32::MAX));
+    assert!(!report.failing.is_empty() && report.failing.values().all(|&n| n == u32::MAX));
+    let pr_name = example("phaserun-phase4.yaml")["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pr = ns.api::<PhaseRun>().get(&pr_name).await.unwrap();
+    assert!(pr.spec.processors.iter().all(|p| p.min_rows == u32::MAX));
+    let pr_attempts = pr.status.unwrap().attempts;
+    assert!(!pr_attempts.is_empty() && pr_attempts.values().all(|&n| n == u32::MAX));
+    let he_name = example("healingevent-retry.yaml")["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let he = ns.api::<HealingEvent>().get(&he_name).await.unwrap();
+    let exports = he.status.unwrap().exports;
+    assert_eq!(exports.len(), 2);
+    assert!(exports.values().all(|e| e.attempts == u32::MAX));
+    let hp = ns.api::<HealingPolicy>().get("default").await.unwrap();
+    assert_eq!(hp.spec.phase_healing.max_attempts, 100);
+    assert_eq!(hp.spec.stall_after.as_str(), max_duration);
+    assert_eq!(
+        hp.spec.stall_after.as_std(),
+        std::time::Duration::from_secs(MAX_DURATION_HOURS * 3600)
+    );
 }

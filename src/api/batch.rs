@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time}
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::schema::GameDate;
+use super::schema::{GameDate, bounded_integers};
 
 /// Where a batch's progress is read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -103,13 +103,16 @@ pub struct BatchReport {
     #[schemars(range(min = 1, max = 100000))]
     pub expected: Option<u32>,
     /// Players finished with predictions.
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = u32::MAX))]
     pub completed: u32,
     /// Players finished without predictions, by reason (e.g. `player_injury_out: 3`).
+    // `range` cannot reach a map's values: the transform bounds them as u32.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounded_integers)]
     pub skipped: BTreeMap<String, u32>,
     /// Players whose last attempt failed and who are still outstanding, by the failure reason.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounded_integers)]
     pub failing: BTreeMap<String, u32>,
     /// A sample of the outstanding players, for the healing record.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -171,9 +174,11 @@ pub struct PredictionBatchStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<BatchState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = u32::MAX))]
     pub expected: Option<u32>,
     /// Players counted as done: finished with predictions or skipped for a permanent reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = u32::MAX))]
     pub completed: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]

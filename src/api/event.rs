@@ -129,6 +129,7 @@ pub enum ExportState {
 pub struct SinkExport {
     pub state: ExportState,
     #[serde(default)]
+    #[schemars(range(min = 0, max = u32::MAX))]
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exported_at: Option<Time>,

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::schema::{ColumnName, GameDate, TableName, free_form_object};
+use super::schema::{ColumnName, GameDate, TableName, bounded_integers, free_form_object};
 
 /// One phase for one date: which tables must have rows, and how to refill them.
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,7 +83,7 @@ pub struct Processor {
     pub date_column: ColumnName,
     /// Rows the table needs for the date to count as complete.
     #[serde(default = "one")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = u32::MAX))]
     pub min_rows: u32,
     /// Processors whose tables must be complete before this one runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -167,18 +167,22 @@ pub struct PhaseRunStatus {
     pub plan: Vec<Vec<String>>,
     /// Index into `plan` of the wave under way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = u32::MAX))]
     pub current_wave: Option<u32>,
     /// When the wave under way was (last) triggered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wave_triggered_at: Option<Time>,
     /// Looks at the wave under way since it was triggered (the backoff's exponent).
     #[serde(default)]
+    #[schemars(range(min = 0, max = u32::MAX))]
     pub checks: u32,
     /// Processors that need a re-run but cannot have one, and why.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub blocked: BTreeMap<String, String>,
     /// Triggers per processor so far.
+    // `range` cannot reach a map's values: the transform bounds them as u32.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounded_integers)]
     pub attempts: BTreeMap<String, u32>,
     /// The correlation id of the healing pass under way or last run.
     #[serde(default, skip_serializing_if = "Option::is_none")]

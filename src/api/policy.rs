@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::schema::{PositiveDuration, SNAKE_CASE_PATTERN};
+use super::schema::{PositiveDuration, SNAKE_CASE_PATTERN, bounded_integers};
 use crate::decide::health::TypeHealth;
 use crate::decide::patterns::AlertLevel;
 
@@ -190,7 +190,10 @@ pub struct HealingPolicyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub open_circuits: Vec<String>,
     /// Per healing type; types with nothing to remember are left out.
+    // Its window counts are u32 fields of `decide::patterns::WindowCounts`: the transform
+    // bounds every integer of the map's values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounded_integers)]
     pub healing_types: BTreeMap<String, TypeHealth>,
     /// `Alerting` (a type above normal) and `CircuitOpen` (a type's heals are skipped).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -29,11 +29,20 @@ pub const DATE_PATTERN: &str = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[0
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
 /// A healing type or a skip reason: lower snake case, as the original system writes them.
 pub const SNAKE_CASE_PATTERN: &str = r"^[a-z][a-z0-9_]{0,62}$";
+/// The longest [`PositiveDuration`], in hours: a century of 365-day years (`876000h`). Far
+/// beyond any threshold, it keeps timestamp arithmetic in range. Rust refuses longer values
+/// when it parses one, and the schema's [`duration_bound_rule`] on admission, with this one
+/// number, so the API server admits exactly the durations the controller can read.
+pub const MAX_DURATION_HOURS: u64 = 100 * 365 * 24;
+const NANOS_PER_HOUR: u64 = 3_600_000_000_000;
 
 static TABLE_RE: LazyLock<Regex> = LazyLock::new(|| compile(TABLE_PATTERN));
 static COLUMN_RE: LazyLock<Regex> = LazyLock::new(|| compile(COLUMN_PATTERN));
 static DATE_RE: LazyLock<Regex> = LazyLock::new(|| compile(DATE_PATTERN));
 static DURATION_RE: LazyLock<Regex> = LazyLock::new(|| compile(DURATION_PATTERN));
+/// One `<number><unit>` of a duration that matched [`DURATION_PATTERN`].
+static DURATION_PART_RE: LazyLock<Regex> =
+    LazyLock::new(|| compile(r"([0-9]+)(?:\.([0-9]+))?(ns|us|µs|ms|s|m|h)"));
 
 fn compile(pattern: &str) -> Regex {
     // The patterns are constants covered by unit tests; failing here is a programming error.
@@ -262,19 +271,88 @@ impl FromStr for PositiveDuration {
         if s.len() > 32 || !DURATION_RE.is_match(s) {
             return Err(invalid("must be a Go duration such as 90s, 15m or 1h30m"));
         }
-        let parsed: kube::core::Duration = s.parse().map_err(|_| invalid("cannot be parsed"))?;
-        let value = std::time::Duration::from(parsed);
-        // A century is far beyond any threshold and keeps timestamp arithmetic in range.
-        if value.is_zero() || value > std::time::Duration::from_secs(100 * 365 * 24 * 3600) {
+        // An overflow of Go's int64 nanoseconds is far above the bound, too.
+        let nanos = go_duration_nanos(s).unwrap_or(u64::MAX);
+        if nanos == 0 || nanos > MAX_DURATION_HOURS * NANOS_PER_HOUR {
             return Err(invalid("must be positive and at most 100 years"));
         }
         Ok(Self {
             text: s.to_owned(),
-            value,
+            value: std::time::Duration::from_nanos(nanos),
         })
     }
 }
 string_newtype!(PositiveDuration);
+
+/// The nanoseconds of a duration that matched [`DURATION_PATTERN`], computed as Go's
+/// `time.ParseDuration` computes them (fractions through float64, truncated), because that
+/// is what CEL's `duration()` calls when the API server checks [`duration_bound_rule`]: a
+/// value at the bound is then admitted by both or refused by both. `None` where Go reports
+/// an overflow (above 2^63 - 1 ns, about 2562047h).
+fn go_duration_nanos(text: &str) -> Option<u64> {
+    const LIMIT: u64 = 1 << 63;
+    let mut total: u64 = 0;
+    for part in DURATION_PART_RE.captures_iter(text) {
+        let unit: u64 = match &part[3] {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => NANOS_PER_HOUR,
+            _ => return None, // the pattern admits no other unit
+        };
+        // Go's leadingInt: the digits before the point, at most 1<<63.
+        let mut whole: u64 = 0;
+        for digit in part[1].bytes() {
+            if whole > LIMIT / 10 {
+                return None;
+            }
+            whole = whole * 10 + u64::from(digit - b'0');
+            if whole > LIMIT {
+                return None;
+            }
+        }
+        // Go's leadingFraction: the digits after the point, up to the first that would
+        // overflow (the rest are ignored), and the power of ten they are scaled by.
+        let mut fraction: u64 = 0;
+        let mut scale: f64 = 1.0;
+        for digit in part.get(2).map_or("", |m| m.as_str()).bytes() {
+            if fraction > (LIMIT - 1) / 10 {
+                break;
+            }
+            let next = fraction * 10 + u64::from(digit - b'0');
+            if next > LIMIT {
+                break;
+            }
+            fraction = next;
+            scale *= 10.0;
+        }
+        if whole > LIMIT / unit {
+            return None;
+        }
+        let mut value = whole * unit;
+        if fraction > 0 {
+            // Exactly Go's `uint64(float64(f) * (float64(unit) / scale))`.
+            value += (fraction as f64 * (unit as f64 / scale)) as u64;
+            if value > LIMIT {
+                return None;
+            }
+        }
+        total = total.checked_add(value)?;
+        if total > LIMIT {
+            return None;
+        }
+    }
+    (total < LIMIT).then_some(total)
+}
+
+/// The CEL rule that bounds a [`PositiveDuration`] on admission at [`MAX_DURATION_HOURS`]:
+/// `duration(self) <= duration('876000h')`. (A value beyond Go's range makes `duration()`
+/// fail, and a rule that fails refuses the object, too.)
+pub fn duration_bound_rule() -> String {
+    format!("duration(self) <= duration('{MAX_DURATION_HOURS}h')")
+}
 
 impl JsonSchema for PositiveDuration {
     fn schema_name() -> Cow<'static, str> {
@@ -292,8 +370,89 @@ impl JsonSchema for PositiveDuration {
             "x-kubernetes-validations": [{
                 "rule": "duration(self) > duration('0s')",
                 "message": "must be a positive duration such as 15m",
+            }, {
+                "rule": duration_bound_rule(),
+                "message": format!("must be at most {MAX_DURATION_HOURS}h (100 years)"),
             }],
         })
+    }
+}
+
+/// What an integer of each `format` schemars writes decodes to in Rust, as far as the API
+/// server's int64 reaches: `(minimum, maximum)`, or `None` for the 64-bit signed formats
+/// (and formats that name no integer type), which need no bound.
+pub fn integer_format_range(format: &str) -> Option<(i64, i64)> {
+    let range: (i64, i64) = match format {
+        "int8" => (i8::MIN.into(), i8::MAX.into()),
+        "int16" => (i16::MIN.into(), i16::MAX.into()),
+        "int32" => (i32::MIN.into(), i32::MAX.into()),
+        "uint8" => (0, u8::MAX.into()),
+        "uint16" => (0, u16::MAX.into()),
+        "uint32" => (0, u32::MAX.into()),
+        "uint64" | "uint" | "uint128" => (0, i64::MAX),
+        _ => return None,
+    };
+    Some(range)
+}
+
+/// A schemars transform, `#[schemars(transform = bounded_integers)]`: every integer of the
+/// field's schema, map values and array items included, gets the `minimum` and `maximum` of
+/// its Rust type ([`integer_format_range`]); a tighter bound already there is kept. The API
+/// server enforces only the bounds a schema states: without them a worker could store a
+/// count that the controller then cannot decode. For what `range(...)` cannot reach, such
+/// as the values of a map.
+pub fn bounded_integers(schema: &mut Schema) {
+    if let Some(node) = schema.as_object_mut() {
+        bound_node(node);
+    }
+}
+
+fn bound_node(node: &mut serde_json::Map<String, serde_json::Value>) {
+    use serde_json::Value;
+    let is_integer = match node.get("type") {
+        Some(Value::String(t)) => t == "integer",
+        Some(Value::Array(types)) => types.iter().any(|t| t == "integer"),
+        _ => false,
+    };
+    let range = node
+        .get("format")
+        .and_then(Value::as_str)
+        .and_then(integer_format_range);
+    if let (true, Some((min, max))) = (is_integer, range) {
+        let tight_min = node
+            .get("minimum")
+            .and_then(Value::as_f64)
+            .is_some_and(|m| m >= min as f64);
+        if !tight_min {
+            node.insert("minimum".to_owned(), Value::from(min));
+        }
+        let tight_max = node
+            .get("maximum")
+            .and_then(Value::as_f64)
+            .is_some_and(|m| m <= max as f64);
+        if !tight_max {
+            node.insert("maximum".to_owned(), Value::from(max));
+        }
+    }
+    for (key, child) in node.iter_mut() {
+        match (key.as_str(), child) {
+            ("properties", Value::Object(properties)) => {
+                for property in properties.values_mut() {
+                    if let Value::Object(property) = property {
+                        bound_node(property);
+                    }
+                }
+            }
+            ("additionalProperties" | "items", Value::Object(schema)) => bound_node(schema),
+            ("items" | "anyOf" | "oneOf" | "allOf", Value::Array(schemas)) => {
+                for schema in schemas {
+                    if let Value::Object(schema) = schema {
+                        bound_node(schema);
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -382,5 +541,96 @@ mod tests {
             );
         }
         assert!(serde_json::from_str::<PositiveDuration>("\"-1h\"").is_err());
+    }
+
+    #[test]
+    fn durations_end_at_the_bound_the_schema_states() {
+        let max = format!("{MAX_DURATION_HOURS}h");
+        assert_eq!(max, "876000h");
+        let d: PositiveDuration = max.parse().unwrap();
+        assert_eq!(d.as_std().as_secs(), 100 * 365 * 24 * 3600);
+        assert!("875999h60m".parse::<PositiveDuration>().is_ok());
+        for over in [
+            "876001h",
+            "876000h1ns",
+            "875999h60m0.000000001s",
+            // Beyond Go's int64 nanoseconds: refused, never a panic.
+            "2562048h",
+            "9223372036854775808ns",
+            "99999999999999999999999999999h",
+        ] {
+            let error = over.parse::<PositiveDuration>().unwrap_err();
+            assert!(error.reason.contains("at most"), "{over}: {error}");
+        }
+        assert_eq!(
+            duration_bound_rule(),
+            "duration(self) <= duration('876000h')"
+        );
+        let schema = PositiveDuration::json_schema(&mut SchemaGenerator::default());
+        let rules = schema.get("x-kubernetes-validations").unwrap().to_string();
+        assert!(rules.contains(&duration_bound_rule()), "{rules}");
+    }
+
+    #[test]
+    fn durations_add_up_as_go_parses_them() {
+        let nanos = |s: &str| go_duration_nanos(s).unwrap();
+        assert_eq!(nanos("1h30m"), 5_400_000_000_000);
+        assert_eq!(nanos("1.5h"), 5_400_000_000_000);
+        assert_eq!(nanos("1.5µs"), 1_500);
+        assert_eq!(nanos("2us3ns"), 2_003);
+        // Fractions of a nanosecond are truncated, as Go does.
+        assert_eq!(nanos("1.9ns"), 1);
+        assert_eq!(nanos("0.0000000019s"), 1);
+        assert_eq!(nanos("9223372036854775807ns"), i64::MAX as u64);
+        assert_eq!(go_duration_nanos("9223372036854775808ns"), None);
+        assert!("0.1ns".parse::<PositiveDuration>().is_err());
+    }
+
+    #[test]
+    fn integers_get_the_bounds_of_their_rust_type() {
+        use serde_json::json;
+        let mut schema = json_schema!({
+            "type": "object",
+            "properties": {
+                "count": {"type": "integer", "format": "uint32", "minimum": 0},
+                "tight": {"type": "integer", "format": "uint32", "minimum": 1, "maximum": 100},
+                "wide": {"type": "integer", "format": "uint16", "minimum": -5, "maximum": 1e9},
+                "optional": {"type": ["integer", "null"], "format": "int32"},
+                "big": {"type": "integer", "format": "int64"},
+                "unsigned": {"type": "integer", "format": "uint64", "minimum": 0},
+                "byReason": {
+                    "type": "object",
+                    "additionalProperties": {"type": "integer", "format": "uint32", "minimum": 0},
+                },
+                "list": {"type": "array", "items": {"type": "integer", "format": "uint8"}},
+            },
+        });
+        bounded_integers(&mut schema);
+        let value = schema.as_value();
+        let bounds = |pointer: &str| {
+            let node = value.pointer(pointer).unwrap();
+            (node.get("minimum").cloned(), node.get("maximum").cloned())
+        };
+        let both = |min: serde_json::Value, max: serde_json::Value| (Some(min), Some(max));
+        assert_eq!(
+            bounds("/properties/count"),
+            both(json!(0), json!(4294967295u32))
+        );
+        assert_eq!(bounds("/properties/tight"), both(json!(1), json!(100)));
+        assert_eq!(bounds("/properties/wide"), both(json!(0), json!(65535)));
+        assert_eq!(
+            bounds("/properties/optional"),
+            both(json!(i32::MIN), json!(i32::MAX))
+        );
+        assert_eq!(bounds("/properties/big"), (None, None));
+        assert_eq!(
+            bounds("/properties/unsigned"),
+            both(json!(0), json!(i64::MAX))
+        );
+        assert_eq!(
+            bounds("/properties/byReason/additionalProperties"),
+            both(json!(0), json!(4294967295u32))
+        );
+        assert_eq!(bounds("/properties/list/items"), both(json!(0), json!(255)));
     }
 }
