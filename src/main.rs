@@ -164,6 +164,15 @@ struct RunArgs {
         value_delimiter = ','
     )]
     job_allowed_service_accounts: Vec<String>,
+    /// Secret a PhaseRun's Job trigger may mount or read into its environment (repeatable,
+    /// or comma-separated in the variable). Any other Secret reference is refused, as are
+    /// volumes the node mounts (hostPath, nfs, csi, ...), hostPort and nodeName.
+    #[arg(
+        long = "job-allowed-secret",
+        env = "PIPELINE_HEALER_JOB_ALLOWED_SECRETS",
+        value_delimiter = ','
+    )]
+    job_allowed_secrets: Vec<String>,
     #[command(flatten)]
     bigquery: BigQueryArgs,
 }
@@ -316,6 +325,7 @@ fn main() -> ExitCode {
                 trigger_allowed_url_prefixes,
                 trigger_allowed_audiences,
                 job_allowed_service_accounts,
+                job_allowed_secrets,
                 bigquery,
             } = *args;
             init_logging(log_format);
@@ -335,6 +345,7 @@ fn main() -> ExitCode {
                 url_prefixes: trigger_allowed_url_prefixes,
                 audiences: trigger_allowed_audiences,
                 job_service_accounts: job_allowed_service_accounts,
+                job_secrets: job_allowed_secrets,
                 phase_project: phase_bigquery.as_ref().map(|(project, _)| project.clone()),
                 allowed_projects: phase_allowed_projects,
             };

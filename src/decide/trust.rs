@@ -28,6 +28,8 @@ pub struct Trust {
     /// `--job-allowed-service-account`: service accounts a Job trigger may run as (besides
     /// the namespace's default, which an empty `serviceAccountName` means).
     pub job_service_accounts: Vec<String>,
+    /// `--job-allowed-secret`: Secrets a Job trigger may mount or read into its environment.
+    pub job_secrets: Vec<String>,
     /// `--phase-project`: the project whose tables phases count.
     pub phase_project: Option<String>,
     /// `--phase-allowed-project`: other projects whose tables phases may count.
@@ -102,6 +104,15 @@ impl Normal {
             return Err("carries a user name or password");
         }
         let host = url.host_str().ok_or("has no host")?;
+        // Encoded separators and dots, `;` parameters and empty segments survive the parser
+        // but many proxies and servers resolve them, so a path could leave its prefix there.
+        let path = url.path().to_ascii_lowercase();
+        if ["%2f", "%5c", "%2e", ";", "//"]
+            .iter()
+            .any(|s| path.contains(s))
+        {
+            return Err("has an encoded separator, a dot, `;` or `//` in its path");
+        }
         Ok(Self {
             scheme: url.scheme().to_owned(),
             host: host.to_owned(),
@@ -129,6 +140,8 @@ pub enum Refusal {
         "the audience {audience:?} is neither the trigger URL's origin ({origin}) nor listed in --trigger-allowed-audience"
     )]
     AudienceNotAllowed { audience: String, origin: String },
+    #[error("the trigger URL {origin} is not https: an ID token is sent over https only")]
+    TokenInClear { origin: String },
     #[error("the Job template is refused: {}", .0.join("; "))]
     JobNotAllowed(Vec<String>),
     #[error(
@@ -187,6 +200,16 @@ impl Trust {
             });
         }
         if let Some(audience) = audience {
+            // An ID token crosses the network in clear only to this machine.
+            let loopback = match parsed.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if parsed.scheme() != "https" && !loopback {
+                return Err(Refusal::TokenInClear { origin });
+            }
             let own_origin = audience.trim_end_matches('/') == origin;
             if !own_origin && !self.audiences.iter().any(|a| a == audience) {
                 return Err(Refusal::AudienceNotAllowed {
@@ -204,14 +227,19 @@ impl Trust {
     /// Checks a Job trigger's template: the identity it runs as and the host access it asks
     /// for. Every violation is named.
     pub fn check_job(&self, template: &JobTemplateSpec) -> Result<(), Refusal> {
-        let Some(pod) = template
-            .spec
-            .as_ref()
-            .and_then(|job| job.template.spec.as_ref())
-        else {
+        let Some(job) = template.spec.as_ref() else {
             return Ok(());
         };
-        let violations = self.pod_violations(pod);
+        let mut violations = job
+            .template
+            .spec
+            .as_ref()
+            .map(|pod| self.pod_violations(pod))
+            .unwrap_or_default();
+        if job.manual_selector == Some(true) {
+            // A hand-written selector can adopt Pods the Job did not create.
+            violations.push("manualSelector is not allowed".into());
+        }
         if violations.is_empty() {
             Ok(())
         } else {
@@ -239,33 +267,115 @@ impl Trust {
                 violations.push(format!("{field} is not allowed"));
             }
         }
-        for volume in pod.volumes.iter().flatten() {
-            if volume.host_path.is_some() {
-                violations.push(format!(
-                    "volume {:?}: hostPath volumes are not allowed",
-                    volume.name
-                ));
-            }
+        if pod.node_name.is_some() {
+            violations
+                .push("nodeName is not allowed (it bypasses the scheduler and taints)".into());
         }
-        let containers = pod
-            .init_containers
-            .iter()
-            .flatten()
-            .chain(pod.containers.iter())
-            .map(|c| (c.name.as_str(), c.security_context.as_ref()));
-        let ephemeral = pod
-            .ephemeral_containers
-            .iter()
-            .flatten()
-            .map(|c| (c.name.as_str(), c.security_context.as_ref()));
-        for (name, security) in containers.chain(ephemeral) {
+        if let Some(security) = &pod.security_context {
+            if security.sysctls.as_ref().is_some_and(|s| !s.is_empty()) {
+                violations.push("sysctls are not allowed".into());
+            }
+            let seccomp = security.seccomp_profile.as_ref().map(|p| p.type_.as_str());
+            let apparmor = security
+                .app_armor_profile
+                .as_ref()
+                .map(|p| p.type_.as_str());
+            violations.extend(unconfined(seccomp, apparmor).map(|v| format!("the pod: {v}")));
+        }
+        for volume in pod.volumes.iter().flatten() {
             violations.extend(
-                container_violations(security)
+                self.volume_violations(volume)
                     .into_iter()
-                    .map(|v| format!("container {name:?}: {v}")),
+                    .map(|v| format!("volume {:?}: {v}", volume.name)),
+            );
+        }
+        for container in pod.init_containers.iter().flatten().chain(&pod.containers) {
+            let mut own = container_violations(container.security_context.as_ref());
+            if container
+                .ports
+                .iter()
+                .flatten()
+                .any(|p| p.host_port.is_some_and(|port| port != 0))
+            {
+                own.push("hostPort is not allowed".into());
+            }
+            let env_secrets = container
+                .env
+                .iter()
+                .flatten()
+                .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+                .map(|r| r.name.as_str());
+            let env_from_secrets = container
+                .env_from
+                .iter()
+                .flatten()
+                .filter_map(|e| e.secret_ref.as_ref())
+                .map(|r| r.name.as_str());
+            own.extend(
+                env_secrets
+                    .chain(env_from_secrets)
+                    .filter_map(|name| self.secret_violation(name)),
+            );
+            violations.extend(
+                own.into_iter()
+                    .map(|v| format!("container {:?}: {v}", container.name)),
+            );
+        }
+        for container in pod.ephemeral_containers.iter().flatten() {
+            violations.extend(
+                container_violations(container.security_context.as_ref())
+                    .into_iter()
+                    .map(|v| format!("container {:?}: {v}", container.name)),
             );
         }
         violations
+    }
+
+    /// A volume may be of the kinds that stay inside the pod's namespace (configMap,
+    /// downwardAPI, emptyDir, ephemeral, persistentVolumeClaim, projected), and a Secret
+    /// only when the operator lists it. Anything else (hostPath, nfs, iscsi, csi, ...) is
+    /// mounted by the node and refused, including kinds added to Kubernetes later.
+    fn volume_violations(&self, volume: &k8s_openapi::api::core::v1::Volume) -> Vec<String> {
+        const ALLOWED: [&str; 6] = [
+            "configMap",
+            "downwardAPI",
+            "emptyDir",
+            "ephemeral",
+            "persistentVolumeClaim",
+            "projected",
+        ];
+        let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(volume) else {
+            return vec!["cannot be read".into()];
+        };
+        let mut violations = Vec::new();
+        for kind in fields.keys().filter(|k| *k != "name") {
+            if kind == "secret" {
+                let name = volume
+                    .secret
+                    .as_ref()
+                    .and_then(|s| s.secret_name.as_deref());
+                violations.extend(self.secret_violation(name.unwrap_or_default()));
+            } else if !ALLOWED.contains(&kind.as_str()) {
+                violations.push(format!("{kind} volumes are not allowed"));
+            }
+        }
+        let sources = volume
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten());
+        for source in sources {
+            if let Some(secret) = &source.secret {
+                violations.extend(self.secret_violation(&secret.name));
+            }
+        }
+        violations
+    }
+
+    /// A Secret a Job may read only when `--job-allowed-secret` names it: whoever writes a
+    /// PhaseRun need not be able to read the namespace's Secrets.
+    fn secret_violation(&self, name: &str) -> Option<String> {
+        (!self.job_secrets.iter().any(|s| s == name))
+            .then(|| format!("Secret {name:?} is not listed in --job-allowed-secret"))
     }
 
     /// Checks that a table belongs to a project phases may query.
@@ -288,24 +398,40 @@ impl Trust {
     }
 }
 
+/// Profiles that switch the kernel's confinement off.
+fn unconfined(seccomp: Option<&str>, apparmor: Option<&str>) -> impl Iterator<Item = String> {
+    let seccomp =
+        (seccomp == Some("Unconfined")).then_some("seccompProfile Unconfined is not allowed");
+    let apparmor =
+        (apparmor == Some("Unconfined")).then_some("appArmorProfile Unconfined is not allowed");
+    seccomp.into_iter().chain(apparmor).map(str::to_owned)
+}
+
 /// What one container's security context asks for that a healing Job may not have.
-fn container_violations(security: Option<&SecurityContext>) -> Vec<&'static str> {
+fn container_violations(security: Option<&SecurityContext>) -> Vec<String> {
     let Some(s) = security else {
         return Vec::new();
     };
-    let mut violations = Vec::new();
+    let mut violations: Vec<String> = unconfined(
+        s.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        s.app_armor_profile.as_ref().map(|p| p.type_.as_str()),
+    )
+    .collect();
     if s.privileged == Some(true) {
-        violations.push("privileged is not allowed");
+        violations.push("privileged is not allowed".into());
     }
     if s.allow_privilege_escalation == Some(true) {
-        violations.push("allowPrivilegeEscalation: true is not allowed");
+        violations.push("allowPrivilegeEscalation: true is not allowed".into());
+    }
+    if s.proc_mount.as_deref() == Some("Unmasked") {
+        violations.push("procMount Unmasked is not allowed".into());
     }
     if s.capabilities
         .as_ref()
         .and_then(|c| c.add.as_ref())
         .is_some_and(|add| !add.is_empty())
     {
-        violations.push("added capabilities are not allowed");
+        violations.push("added capabilities are not allowed".into());
     }
     violations
 }
@@ -439,6 +565,93 @@ mod tests {
             assert!(all.contains(expected), "{expected} not in:\n{all}");
         }
         assert_eq!(violations.len(), 8, "{all}");
+    }
+
+    #[test]
+    fn secrets_node_mounted_volumes_and_scheduler_bypasses_are_refused() {
+        let t = Trust {
+            job_secrets: vec!["scraper-api-key".into()],
+            ..Default::default()
+        };
+        let allowed = template(serde_json::json!({
+            "volumes": [
+                {"name": "key", "secret": {"secretName": "scraper-api-key"}},
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "token", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}},
+            ],
+            "containers": [{"name": "run", "image": "r",
+                "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "scraper-api-key", "key": "k"}}}]}],
+        }));
+        assert_eq!(t.check_job(&allowed), Ok(()));
+        let hostile = template(serde_json::json!({
+            "nodeName": "system-node-1",
+            "securityContext": {"sysctls": [{"name": "kernel.shm_rmid_forced", "value": "0"}],
+                                "seccompProfile": {"type": "Unconfined"}},
+            "volumes": [
+                {"name": "other", "secret": {"secretName": "db-password"}},
+                {"name": "share", "nfs": {"server": "10.0.0.2", "path": "/"}},
+                {"name": "mixed", "projected": {"sources": [{"secret": {"name": "gcp-key"}}]}},
+            ],
+            "containers": [{"name": "run", "image": "r",
+                "ports": [{"containerPort": 80, "hostPort": 80}],
+                "securityContext": {"procMount": "Unmasked"},
+                "envFrom": [{"secretRef": {"name": "db-password"}}]}],
+        }));
+        let Err(Refusal::JobNotAllowed(violations)) = t.check_job(&hostile) else {
+            panic!("the hostile template passed");
+        };
+        let all = violations.join("\n");
+        for expected in [
+            "nodeName",
+            "the pod: seccompProfile Unconfined",
+            "sysctls",
+            "volume \"other\": Secret \"db-password\" is not listed in --job-allowed-secret",
+            "volume \"share\": nfs volumes are not allowed",
+            "volume \"mixed\": Secret \"gcp-key\"",
+            "container \"run\": hostPort",
+            "container \"run\": procMount Unmasked",
+            "container \"run\": Secret \"db-password\"",
+        ] {
+            assert!(all.contains(expected), "{expected} not in:\n{all}");
+        }
+        assert_eq!(violations.len(), 9, "{all}");
+        let adopting: JobTemplateSpec = serde_json::from_value(serde_json::json!({
+            "spec": {"manualSelector": true, "template": {"spec": {"containers": []}}}
+        }))
+        .unwrap();
+        assert!(t.check_job(&adopting).is_err());
+    }
+
+    #[test]
+    fn a_token_goes_over_https_only_and_paths_cannot_hide_a_separator() {
+        let t = trust(&[
+            "http://internal.example/",
+            "http://127.0.0.1:9000/",
+            "https://gw.example/a/",
+        ]);
+        assert!(matches!(
+            t.check_http(
+                "http://internal.example/run",
+                Some("http://internal.example")
+            ),
+            Err(Refusal::TokenInClear { .. })
+        ));
+        assert!(t.check_http("http://internal.example/run", None).is_ok());
+        assert!(
+            t.check_http("http://127.0.0.1:9000/run", Some("http://127.0.0.1:9000"))
+                .is_ok()
+        );
+        for hidden in [
+            "https://gw.example/a/..%2fb/x",
+            "https://gw.example/a/..%2Fb",
+            "https://gw.example/a/..%5cb",
+            "https://gw.example/a/..;/b",
+            "https://gw.example/a//b",
+            "https://gw.example/a/%2e%2e/b",
+        ] {
+            assert!(t.check_http(hidden, None).is_err(), "{hidden} passed");
+        }
+        assert!(t.check_http("https://gw.example/a/run?x=1;2", None).is_ok());
     }
 
     #[test]
