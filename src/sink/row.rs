@@ -48,9 +48,18 @@ pub fn bigquery_timestamp(t: jiff::Timestamp) -> String {
 }
 
 impl HealingEventRow {
-    /// The row's insertId: namespace and healing id, as the Firestore document's id.
+    /// The row's insertId: namespace and healing id, as the Firestore document's id. BigQuery
+    /// takes at most 128 characters there, and a namespace and a healing id may hold 317, so a
+    /// longer key keeps its start and ends in a hash of the whole (fixed, like the key).
     pub fn insert_id(&self) -> String {
-        super::record_key(self.target_namespace.as_deref(), &self.healing_id)
+        const MAX: usize = 128;
+        let key = super::record_key(self.target_namespace.as_deref(), &self.healing_id);
+        if key.len() <= MAX {
+            return key;
+        }
+        let hash = format!("~{:016x}", crate::decide::naming::fnv1a(&[&key]));
+        let start: String = key.chars().take(MAX - hash.len()).collect();
+        start + &hash
     }
 
     /// The row of an event; JSON columns get JSON text.
@@ -121,5 +130,46 @@ impl HealingEventRow {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(namespace: &str, healing_id: &str) -> HealingEventRow {
+        HealingEventRow {
+            healing_id: healing_id.into(),
+            timestamp: String::new(),
+            healing_type: String::new(),
+            trigger_reason: String::new(),
+            action_taken: String::new(),
+            before_state: None,
+            after_state: None,
+            success: true,
+            metadata: None,
+            correlation_id: None,
+            root_cause: None,
+            target_kind: None,
+            target_namespace: Some(namespace.into()),
+            target_name: None,
+            dry_run: None,
+            outcome: None,
+            heal_latency_seconds: None,
+        }
+    }
+
+    #[test]
+    fn insert_ids_name_the_namespace_and_fit_bigquerys_limit() {
+        assert_eq!(row("pipeline", "retry-1").insert_id(), "pipeline.retry-1");
+        let long = "x".repeat(253);
+        let (a, b) = (
+            row("ns-a", &long).insert_id(),
+            row("ns-b", &long).insert_id(),
+        );
+        assert_eq!(a.len(), 128);
+        assert!(a.starts_with("ns-a.xxx"));
+        assert_ne!(a, b);
+        assert_eq!(a, row("ns-a", &long).insert_id());
     }
 }
