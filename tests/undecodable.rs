@@ -12,6 +12,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use pipeline_healer::api::batch::BatchState;
+use pipeline_healer::api::event::Outcome;
 use pipeline_healer::api::{HealingPolicy, PredictionBatch};
 use serde_json::{Value, json};
 use support::status_batch::batch;
@@ -29,21 +30,44 @@ fn without_maxima(schema: &mut Value) {
     }
 }
 
-#[tokio::test]
-async fn a_batch_that_cannot_be_decoded_is_named_and_stops_no_other_heal() {
-    let ns = namespace("undecodable").await;
-    let crds: Api<CustomResourceDefinition> = Api::all(ns.client.clone());
-    let name = "predictionbatches.healing.pipeline.dev";
+/// Replaces the CRD `name` with one without its maxima.
+async fn loosen(client: &kube::Client, name: &str) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut crd = serde_json::to_value(crds.get(name).await.unwrap()).unwrap();
     without_maxima(&mut crd["spec"]);
-    crds.replace(
-        name,
-        &PostParams::default(),
-        &serde_json::from_value(crd).unwrap(),
-    )
-    .await
-    .expect("loosen the CRD");
+    let crd = serde_json::from_value(crd).unwrap();
+    crds.replace(name, &PostParams::default(), &crd)
+        .await
+        .expect("loosen the CRD");
+}
 
+/// `kubectl` in `namespace`, asserting success (this crate's types cannot hold what the
+/// tests write).
+fn kubectl(namespace: &str, args: &[&str]) -> String {
+    let out = support::cluster()
+        .kubectl()
+        .args(["-n", namespace])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A batch's `status.state` as kubectl reads it.
+fn kubectl_state(namespace: &str, name: &str) -> String {
+    kubectl(
+        namespace,
+        &["get", "pb", name, "-o", "jsonpath={.status.state}"],
+    )
+}
+
+/// The namespace's default HealingPolicy, with a stall threshold of 2 s.
+async fn fast_policy(ns: &support::TestNamespace) {
     let policy: HealingPolicy = serde_json::from_value(json!({
         "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "HealingPolicy",
         "metadata": {"name": "default"}, "spec": {"stallAfter": "2s"}
@@ -53,34 +77,38 @@ async fn a_batch_that_cannot_be_decoded_is_named_and_stops_no_other_heal() {
         .create(&PostParams::default(), &policy)
         .await
         .unwrap();
+}
+
+fn start_controller(ns: &support::TestNamespace) -> ControllerProcess {
+    ControllerProcess::start_with(
+        &ns.name,
+        "undecodable",
+        &["--batch-collection", &ns.own_name("batches")],
+        &[],
+    )
+}
+
+#[tokio::test]
+async fn a_batch_that_cannot_be_decoded_is_named_and_stops_no_other_heal() {
+    let ns = namespace("undecodable").await;
+    loosen(&ns.client, "predictionbatches.healing.pipeline.dev").await;
+    fast_policy(&ns).await;
     // The bad batch first, so that the controller's first list holds it.
     batch(&ns, "too-big", Timestamp::now()).await;
-    // As a worker patches it (kubectl: this crate's type cannot hold the count either).
-    let out = support::cluster()
-        .kubectl()
-        .args([
-            "-n",
-            &ns.name,
+    // As a worker patches it; the loosened CRD admits the count.
+    kubectl(
+        &ns.name,
+        &[
             "patch",
             "pb",
             "too-big",
             "--subresource=status",
             "--type=merge",
-        ])
-        .args(["-p", r#"{"status":{"report":{"completed":4294967296}}}"#])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the loosened CRD admits the count: {}",
-        String::from_utf8_lossy(&out.stderr)
+            "-p",
+            r#"{"status":{"report":{"completed":4294967296}}}"#,
+        ],
     );
-    let mut controller = ControllerProcess::start_with(
-        &ns.name,
-        "undecodable",
-        &["--batch-collection", &ns.own_name("batches")],
-        &[],
-    );
+    let mut controller = start_controller(&ns);
 
     // An ordinary batch that stalls after the controller started, and one before.
     batch(
@@ -119,25 +147,46 @@ async fn a_batch_that_cannot_be_decoded_is_named_and_stops_no_other_heal() {
     );
 }
 
-/// A batch's `status.state` as kubectl reads it.
-fn kubectl_state(namespace: &str, name: &str) -> String {
-    let out = support::cluster()
-        .kubectl()
-        .args([
-            "-n",
-            namespace,
-            "get",
-            "pb",
-            name,
-            "-o",
-            "jsonpath={.status.state}",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+#[tokio::test]
+async fn a_namespace_whose_policy_cannot_be_decoded_heals_in_dry_run_only() {
+    let ns = namespace("undecodable-policy").await;
+    loosen(&ns.client, "healingpolicies.healing.pipeline.dev").await;
+    fast_policy(&ns).await;
+    // A status this controller cannot read (as if another version had written it).
+    kubectl(
+        &ns.name,
+        &[
+            "patch",
+            "hp",
+            "default",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"healingTypes":{"batch_cleanup":{"counts":{"inYellowWindow":4294967296,"inRedWindow":0,"inCriticalWindow":0,"failedInCriticalWindow":0}}}}}"#,
+        ],
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let _controller = start_controller(&ns);
+    batch(
+        &ns,
+        "stalled",
+        Timestamp::now() - SignedDuration::from_mins(20),
+    )
+    .await;
+
+    // Its policy might pause healing or ask for a dry run: the heal is recorded, not made.
+    let event = eventually(60, "the heal recorded", || async {
+        let event = support::healing_events(&ns).await.into_iter().next()?;
+        event.status.as_ref()?.outcome?;
+        Some(event)
+    })
+    .await;
+    assert!(event.spec.dry_run, "{event:?}");
+    assert_eq!(event.status.and_then(|s| s.outcome), Some(Outcome::Skipped));
+    assert_ne!(kubectl_state(&ns.name, "stalled"), "AutoCompleted");
+    let warning = eventually(30, "the Undecodable Warning Event", || async {
+        k8s_events(&ns, "Undecodable").await.into_iter().next()
+    })
+    .await;
+    let note = warning.note.unwrap_or_default();
+    assert!(note.contains("status.healingTypes"), "{note}");
 }

@@ -182,6 +182,8 @@ pub struct CachedWatch<K: Resource<DynamicType = ()> + 'static, S> {
     /// `Store::wait_until_ready`, to wait beside the controller: that future keeps a single
     /// waker, so with two tasks waiting one of them may never wake.
     pub ready: tokio::sync::watch::Receiver<bool>,
+    /// The objects of the kind that are left out of `store` because they do not decode.
+    pub undecodables: decode::Undecodables,
     pub stream: S,
 }
 
@@ -211,15 +213,19 @@ where
     let (store, writer) = reflector::store::<K>();
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let cache = store.clone();
-    let report = move |metadata: &ObjectMeta, error: &str| {
-        undecodable(&K::kind(&()), &K::api_version(&()), metadata, error)
-    };
+    let undecodables = decode::Undecodables::default();
+    let tracked = undecodables.clone();
     let events = watcher(api::<decode::Decoded<K>>(client, namespace), config)
         .default_backoff()
         .modify(|object| object.managed_fields_mut().clear())
         .filter_map(move |event| {
             let event = match event {
-                Ok(e) => decode::decoded_event(e, &cache, &report).map(Ok),
+                Ok(e) => {
+                    if let Some((metadata, error)) = tracked.observe(&e) {
+                        undecodable(&K::kind(&()), &K::api_version(&()), metadata, error);
+                    }
+                    decode::decoded_event(e, &cache).map(Ok)
+                }
                 Err(e) => Some(Err(e)),
             };
             std::future::ready(event)
@@ -235,6 +241,7 @@ where
     CachedWatch {
         store,
         ready,
+        undecodables,
         stream,
     }
 }
@@ -258,7 +265,8 @@ fn report_undecodable(client: &Client, instance: Option<String>) -> Undecodable 
             name: metadata.name.clone(),
             namespace: metadata.namespace.clone(),
             uid: metadata.uid.clone(),
-            resource_version: metadata.resource_version.clone(),
+            // Not the resourceVersion: the Recorder counts repeats of an Event on one
+            // reference as a series instead of a new Event each time.
             ..Default::default()
         };
         let event = Event {
@@ -352,9 +360,10 @@ pub async fn run(
     let CachedWatch {
         store: policy_store,
         ready: policies_ready,
+        undecodables: undecodable_policies,
         stream: policy_stream,
     } = cached_watch::<HealingPolicy>(&client, ns, watcher::Config::default(), undecodable.clone());
-    let policies = PolicyCache::new(policy_store, policies_ready);
+    let policies = PolicyCache::new(policy_store, policies_ready, undecodable_policies);
     let policy_health = health.clone();
     let policy_stream = policy_stream
         // A policy (new, changed, or its state edited) has its namespace's health evaluated.
@@ -370,6 +379,7 @@ pub async fn run(
         store: batch_store,
         ready: batches_ready,
         stream: batch_stream,
+        ..
     } = cached_watch::<PredictionBatch>(
         &client,
         ns,

@@ -8,6 +8,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 use tokio::sync::watch;
 
+use super::decode::Undecodables;
 use crate::Error;
 use crate::api::{HealingPolicy, HealingPolicySpec};
 
@@ -22,18 +23,33 @@ pub struct PolicyCache {
     /// `Store::wait_until_ready`: of the many reconciles and mirror workers waiting on it at
     /// start-up, all but one slept until their timeout (30 s) although the cache was filled.
     ready: watch::Receiver<bool>,
+    /// Policies that exist but do not decode (see [`super::decode`]).
+    undecodable: Undecodables,
 }
 
 impl PolicyCache {
-    /// `store`, filled by a reflector that sends true on `ready` once its first list is in.
-    pub fn new(store: Store<HealingPolicy>, ready: watch::Receiver<bool>) -> Self {
-        Self { store, ready }
+    /// `store`, filled by a reflector that sends true on `ready` once its first list is in;
+    /// `undecodable`, the policies that reflector left out.
+    pub fn new(
+        store: Store<HealingPolicy>,
+        ready: watch::Receiver<bool>,
+        undecodable: Undecodables,
+    ) -> Self {
+        Self {
+            store,
+            ready,
+            undecodable,
+        }
     }
 
     /// A cache without policies that counts as filled: every namespace has the defaults.
     pub fn empty() -> Self {
         let (_, ready) = watch::channel(true);
-        Self::new(kube::runtime::reflector::store().0, ready)
+        Self::new(
+            kube::runtime::reflector::store().0,
+            ready,
+            Undecodables::default(),
+        )
     }
 
     /// Waits until the cache holds every policy. A decision made on the defaults before its
@@ -58,8 +74,17 @@ impl PolicyCache {
         choose_policy(&in_namespace).cloned()
     }
 
-    /// The policy of `namespace`, or the built-in defaults.
+    /// The policy of `namespace`, or the built-in defaults. A namespace whose policy exists
+    /// but cannot be decoded gets the defaults in dry-run: its policy may pause healing or
+    /// ask for a dry run, and guessing that it does not would act where it must not. Heals
+    /// there are recorded as Skipped until the policy is fixed (its Warning Event says why).
     pub fn spec_for(&self, namespace: &str) -> HealingPolicySpec {
+        if self.undecodable.in_namespace(namespace) {
+            return HealingPolicySpec {
+                dry_run: true,
+                ..Default::default()
+            };
+        }
         self.chosen(namespace)
             .map(|p| p.spec.clone())
             .unwrap_or_default()
@@ -111,7 +136,11 @@ mod tests {
     #[tokio::test]
     async fn every_waiter_wakes_when_the_cache_is_filled() {
         let (filled, ready) = watch::channel(false);
-        let cache = PolicyCache::new(kube::runtime::reflector::store().0, ready);
+        let cache = PolicyCache::new(
+            kube::runtime::reflector::store().0,
+            ready,
+            Undecodables::default(),
+        );
         let waiters: Vec<_> = (0..64)
             .map(|_| {
                 let cache = cache.clone();
