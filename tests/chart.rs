@@ -670,6 +670,38 @@ fn assert_health_configmap_listable(kubeconfig: &str, namespace: &str, granted: 
     }
 }
 
+/// Runs the controller as the chart's ServiceAccount `service_account` (a TokenRequest
+/// token, nothing but the chart's RBAC) and shows a stalled batch healed: watch, intent,
+/// action, outcome, Event, health state. The controller and its kubeconfig live as long as
+/// the returned values.
+async fn heals_as_the_charts_service_account(
+    ns: &TestNamespace,
+    service_account: &str,
+    instance: &str,
+) -> (ControllerProcess, tempfile::NamedTempFile) {
+    let kubeconfig = kubeconfig_for(&ns.name, service_account);
+    let kubeconfig_path = kubeconfig.path().to_str().unwrap().to_owned();
+    let controller = ControllerProcess::start_with(
+        &ns.name,
+        instance,
+        &["--leader-elect", "--leader-election-namespace", &ns.name],
+        &[("KUBECONFIG", kubeconfig_path.as_str())],
+    );
+    batch(
+        ns,
+        "b1",
+        Timestamp::now() - jiff::SignedDuration::from_mins(20),
+    )
+    .await;
+    let batches = ns.api::<PredictionBatch>();
+    eventually(60, "b1 healed by the chart's ServiceAccount", || async {
+        let pb = batches.get("b1").await.ok()?;
+        (pb.status?.state == Some(BatchState::AutoCompleted)).then_some(())
+    })
+    .await;
+    (controller, kubeconfig)
+}
+
 #[tokio::test]
 async fn installed_the_controller_heals_with_only_the_charts_rbac_and_leaves_no_drift() {
     let ns = namespace("chart").await;
@@ -692,27 +724,9 @@ async fn installed_the_controller_heals_with_only_the_charts_rbac_and_leaves_no_
     }
 
     // The controller as the chart's ServiceAccount, with nothing but the chart's RBAC.
-    let kubeconfig = kubeconfig_for(&ns.name, &fullname);
+    let (_controller, kubeconfig) =
+        heals_as_the_charts_service_account(&ns, &fullname, "chart").await;
     let kubeconfig_path = kubeconfig.path().to_str().unwrap().to_owned();
-    let _controller = ControllerProcess::start_with(
-        &ns.name,
-        "chart",
-        &["--leader-elect", "--leader-election-namespace", &ns.name],
-        &[("KUBECONFIG", kubeconfig_path.as_str())],
-    );
-    // A stalled batch is healed: watch, intent, action, outcome, Event, health state.
-    batch(
-        &ns,
-        "b1",
-        Timestamp::now() - jiff::SignedDuration::from_mins(20),
-    )
-    .await;
-    let batches = ns.api::<PredictionBatch>();
-    eventually(60, "b1 healed by the chart's ServiceAccount", || async {
-        let pb = batches.get("b1").await.ok()?;
-        (pb.status?.state == Some(BatchState::AutoCompleted)).then_some(())
-    })
-    .await;
     let lease = kubectl(&[
         "-n",
         &ns.name,
@@ -859,26 +873,9 @@ async fn installed_cluster_wide_it_heals_and_is_refused_secrets_configmaps_and_p
     // API server and run in parallel, and a controller watching all namespaces would act on
     // the other tests' batches too. Its RBAC is still the cluster-wide one; what it is
     // refused, below, is what this test is about.
-    let kubeconfig = kubeconfig_for(&ns.name, &fullname);
+    let (controller, kubeconfig) =
+        heals_as_the_charts_service_account(&ns, &fullname, "chart-cluster").await;
     let kubeconfig_path = kubeconfig.path().to_str().unwrap().to_owned();
-    let controller = ControllerProcess::start_with(
-        &ns.name,
-        "chart-cluster",
-        &["--leader-elect", "--leader-election-namespace", &ns.name],
-        &[("KUBECONFIG", kubeconfig_path.as_str())],
-    );
-    batch(
-        &ns,
-        "b1",
-        Timestamp::now() - jiff::SignedDuration::from_mins(20),
-    )
-    .await;
-    let batches = ns.api::<PredictionBatch>();
-    eventually(60, "b1 healed by the chart's cluster-wide RBAC", || async {
-        let pb = batches.get("b1").await.ok()?;
-        (pb.status?.state == Some(BatchState::AutoCompleted)).then_some(())
-    })
-    .await;
 
     // Cluster-wide: its own kinds and the health ConfigMap in any namespace...
     let other_ns = as_service_account(

@@ -590,20 +590,7 @@ async fn a_trigger_outside_the_allowlist_sends_nothing_and_is_recorded_refused()
 
     // The key in the refused URL is in no status, HealingEvent or Kubernetes Event.
     assert!(message.contains(&format!("{evil_origin}/run")), "{message}");
-    let everything = format!(
-        "{}{}{}",
-        // The spec is the user's own text; the status is the controller's.
-        serde_json::to_string(&api.get("mixed").await.unwrap().status).unwrap(),
-        serde_json::to_string(&healing_events(&ns).await).unwrap(),
-        serde_json::to_string(
-            &ns.api::<k8s_openapi::api::events::v1::Event>()
-                .list(&Default::default())
-                .await
-                .unwrap()
-                .items
-        )
-        .unwrap(),
-    );
+    let everything = written_by_the_controller(&ns, "mixed").await;
     assert!(
         !everything.contains(MARKER),
         "the URL's key leaked:\n{everything}"
@@ -757,18 +744,9 @@ async fn no_webhook_url_trigger_query_or_token_reaches_a_log_event_or_status() {
     );
 
     let everything = format!(
-        "{}{}{}{}",
+        "{}{}",
         log.text(),
-        serde_json::to_string(&ns.api::<PhaseRun>().get("secrets").await.unwrap().status).unwrap(),
-        serde_json::to_string(&healing_events(&ns).await).unwrap(),
-        serde_json::to_string(
-            &ns.api::<k8s_openapi::api::events::v1::Event>()
-                .list(&Default::default())
-                .await
-                .unwrap()
-                .items
-        )
-        .unwrap(),
+        written_by_the_controller(&ns, "secrets").await
     );
     assert!(everything.contains("Slack message not delivered"));
     assert!(
@@ -779,4 +757,22 @@ async fn no_webhook_url_trigger_query_or_token_reaches_a_log_event_or_status() {
         !everything.contains("key="),
         "a query string leaked:\n{everything}"
     );
+}
+
+/// What the controller wrote about PhaseRun `name`, as text: its status (the spec is the
+/// user's own), the namespace's HealingEvents and Kubernetes Events.
+async fn written_by_the_controller(ns: &TestNamespace, name: &str) -> String {
+    let status = ns.api::<PhaseRun>().get(name).await.unwrap().status;
+    let events = ns
+        .api::<k8s_openapi::api::events::v1::Event>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    format!(
+        "{}{}{}",
+        serde_json::to_string(&status).unwrap(),
+        serde_json::to_string(&healing_events(ns).await).unwrap(),
+        serde_json::to_string(&events).unwrap(),
+    )
 }
