@@ -24,6 +24,9 @@ pub enum Error {
 
     #[error("the {0} cache has not synced yet")]
     NotSynced(&'static str),
+
+    #[error("{0}: no answer within {1:?}")]
+    Timeout(&'static str, std::time::Duration),
 }
 
 impl Error {
@@ -42,7 +45,11 @@ impl Error {
                 // 409 conflicts, 429 throttling and 5xx are worth retrying; other 4xx are not.
                 status.code == 409 || status.code == 429 || status.code >= 500
             }
-            Error::Kube(_) | Error::Io(..) | Error::BigQuery(_) | Error::NotSynced(_) => true,
+            Error::Kube(_)
+            | Error::Io(..)
+            | Error::BigQuery(_)
+            | Error::NotSynced(_)
+            | Error::Timeout(..) => true,
             Error::Firestore(e) => !matches!(
                 **e,
                 firestore::errors::FirestoreError::InvalidParametersError(_)

@@ -32,15 +32,31 @@ impl Authenticator for EmulatorToken {
 
 /// A BigQuery client: against the emulator at `emulator_host` (host:port) when given,
 /// else the real service with Application Default Credentials.
+/// Every call is bounded by [`crate::timeouts::BIGQUERY_REQUEST`].
 pub async fn bigquery_client(emulator_host: Option<&str>) -> Result<BigQueryClient, BQError> {
+    bigquery_client_with_timeout(emulator_host, crate::timeouts::BIGQUERY_REQUEST).await
+}
+
+/// [`bigquery_client`] with its calls bounded by `timeout`.
+pub async fn bigquery_client_with_timeout(
+    emulator_host: Option<&str>,
+    timeout: std::time::Duration,
+) -> Result<BigQueryClient, BQError> {
+    let http = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(crate::timeouts::BIGQUERY_CONNECT.min(timeout))
+        .build()
+        .map_err(BQError::RequestError)?;
+    let mut builder = ClientBuilder::new();
+    builder.with_client(http);
     match emulator_host {
         Some(host) => {
-            ClientBuilder::new()
+            builder
                 .with_v2_base_url(format!("http://{host}/bigquery/v2"))
                 .build_from_authenticator(Arc::new(EmulatorToken))
                 .await
         }
-        None => BigQueryClient::from_application_default_credentials().await,
+        None => builder.build_from_application_default_credentials().await,
     }
 }
 
@@ -58,5 +74,38 @@ pub fn query_parameter(name: &str, kind: &str, value: String) -> QueryParameter 
             array_values: None,
             struct_values: None,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A BigQuery that accepts connections and never answers: a hung insert must end.
+    #[tokio::test]
+    async fn a_call_that_gets_no_answer_ends_at_the_timeout() {
+        install_crypto_provider();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let client =
+            bigquery_client_with_timeout(Some(&host), std::time::Duration::from_millis(500))
+                .await
+                .unwrap();
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.dataset().list("p", Default::default()),
+        )
+        .await
+        .expect("the call hung past its timeout");
+        assert!(answer.is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        silent.abort();
     }
 }

@@ -12,5 +12,6 @@ pub mod gcp;
 pub mod sink;
 pub mod source;
 pub mod telemetry;
+pub mod timeouts;
 
 pub use error::Error;

@@ -109,12 +109,21 @@ impl LeaderElection {
         }
     }
 
+    /// [`Self::try_take`], bounded by [`crate::timeouts::lease_call`]: a call that hangs
+    /// counts as failed, so renewal goes on (or gives up) while the lease still holds.
+    async fn try_take_bounded(&self) -> Result<bool, Error> {
+        let bound = crate::timeouts::lease_call(self.config.duration);
+        tokio::time::timeout(bound, self.try_take())
+            .await
+            .unwrap_or(Err(Error::Timeout("the Lease", bound)))
+    }
+
     /// Waits until this replica holds the lease.
     pub async fn acquire(&self) {
         let retry = self.config.duration / 4;
         info!(lease = %self.config.name, identity = %self.config.identity, "waiting to lead");
         loop {
-            match self.try_take().await {
+            match self.try_take_bounded().await {
                 Ok(true) => {
                     info!(lease = %self.config.name, identity = %self.config.identity, "leading");
                     return;
@@ -133,7 +142,7 @@ impl LeaderElection {
         let mut last_renewal = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(period).await;
-            match self.try_take().await {
+            match self.try_take_bounded().await {
                 Ok(true) => last_renewal = tokio::time::Instant::now(),
                 Ok(false) => {
                     warn!(lease = %self.config.name, "another replica took the lease");
@@ -149,8 +158,16 @@ impl LeaderElection {
         }
     }
 
-    /// Gives the lease up (clean shutdown), so another replica need not wait it out.
+    /// Gives the lease up (clean shutdown), so another replica need not wait it out. Bounded
+    /// by [`crate::timeouts::lease_call`]: shutdown must not wait on an API server that is gone.
     pub async fn release(&self) {
+        let bound = crate::timeouts::lease_call(self.config.duration);
+        if tokio::time::timeout(bound, self.give_up()).await.is_err() {
+            warn!(lease = %self.config.name, ?bound, "releasing the lease got no answer; it expires by itself");
+        }
+    }
+
+    async fn give_up(&self) {
         let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else {
             return;
         };

@@ -22,7 +22,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 impl Consolidation {
     pub fn new(url_template: String) -> Self {
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(crate::timeouts::CONSOLIDATION_REQUEST)
             .build()
             .unwrap_or_default();
         Self {

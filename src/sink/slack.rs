@@ -262,7 +262,7 @@ impl Slack {
         }
         let (tx, rx) = mpsc::channel(QUEUE);
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(crate::timeouts::SLACK_REQUEST)
             .build()
             .unwrap_or_default();
         tokio::spawn(deliver(rx, client, config.clone(), metrics));

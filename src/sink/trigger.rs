@@ -3,17 +3,12 @@
 //! the metadata server as Bearer (as the original called its Cloud Run services). No redirect
 //! is followed, and no error shows the URL's query string.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use crate::decide::trust::AllowedRequest;
 
 const METADATA_IDENTITY: &str =
     "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/identity";
-
-/// A processor run can take minutes; longer than this counts as a failed trigger.
-const TRIGGER_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Clone)]
 pub struct HttpTriggers {
@@ -23,7 +18,7 @@ pub struct HttpTriggers {
 impl Default for HttpTriggers {
     fn default() -> Self {
         let client = reqwest::Client::builder()
-            .timeout(TRIGGER_TIMEOUT)
+            .timeout(crate::timeouts::TRIGGER_REQUEST)
             // A request may carry an ID token: a redirect would hand it to a URL nobody
             // checked against the allowlist. A 3xx answer is a failed trigger.
             .redirect(reqwest::redirect::Policy::none())
@@ -76,7 +71,7 @@ impl HttpTriggers {
             .get(METADATA_IDENTITY)
             .query(&[("audience", audience), ("format", "full")])
             .header("Metadata-Flavor", "Google")
-            .timeout(Duration::from_secs(10))
+            .timeout(crate::timeouts::METADATA_TOKEN)
             .send()
             .await
             .map_err(|e| format!("fetching an ID token for {audience}: {}", e.without_url()))?;
