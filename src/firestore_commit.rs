@@ -20,7 +20,6 @@ use tracing::debug;
 
 /// Single commits at once after a refused group.
 const ONE_BY_ONE: usize = 8;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Tries of one commit that fails in a way worth retrying (unavailable, a lost answer).
 /// Retrying is safe for the writes committed here: a heal that was applied fails its
 /// precondition the second time (and then finds its own healing id in the document), and an
@@ -93,7 +92,7 @@ async fn commit(db: &FirestoreDb, writes: &FirestoreTransactionData) -> Firestor
             transaction: Vec::new(),
             request_options: None,
         });
-        request.set_timeout(REQUEST_TIMEOUT);
+        request.set_timeout(crate::timeouts::FIRESTORE_REQUEST);
         match db.client().get().commit(request).await {
             Ok(_) => return Ok(()),
             Err(status) => match FirestoreError::from(status) {

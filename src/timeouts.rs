@@ -21,6 +21,9 @@ pub const SLACK_REQUEST: Duration = Duration::from_secs(10);
 /// inserts in well under a second and queries within their own 20 s `timeoutMs`, so a minute
 /// means the call is lost, and the export's backoff tries it again.
 pub const BIGQUERY_REQUEST: Duration = Duration::from_secs(60);
+/// One Firestore call (a Commit of up to 500 writes, a document read, a history write):
+/// Firestore answers in milliseconds; a Commit that hangs holds every heal queued behind it.
+pub const FIRESTORE_REQUEST: Duration = Duration::from_secs(10);
 /// Opening a connection to BigQuery (or its emulator).
 pub const BIGQUERY_CONNECT: Duration = Duration::from_secs(10);
 

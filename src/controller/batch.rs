@@ -641,12 +641,11 @@ async fn act_on_firestore(
         match committer.write(heal).await {
             Ok(_) => return Ok(Acted::Applied),
             Err(FirestoreError::DatabaseError(e)) if e.public.code == "FailedPrecondition" => {
-                let Some(doc) = db
-                    .fluent()
-                    .select()
-                    .by_id_in(collection)
-                    .one(doc_id)
+                let read = db.fluent().select().by_id_in(collection).one(doc_id);
+                let bound = crate::timeouts::FIRESTORE_REQUEST;
+                let Some(doc) = tokio::time::timeout(bound, read)
                     .await
+                    .map_err(|_| Error::Timeout("reading the batch document", bound))?
                     .map_err(Error::firestore)?
                 else {
                     return Ok(Acted::Superseded); // deleted meanwhile

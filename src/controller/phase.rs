@@ -794,16 +794,21 @@ async fn write_history(
         "timestamp": Timestamp::now().to_string(),
         "success": success && failed.is_empty(),
     });
-    let result = db
+    let write = db
         .fluent()
         .update()
         .in_col(HISTORY_COLLECTION)
         .document_id(&id)
         .object(&document)
-        .execute::<serde_json::Value>()
-        .await;
-    if let Err(e) = result {
-        warn!(phase_run = %run.name_any(), document = %id, error = %e, "writing self_heal_history failed");
+        .execute::<serde_json::Value>();
+    match tokio::time::timeout(crate::timeouts::FIRESTORE_REQUEST, write).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            warn!(phase_run = %run.name_any(), document = %id, error = %e, "writing self_heal_history failed");
+        }
+        Err(_) => {
+            warn!(phase_run = %run.name_any(), document = %id, "writing self_heal_history got no answer in time");
+        }
     }
 }
 
