@@ -114,6 +114,8 @@ pub struct Context {
     pub mirror_snapshot_read: Option<tokio::sync::watch::Receiver<bool>>,
     /// Turns for the writes that record rather than heal (shared with the mirror).
     pub bookkeeping: Bookkeeping,
+    /// Failures in a row per object, for [`error_policy`]'s backoff.
+    pub reconcile_failures: ReconcileFailures,
     /// Commits heals of Firestore batches together; started on first use.
     heal_committer: std::sync::OnceLock<HealCommitter>,
 }
@@ -146,6 +148,7 @@ impl Context {
             triggers: HttpTriggers::default(),
             mirror_snapshot_read: None,
             bookkeeping: Bookkeeping::default(),
+            reconcile_failures: ReconcileFailures::default(),
             heal_committer: std::sync::OnceLock::new(),
         }
     }
@@ -315,25 +318,84 @@ pub(crate) fn requeue_at(wake_at: Option<Timestamp>, now: Timestamp) -> Action {
     }
 }
 
-/// Transient errors are retried after a pause; permanent ones wait for the object to change.
+/// Reconcile failures in a row, per object: the exponent of its retry backoff.
+#[derive(Default)]
+pub struct ReconcileFailures(std::sync::Mutex<std::collections::HashMap<String, u32>>);
+
+impl ReconcileFailures {
+    fn key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+        format!(
+            "{}/{}/{}",
+            K::kind(&()),
+            object.namespace().unwrap_or_default(),
+            object.name_any()
+        )
+    }
+
+    /// Counts one more failure of `object`; the count so far.
+    fn failed<K: Resource<DynamicType = ()>>(&self, object: &K) -> (u32, String) {
+        let key = Self::key(object);
+        let mut failures = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = failures.entry(key.clone()).or_default();
+        *count = count.saturating_add(1);
+        (*count, key)
+    }
+
+    /// `object` reconciled: its next failure starts the backoff again.
+    fn succeeded<K: Resource<DynamicType = ()>>(&self, object: &K) {
+        let mut failures = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        failures.remove(&Self::key(object));
+    }
+}
+
+/// `reconcile`, forgetting the object's earlier failures when it succeeds (see
+/// [`error_policy`]).
+fn resetting_backoff<K, F, Fut>(
+    reconcile: F,
+) -> impl FnMut(Arc<K>, Arc<Context>) -> futures::future::BoxFuture<'static, Result<Action, Error>>
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    move |object, ctx| {
+        let reconcile = reconcile.clone();
+        Box::pin(async move {
+            let result = reconcile(object.clone(), ctx.clone()).await;
+            if result.is_ok() {
+                ctx.reconcile_failures.succeeded(&*object);
+            }
+            result
+        })
+    }
+}
+
+/// Transient errors are retried after a per-object backoff (1 s doubling to 5 min, jittered,
+/// as exports back off), so an outage neither spins every object every few seconds nor
+/// retries them all in the same instant; permanent ones wait for the object to change.
 pub fn error_policy<K>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
 where
     K: Resource<DynamicType = ()>,
 {
     ctx.metrics
         .reconcile_failed(&K::kind(&()), error.is_transient());
+    let (failures, key) = ctx.reconcile_failures.failed(&*object);
+    let retry_in = error
+        .is_transient()
+        .then(|| crate::decide::export::Backoff::default().delay(failures, &key));
     warn!(
         kind = %K::kind(&()),
         name = %object.name_any(),
         namespace = ?object.namespace(),
         %error,
         transient = error.is_transient(),
+        failures,
+        ?retry_in,
         "reconcile failed"
     );
-    if error.is_transient() {
-        Action::requeue(Duration::from_secs(5))
-    } else {
-        Action::await_change()
+    match retry_in {
+        Some(delay) => Action::requeue(delay),
+        None => Action::await_change(),
     }
 }
 
@@ -487,7 +549,11 @@ pub async fn run(
         HealingEvent::kind(&()),
         Controller::for_stream(events.stream, events.store)
             .graceful_shutdown_on(shutdown_requested(shutdown_rx.clone()))
-            .run(event::reconcile, error_policy, ctx.clone()),
+            .run(
+                resetting_backoff(event::reconcile),
+                error_policy,
+                ctx.clone(),
+            ),
     );
 
     let phase_runs = cached_watch::<PhaseRun>(&client, ns, watcher::Config::default(), undecodable);
@@ -502,7 +568,11 @@ pub async fn run(
             // A Job trigger's Job finishing moves its phase on.
             .owns(api::<Job>(&client, ns), watcher::Config::default())
             .graceful_shutdown_on(shutdown_requested(shutdown_rx.clone()))
-            .run(phase::reconcile, error_policy, ctx.clone()),
+            .run(
+                resetting_backoff(phase::reconcile),
+                error_policy,
+                ctx.clone(),
+            ),
     );
 
     let controller = Controller::for_stream(batch_stream, batch_store.clone());
@@ -518,7 +588,7 @@ pub async fn run(
                 .map(|b| ObjectRef::from_obj(&*b))
         })
         .graceful_shutdown_on(shutdown_requested(shutdown_rx.clone()))
-        .run(batch::reconcile, error_policy, ctx);
+        .run(resetting_backoff(batch::reconcile), error_policy, ctx);
     let batches = drive(PredictionBatch::kind(&()), batches);
     // Everything stops together, each controller finishing the reconciles it has started.
     let signal = async move {
@@ -540,4 +610,31 @@ pub async fn run(
     }
     info!("controller stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_count_per_object_and_a_success_starts_the_backoff_again() {
+        let failures = ReconcileFailures::default();
+        let mut a: PredictionBatch = serde_json::from_value(serde_json::json!({
+            "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "PredictionBatch",
+            "metadata": {"name": "a", "namespace": "pipeline"},
+            "spec": {"batchId": "a", "gameDate": "2026-11-24", "source": "status"},
+        }))
+        .unwrap();
+        assert_eq!(failures.failed(&a).0, 1);
+        assert_eq!(failures.failed(&a).0, 2);
+        let (third, key) = failures.failed(&a);
+        assert_eq!((third, key.as_str()), (3, "PredictionBatch/pipeline/a"));
+        let backoff = crate::decide::export::Backoff::default();
+        assert!(backoff.delay(3, &key) >= Duration::from_secs(2));
+        a.metadata.name = Some("b".into());
+        assert_eq!(failures.failed(&a).0, 1, "another object counts apart");
+        a.metadata.name = Some("a".into());
+        failures.succeeded(&a);
+        assert_eq!(failures.failed(&a).0, 1);
+    }
 }
