@@ -103,6 +103,20 @@ pub struct TargetRef {
     pub uid: Option<String>,
 }
 
+impl TargetRef {
+    /// A reference to `object`, as a HealingEvent names its target.
+    pub fn of<K: kube::Resource<DynamicType = ()>>(object: &K) -> Self {
+        let meta = object.meta();
+        Self {
+            api_version: Some(K::api_version(&()).into_owned()),
+            kind: K::kind(&()).into_owned(),
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone().unwrap_or_default(),
+            uid: meta.uid.clone(),
+        }
+    }
+}
+
 /// How the action ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Outcome {

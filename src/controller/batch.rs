@@ -174,16 +174,6 @@ fn identity(batch: &PredictionBatch) -> String {
     }
 }
 
-fn target_of(batch: &PredictionBatch) -> TargetRef {
-    TargetRef {
-        api_version: Some(PredictionBatch::api_version(&()).into_owned()),
-        kind: PredictionBatch::kind(&()).into_owned(),
-        namespace: batch.namespace(),
-        name: batch.name_any(),
-        uid: batch.uid(),
-    }
-}
-
 /// What a HealingEvent records of a stall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Recording<'a> {
@@ -248,7 +238,7 @@ pub fn intent(
         },
         root_cause: stall.root_cause.clone(),
         correlation_id: batch.spec.correlation_id.clone(),
-        target: target_of(batch),
+        target: TargetRef::of(batch),
         dry_run,
         threshold_time: Some(MicroTime(stall.threshold_at)),
         before_state: Some(json!({

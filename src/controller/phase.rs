@@ -520,7 +520,7 @@ async fn trigger(
         action_taken: format!("Re-ran {name} (attempt {attempt}): {how}"),
         root_cause,
         correlation_id: Some(correlation.to_owned()),
-        target: target_of(run),
+        target: TargetRef::of(run),
         dry_run: false,
         threshold_time: None,
         before_state: Some(
@@ -573,17 +573,6 @@ async fn trigger(
         Err(e) if refused => Triggered::Refused(e),
         Err(e) => Triggered::Failed(e),
     })
-}
-
-/// The PhaseRun as a HealingEvent's target.
-fn target_of(run: &PhaseRun) -> TargetRef {
-    TargetRef {
-        api_version: Some(PhaseRun::api_version(&()).into_owned()),
-        kind: PhaseRun::kind(&()).into_owned(),
-        namespace: run.namespace(),
-        name: run.name_any(),
-        uid: run.uid(),
-    }
 }
 
 /// Creates the HealingEvent `id` (intent first). False: it exists already, so this action was
@@ -676,7 +665,7 @@ async fn refuse_tables(
         action_taken: "Refused the PhaseRun before counting its rows: nothing was queried".into(),
         root_cause: first.root_cause().to_owned(),
         correlation_id: Some(fixed_correlation(run, &["table_refused", &generation])),
-        target: target_of(run),
+        target: TargetRef::of(run),
         dry_run: false,
         threshold_time: None,
         before_state: Some(json!({"phase": run.spec.phase, "date": run.spec.date.to_string()})),
