@@ -429,6 +429,7 @@ where
 async fn kubernetes_client() -> Result<kube::Client, String> {
     use http::{HeaderValue, header::USER_AGENT};
     let mut config = kube::Config::infer().await.map_err(|e| e.to_string())?;
+    config.read_timeout = Some(pipeline_healer::timeouts::KUBE_READ);
     let agent = concat!("pipeline-healer/", env!("CARGO_PKG_VERSION"));
     config
         .headers

@@ -2,10 +2,10 @@
 //! hang a worker for ever (four hung BigQuery inserts once stopped every export until a
 //! restart), so every client the controller builds takes its bound from here.
 //!
-//! Not here, and why: the Kubernetes client keeps kube's own bounds (connect 30 s, read
-//! 295 s, just above the 290 s that a watch asks the API server to hold it open); the lease's
-//! calls are bounded by [`lease_call`] on top. BigQuery's count queries also ask the service
-//! to answer within `source::bigquery`'s 20 s (`timeoutMs`), below [`BIGQUERY_REQUEST`].
+//! The Kubernetes client keeps kube's connect (30 s) and write bounds and gets [`KUBE_READ`];
+//! the lease's calls are bounded more tightly by [`lease_call`] on top. BigQuery's count
+//! queries also ask the service to answer within `source::bigquery`'s 20 s (`timeoutMs`),
+//! below [`BIGQUERY_REQUEST`].
 
 use std::time::Duration;
 
@@ -26,6 +26,11 @@ pub const BIGQUERY_REQUEST: Duration = Duration::from_secs(60);
 pub const FIRESTORE_REQUEST: Duration = Duration::from_secs(10);
 /// Opening a connection to BigQuery (or its emulator).
 pub const BIGQUERY_CONNECT: Duration = Duration::from_secs(10);
+
+/// Silence on a Kubernetes connection (kube sets none): just above the 290 s a watch asks
+/// the API server to hold it open, so an idle watch is never cut, while a request the API
+/// server never answers still ends.
+pub const KUBE_READ: Duration = Duration::from_secs(295);
 
 /// One read or write of the leader-election Lease: a third of the lease, so that a call that
 /// hangs still leaves time to renew before the lease runs out (a renewal that blocked past
