@@ -68,10 +68,7 @@ pub fn rerun(
             let job = build_job(run, &processor.name, &job.template, attempt)
                 .map_err(RerunError::Invalid)?;
             if let Some(spec) = job.spec.as_ref() {
-                trust.check_job(&JobTemplateSpec {
-                    metadata: None,
-                    spec: Some(spec.clone()),
-                })?;
+                trust.check_job(spec)?;
             }
             Ok(Rerun::Job(Box::new(job)))
         }

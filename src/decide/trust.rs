@@ -7,7 +7,7 @@
 //! against a namespaced resource. Pure: the reconciler asks before it acts, and a refusal
 //! names what was refused and which flag would allow it.
 
-use k8s_openapi::api::batch::v1::JobTemplateSpec;
+use k8s_openapi::api::batch::v1::JobSpec;
 use k8s_openapi::api::core::v1::{PodSpec, SecurityContext};
 
 use crate::api::schema::TableName;
@@ -224,12 +224,9 @@ impl Trust {
         })
     }
 
-    /// Checks a Job trigger's template: the identity it runs as and the host access it asks
-    /// for. Every violation is named.
-    pub fn check_job(&self, template: &JobTemplateSpec) -> Result<(), Refusal> {
-        let Some(job) = template.spec.as_ref() else {
-            return Ok(());
-        };
+    /// Checks the spec of a Job built from a trigger's template: the identity it runs as and
+    /// the host access it asks for. Every violation is named.
+    pub fn check_job(&self, job: &JobSpec) -> Result<(), Refusal> {
         let mut violations = job
             .template
             .spec
@@ -523,8 +520,8 @@ mod tests {
         );
     }
 
-    fn template(pod: serde_json::Value) -> JobTemplateSpec {
-        serde_json::from_value(serde_json::json!({"spec": {"template": {"spec": pod}}})).unwrap()
+    fn template(pod: serde_json::Value) -> JobSpec {
+        serde_json::from_value(serde_json::json!({"template": {"spec": pod}})).unwrap()
     }
 
     #[test]
@@ -615,8 +612,8 @@ mod tests {
             assert!(all.contains(expected), "{expected} not in:\n{all}");
         }
         assert_eq!(violations.len(), 9, "{all}");
-        let adopting: JobTemplateSpec = serde_json::from_value(serde_json::json!({
-            "spec": {"manualSelector": true, "template": {"spec": {"containers": []}}}
+        let adopting: JobSpec = serde_json::from_value(serde_json::json!({
+            "manualSelector": true, "template": {"spec": {"containers": []}}
         }))
         .unwrap();
         assert!(t.check_job(&adopting).is_err());
