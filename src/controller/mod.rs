@@ -261,7 +261,7 @@ fn report_undecodable(client: &Client, instance: Option<String>) -> Undecodable 
     );
     Arc::new(move |kind, api_version, metadata, error| {
         let name = metadata.name.clone().unwrap_or_default();
-        warn!(%kind, namespace = ?metadata.namespace, %name, %error, "object cannot be decoded; it is left alone until it is fixed");
+        warn!(%kind, namespace = metadata.namespace.as_deref().unwrap_or_default(), %name, %error, "object cannot be decoded; it is left alone until it is fixed");
         let reference = k8s_openapi::api::core::v1::ObjectReference {
             api_version: Some(api_version.to_owned()),
             kind: Some(kind.to_owned()),
