@@ -9,6 +9,10 @@
 //!   them, the emulator's own time for a write to the listened collection, which every heal
 //!   commit pays before anything of the controller's (see `listened_write_ms`).
 //!
+//! - burst_api_writes_per_heal: the API server's own count of the writes (creates, updates,
+//!   patches, applies) of the controller's kinds and of Events during the Firestore burst,
+//!   divided by the heals; a figure no machine's noise moves.
+//!
 //! Sizes: PH_BENCH_BURST (default 1000), PH_BENCH_BATCHES (default 10000).
 
 mod common;
@@ -30,7 +34,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use pipeline_healer::api::PredictionBatch;
 use pipeline_healer::decide::naming::object_name_for_document;
-use pipeline_healer::firestore_commit::commit_each;
+use pipeline_healer::sink::firestore_commit::commit_each;
 use serde_json::{Value, json};
 use support::{ControllerProcess, firestore_db, namespace};
 
@@ -158,6 +162,61 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// Resources whose writes `burst_api_writes_per_heal` counts: the controller's kinds and
+/// Events (core and events.k8s.io share the resource name). Leases (the election renews on
+/// a timer) and ConfigMaps (per namespace, not per heal) are left out.
+const COUNTED_RESOURCES: [&str; 5] = [
+    "predictionbatches",
+    "healingevents",
+    "phaseruns",
+    "healingpolicies",
+    "events",
+];
+
+/// The API server's count of writes of [`COUNTED_RESOURCES`] so far, from its own
+/// `apiserver_request_total` (every answer, including conflicts: each is a write sent).
+async fn api_writes(client: &kube::Client) -> f64 {
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("metrics request");
+    let text = client
+        .request_text(request)
+        .await
+        .expect("the API server's /metrics");
+    text.lines()
+        .filter_map(|line| {
+            let (labels, value) = line
+                .strip_prefix("apiserver_request_total{")?
+                .split_once("} ")?;
+            let label = |key: &str| {
+                labels.split(',').find_map(|pair| {
+                    pair.strip_prefix(key)?
+                        .strip_prefix("=\"")?
+                        .strip_suffix('"')
+                })
+            };
+            let write = matches!(label("verb")?, "CREATE" | "UPDATE" | "PATCH" | "APPLY");
+            let counted = COUNTED_RESOURCES.contains(&label("resource")?);
+            (write && counted).then(|| value.trim().parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// Waits until the API server's write count has not moved for `quiet` (the exports and
+/// outcome records after the last heal settle), at most `limit`; the count then.
+async fn settled_api_writes(client: &kube::Client, quiet: Duration, limit: Duration) -> f64 {
+    let start = Instant::now();
+    let mut last = api_writes(client).await;
+    loop {
+        tokio::time::sleep(quiet).await;
+        let now = api_writes(client).await;
+        if now == last || start.elapsed() > limit {
+            return now;
+        }
+        last = now;
+    }
+}
+
 async fn burst(n: usize) {
     let ns = namespace("bench-burst").await;
     let db = firestore_db().await;
@@ -170,6 +229,8 @@ async fn burst(n: usize) {
     });
     write_all(&db, &collection, docs.collect()).await;
 
+    let client = support::cluster().client().await;
+    let writes_before = api_writes(&client).await;
     let start = Instant::now();
     let process = ControllerProcess::start(&ns.name, &collection, "bench");
     watch_until(
@@ -188,6 +249,13 @@ async fn burst(n: usize) {
         &format!("burst_{n}_controller_cpu"),
         Usage(process.0.id()).cpu_seconds(),
         "s",
+    );
+    let writes_after =
+        settled_api_writes(&client, Duration::from_secs(3), Duration::from_secs(120)).await;
+    bench(
+        "burst_api_writes_per_heal",
+        (writes_after - writes_before) / n as f64,
+        "writes",
     );
 }
 

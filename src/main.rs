@@ -6,8 +6,9 @@ use pipeline_healer::analyze::{OutputFormat, Request, Source, SourceKind, window
 use pipeline_healer::api::phase::PhaseRun;
 use pipeline_healer::api::schema::PositiveDuration;
 use pipeline_healer::controller;
-use pipeline_healer::controller::leader::{LeaderElection, LeaseConfig};
 use pipeline_healer::decide::trust::{Trust, UrlPrefix};
+use pipeline_healer::error::KubeResultExt;
+use pipeline_healer::runtime::leader::{LeaderElection, LeaseConfig};
 use pipeline_healer::sink::bigquery::{BigQueryExport, TableRef};
 use pipeline_healer::sink::consolidation::Consolidation;
 use pipeline_healer::sink::slack::SlackConfig;
@@ -426,15 +427,17 @@ where
 /// A client configured as kube does it (in-cluster, or KUBECONFIG), naming this program in its
 /// user agent: the API server attributes the fields of a request without a field manager of
 /// its own (a create, a merge patch) to the user agent's product, else to "unknown".
-async fn kubernetes_client() -> Result<kube::Client, String> {
+async fn kubernetes_client() -> Result<kube::Client, pipeline_healer::Error> {
     use http::{HeaderValue, header::USER_AGENT};
-    let mut config = kube::Config::infer().await.map_err(|e| e.to_string())?;
+    let mut config = kube::Config::infer().await.map_err(|e| {
+        pipeline_healer::Error::Unconfigured(format!("no Kubernetes configuration: {e}"))
+    })?;
     config.read_timeout = Some(pipeline_healer::timeouts::KUBE_READ);
     let agent = concat!("pipeline-healer/", env!("CARGO_PKG_VERSION"));
     config
         .headers
         .push((USER_AGENT, HeaderValue::from_static(agent)));
-    kube::Client::try_from(config).map_err(|e| e.to_string())
+    kube::Client::try_from(config).at("building the Kubernetes client")
 }
 
 fn run(
@@ -562,12 +565,16 @@ fn create_phase_run(args: CreatePhaseRunArgs) -> ExitCode {
     with_kubernetes(|client| async move {
         let api: kube::Api<PhaseRun> = kube::Api::namespaced(client, &args.namespace);
         let name = run.metadata.name.clone().unwrap_or_default();
-        match api.create(&kube::api::PostParams::default(), &run).await {
-            Ok(_) => {
+        let created = api
+            .create(&kube::api::PostParams::default(), &run)
+            .await
+            .unless_conflict("creating the PhaseRun");
+        match created {
+            Ok(Some(_)) => {
                 tracing::info!(namespace = %args.namespace, %name, "PhaseRun created");
                 ExitCode::SUCCESS
             }
-            Err(kube::Error::Api(e)) if e.code == 409 => {
+            Ok(None) => {
                 tracing::info!(namespace = %args.namespace, %name, "PhaseRun exists already");
                 ExitCode::SUCCESS
             }

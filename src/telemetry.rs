@@ -128,7 +128,7 @@ impl Default for Metrics {
         );
         registry.register(
             "reconcile_errors",
-            "Failed reconciles, by kind and category (transient: retried; permanent: waits for a change)",
+            "Failed reconciles, by kind and error category (conflict, throttled, unavailable, timeout and not_synced are retried with backoff; rejected, invalid, unconfigured and internal wait for a change)",
             metrics.reconcile_errors.clone(),
         );
         registry.register(
@@ -175,12 +175,11 @@ impl Metrics {
             .inc();
     }
 
-    pub fn reconcile_failed(&self, kind: &str, transient: bool) {
-        let category = if transient { "transient" } else { "permanent" };
+    pub fn reconcile_failed(&self, kind: &str, category: crate::error::Category) {
         self.reconcile_errors
             .get_or_create(&ErrorLabels {
                 kind: kind.into(),
-                category: category.into(),
+                category: category.as_str().into(),
             })
             .inc();
     }

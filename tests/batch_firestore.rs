@@ -15,13 +15,13 @@ use pipeline_healer::api::batch::{
 };
 use pipeline_healer::api::event::Outcome;
 use pipeline_healer::api::{HealingPolicy, HealingPolicySpec, PredictionBatch};
-use pipeline_healer::controller::policies::PolicyCache;
 use pipeline_healer::controller::{self, Config, Context, FirestoreSource};
 use pipeline_healer::decide::naming::object_name_for_document;
 use pipeline_healer::decide::stall::{StallPolicy, Verdict, decide};
+use pipeline_healer::runtime::policies::PolicyCache;
+use pipeline_healer::sink::firestore_heal::{AutoCompletion, HealCommitter, HealWrite};
 use pipeline_healer::source::firestore::MirrorConfig;
 use pipeline_healer::source::firestore_doc::{fields_of, parse, proto_time};
-use pipeline_healer::source::firestore_heal::{AutoCompletion, HealCommitter, HealWrite};
 use pipeline_healer::source::report::observe;
 use pipeline_healer::telemetry::Telemetry;
 use serde::{Deserialize, Serialize};

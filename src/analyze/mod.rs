@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::Error;
+use crate::error::{Error, KubeResultExt};
 use crate::sink::bigquery::BigQueryExport;
 use window::Window;
 
@@ -75,9 +75,9 @@ pub async fn run(request: &Request) -> Result<String, Error> {
     let report = report::report(&records, window, healing_type);
     Ok(match request.output {
         OutputFormat::Text => render::text(&report, label),
-        OutputFormat::Json => render::json(&report, label).map_err(|e| Error::Invalid {
-            what: "report".into(),
-            message: e.to_string(),
+        OutputFormat::Json => render::json(&report, label).map_err(|source| Error::Serialize {
+            what: "the report",
+            source,
         })?,
     })
 }
@@ -87,7 +87,7 @@ async fn fetch(request: &Request, progress: &Progress) -> Result<Vec<record::Rec
         Source::BigQuery(export) => {
             let client = crate::gcp::bigquery_client(export.emulator_host.as_deref())
                 .await
-                .map_err(Error::bigquery)?;
+                .map_err(|e| Error::bigquery("connecting to BigQuery", e))?;
             source::from_bigquery(
                 &client,
                 &export.table,
@@ -98,7 +98,9 @@ async fn fetch(request: &Request, progress: &Progress) -> Result<Vec<record::Rec
             .await
         }
         Source::Cluster { namespace } => {
-            let client = kube::Client::try_default().await?;
+            let client = kube::Client::try_default()
+                .await
+                .at("connecting to the cluster")?;
             source::from_cluster(client, namespace.as_deref(), |n| progress.count(n)).await
         }
     }

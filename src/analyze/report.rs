@@ -200,7 +200,7 @@ pub fn report(records: &[Record], window: Window, healing_type: Option<&str>) ->
     for r in &actions {
         if let Some(t) = r.target.as_deref() {
             let pass = match (r.healing_type.as_str(), r.correlation_id.as_deref()) {
-                (crate::controller::phase::HEALING_TYPE, Some(pass)) => pass,
+                (crate::api::event::PHASE_RERUN, Some(pass)) => pass,
                 _ => &r.healing_id,
             };
             per_target.entry(t).or_default().insert(pass);

@@ -12,9 +12,9 @@ use kube::api::{Api, ListParams};
 
 use super::record::{Record, target_key};
 use super::window::Window;
-use crate::Error;
 use crate::api::HealingEvent;
 use crate::api::schema::TableName;
+use crate::error::{Error, KubeResultExt};
 use crate::gcp::query_parameter;
 use crate::sink::bigquery::TableRef;
 
@@ -67,7 +67,7 @@ pub async fn from_bigquery(
         .job()
         .query(&table.project, request)
         .await
-        .map_err(Error::bigquery)?;
+        .map_err(|e| Error::bigquery("querying the events table", e))?;
     let job_id = response
         .job_reference
         .as_ref()
@@ -99,7 +99,7 @@ pub async fn from_bigquery(
                 },
             )
             .await
-            .map_err(Error::bigquery)?;
+            .map_err(|e| Error::bigquery("reading the query's results", e))?;
         if !page.job_complete.unwrap_or(true) {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             continue;
@@ -203,7 +203,7 @@ pub async fn from_cluster(
     let mut records = Vec::new();
     let mut params = ListParams::default().limit(PAGE_OBJECTS);
     loop {
-        let page = api.list(&params).await?;
+        let page = api.list(&params).await.at("listing HealingEvents")?;
         records.extend(page.items.iter().filter_map(Record::from_event));
         progress(records.len());
         match page.metadata.continue_ {

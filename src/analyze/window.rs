@@ -5,6 +5,18 @@ use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 
+/// Why the flags do not describe a window, as the command line shows it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadWindow(String);
+
+impl BadWindow {
+    /// Whether the message mentions `text` (for tests and callers that point at a flag).
+    pub fn contains(&self, text: &str) -> bool {
+        self.0.contains(text)
+    }
+}
+
 /// `[start, end)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
@@ -13,7 +25,7 @@ pub struct Window {
 }
 
 /// Reads an instant: RFC 3339, `YYYY-MM-DD HH:MM[:SS]` in UTC, or a date (its midnight, UTC).
-pub fn parse_instant(text: &str) -> Result<Timestamp, String> {
+pub fn parse_instant(text: &str) -> Result<Timestamp, BadWindow> {
     let text = text.trim();
     if let Ok(t) = text.parse::<Timestamp>() {
         return Ok(t);
@@ -25,14 +37,22 @@ pub fn parse_instant(text: &str) -> Result<Timestamp, String> {
     civil
         .and_then(|dt| dt.to_zoned(TimeZone::UTC))
         .map(|z| z.timestamp())
-        .map_err(|_| format!("{text:?} is not a time: use \"YYYY-MM-DD HH:MM\" (UTC) or RFC 3339"))
+        .map_err(|_| {
+            BadWindow(format!(
+                "{text:?} is not a time: use \"YYYY-MM-DD HH:MM\" (UTC) or RFC 3339"
+            ))
+        })
 }
 
 /// Reads a span back from now: a whole number and a unit, `s`, `m`, `h`, `d` or `w`
 /// (`90m`, `36h`, `7d`, `2w`).
-pub fn parse_span(text: &str) -> Result<SignedDuration, String> {
+pub fn parse_span(text: &str) -> Result<SignedDuration, BadWindow> {
     let text = text.trim();
-    let bad = || format!("{text:?} is not a span: use a number and s, m, h, d or w, e.g. 7d");
+    let bad = || {
+        BadWindow(format!(
+            "{text:?} is not a span: use a number and s, m, h, d or w, e.g. 7d"
+        ))
+    };
     let unit_at = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (number, unit) = text.split_at(unit_at);
     let n: i64 = number.parse().map_err(|_| bad())?;
@@ -58,18 +78,22 @@ pub fn window(
     end: Option<&str>,
     since: Option<&str>,
     now: Timestamp,
-) -> Result<Window, String> {
+) -> Result<Window, BadWindow> {
     let end = end.map(parse_instant).transpose()?.unwrap_or(now);
     let start = match (start, since) {
-        (Some(_), Some(_)) => return Err("use --start or --since, not both".into()),
+        (Some(_), Some(_)) => {
+            return Err(BadWindow("use --start or --since, not both".into()));
+        }
         (Some(s), None) => parse_instant(s)?,
         (None, Some(span)) => end
             .checked_sub(parse_span(span)?)
-            .map_err(|e| format!("--since reaches too far back: {e}"))?,
+            .map_err(|e| BadWindow(format!("--since reaches too far back: {e}")))?,
         (None, None) => end - SignedDuration::from_hours(24),
     };
     if start >= end {
-        return Err(format!("the window is empty: {start} is not before {end}"));
+        return Err(BadWindow(format!(
+            "the window is empty: {start} is not before {end}"
+        )));
     }
     Ok(Window { start, end })
 }

@@ -17,6 +17,11 @@ use super::schema::{SNAKE_CASE_PATTERN, free_form_object};
 /// `no_progress`, `feature_store_timeout`, `missing_rows:nba_raw.nbac_schedule`.
 pub const ROOT_CAUSE_PATTERN: &str = r"^[a-z][a-z0-9_]{0,62}(:[A-Za-z0-9_.:/-]{1,190})?$";
 
+/// The healing type of a stalled batch marked complete (the original's name).
+pub const BATCH_CLEANUP: &str = "batch_cleanup";
+/// The healing type of a processor re-run for a phase's missing rows.
+pub const PHASE_RERUN: &str = "phase_rerun";
+
 /// One healing action: what was seen, why, and what was done.
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(

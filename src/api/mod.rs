@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod event;
+pub mod health;
 pub mod phase;
 pub mod policy;
 pub mod schema;

@@ -10,9 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::health::{AlertLevel, TypeHealth};
 use super::schema::{PositiveDuration, SNAKE_CASE_PATTERN, bounded_integers};
-use crate::decide::health::TypeHealth;
-use crate::decide::patterns::AlertLevel;
 
 /// The original's permanent skip reasons: a player skipped for one of these counts as done.
 pub const ORIGINAL_PERMANENT_SKIP_REASONS: [&str; 9] = [
@@ -190,7 +189,7 @@ pub struct HealingPolicyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub open_circuits: Vec<String>,
     /// Per healing type; types with nothing to remember are left out.
-    // Its window counts are u32 fields of `decide::patterns::WindowCounts`: the transform
+    // Its window counts are u32 fields of `health::WindowCounts`: the transform
     // bounds every integer of the map's values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(transform = bounded_integers)]

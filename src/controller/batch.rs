@@ -25,21 +25,19 @@ use tracing::{debug, info, warn};
 
 use super::Context;
 use super::health::{self, Gate};
-use crate::Error;
 use crate::api::batch::{BatchSource, BatchState};
-use crate::api::event::{HealingEventSpec, HealingEventStatus, Outcome, TargetRef};
+use crate::api::event::{BATCH_CLEANUP, HealingEventSpec, HealingEventStatus, Outcome, TargetRef};
 use crate::api::{HealingEvent, PredictionBatch};
 use crate::decide::batch_status::{Summary, awaiting_report, cleanup_at, finished_at, summarize};
 use crate::decide::conditions;
 use crate::decide::naming::healing_id;
 use crate::decide::stall::{Stall, StallPolicy, Verdict, decide};
+use crate::error::{Error, KubeResultExt};
 use crate::sink::consolidation::Consolidation;
+use crate::sink::firestore_heal::{AutoCompletion, HealWrite};
 use crate::source::firestore_doc::{fields_of, parse as parse_doc, proto_time};
-use crate::source::firestore_heal::{AutoCompletion, HealWrite};
 use crate::source::report::observe;
 use firestore::errors::FirestoreError;
-
-pub const HEALING_TYPE: &str = "batch_cleanup";
 
 pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled(&PredictionBatch::kind(&()));
@@ -142,15 +140,15 @@ async fn remove_mirror(ctx: &Context, batch: &PredictionBatch) -> Result<(), Err
         }),
         ..Default::default()
     };
-    match batches.delete(&batch.name_any(), &params).await {
-        Ok(_) => {
-            info!(batch = %batch.name_any(), "finished mirrored batch removed after the retention period");
-            Ok(())
-        }
-        // Gone already, or replaced by a new object of the same name.
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
+    // Gone already, or replaced by a new object of the same name: nothing to remove.
+    let deleted = batches
+        .delete(&batch.name_any(), &params)
+        .await
+        .unless_gone("removing the finished mirrored batch")?;
+    if deleted.is_some() {
+        info!(batch = %batch.name_any(), "finished mirrored batch removed after the retention period");
     }
+    Ok(())
 }
 
 /// Wake exactly when the verdict can next change (plus a hair, so the decision sees the
@@ -207,7 +205,7 @@ fn healing_id_of(
         Recording::DryRun => parts.push("dry_run"),
         Recording::Skip { reason, episode } => parts.extend([reason, episode]),
     }
-    healing_id(HEALING_TYPE, &batch.spec.batch_id, &parts)
+    healing_id(BATCH_CLEANUP, &batch.spec.batch_id, &parts)
 }
 
 /// The HealingEvent recording `recording` of `stall`, at `attempt` (from 1).
@@ -224,7 +222,7 @@ pub fn intent(
     let spec = HealingEventSpec {
         healing_id: id.clone(),
         timestamp: MicroTime(now),
-        healing_type: HEALING_TYPE.into(),
+        healing_type: BATCH_CLEANUP.into(),
         trigger_reason: stall.trigger_reason.clone(),
         action_taken: match recording {
             Recording::Act => format!(
@@ -349,7 +347,7 @@ pub async fn heal(
     let gate = if dry_run {
         Gate::Act
     } else {
-        health::gate(ctx, &ns, HEALING_TYPE, now)
+        health::gate(ctx, &ns, BATCH_CLEANUP, now)
     };
     let recording = match (&gate, dry_run) {
         (_, true) => Recording::DryRun,
@@ -369,16 +367,23 @@ pub async fn heal(
     let attempt = next_attempt(ctx, batch, stall, recording);
     let event = intent(batch, stall, recording, attempt, now);
     let id = event.name_any();
-    if gate == Gate::Trial && !health::claim_trial(ctx, &ns, HEALING_TYPE, &id, now).await? {
+    if gate == Gate::Trial && !health::claim_trial(ctx, &ns, BATCH_CLEANUP, &id, now).await? {
         info!(batch = %batch.name_any(), healing_id = %id, "another heal claimed the circuit's trial");
         return Ok(HealProgress::InProgressElsewhere);
     }
-    match events.create(&PostParams::default(), &event).await {
-        Ok(_) => {
+    let created = events
+        .create(&PostParams::default(), &event)
+        .await
+        .unless_conflict("recording the heal's intent")?;
+    match created {
+        Some(_) => {
             info!(batch = %batch.name_any(), healing_id = %id, root_cause = %stall.root_cause, ?recording, "stall detected; healing recorded")
         }
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            let existing = events.get(&id).await?;
+        None => {
+            let existing = events
+                .get(&id)
+                .await
+                .at("reading the heal's existing HealingEvent")?;
             if !is_pending(&existing) {
                 // This attempt failed before the cache showed it: the next one is due.
                 if recording == Recording::Act && failed(&existing) && attempt < HEAL_ATTEMPTS {
@@ -392,7 +397,6 @@ pub async fn heal(
             }
             info!(batch = %batch.name_any(), healing_id = %id, "taking over an abandoned heal");
         }
-        Err(e) => return Err(e.into()),
     }
     let not_acting = match recording {
         Recording::Act => None,
@@ -402,7 +406,7 @@ pub async fn heal(
             Some((
                 EventType::Warning,
                 "HealSkipped",
-                format!("the batch is stalled, but {HEALING_TYPE} heals are skipped: {reason}"),
+                format!("the batch is stalled, but {BATCH_CLEANUP} heals are skipped: {reason}"),
             )),
         )),
     };
@@ -504,8 +508,11 @@ async fn consolidate(
                 action: "Consolidate".into(),
                 secondary: None,
             };
-            ctx.recorder.publish(&event, &batch.object_ref(&())).await?;
-            Ok(json!({"requested": false, "error": error}))
+            ctx.recorder
+                .publish(&event, &batch.object_ref(&()))
+                .await
+                .at("publishing the ConsolidationFailed Event")?;
+            Ok(json!({"requested": false, "error": error.to_string()}))
         }
     }
 }
@@ -544,17 +551,21 @@ async fn act_on_status(
             "metadata": {"resourceVersion": observed.resource_version()},
             "status": {"state": BatchState::AutoCompleted, "lastHealingEvent": id},
         });
-        match batches
+        let applied = batches
             .patch_status(
                 &batch.name_any(),
                 &PatchParams::default(),
                 &Patch::Merge(&patch),
             )
             .await
-        {
-            Ok(_) => return Ok(Acted::Applied),
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                let current = batches.get(&batch.name_any()).await?;
+            .unless_conflict("completing the batch")?;
+        match applied {
+            Some(_) => return Ok(Acted::Applied),
+            None => {
+                let current = batches
+                    .get(&batch.name_any())
+                    .await
+                    .at("reading the batch after a conflict")?;
                 if current
                     .status
                     .as_ref()
@@ -569,7 +580,6 @@ async fn act_on_status(
                 }
                 observed = current;
             }
-            Err(e) => return Err(e.into()),
         }
     }
     Ok(Acted::Superseded)
@@ -590,9 +600,10 @@ async fn act_on_firestore(
         message: message.to_owned(),
     };
     let (Some(db), Some(committer)) = (ctx.firestore.as_ref(), ctx.heal_committer()) else {
-        return Err(invalid(
-            "its source is Firestore, but the controller runs without --firestore-project",
-        ));
+        return Err(Error::Unconfigured(format!(
+            "batch {}: its source is Firestore, but the controller runs without --firestore-project",
+            batch.name_any()
+        )));
     };
     let path = batch.spec.document_path.as_deref().unwrap_or_default();
     let Some((collection, doc_id)) = path.split_once('/').filter(|(_, d)| !d.contains('/')) else {
@@ -636,7 +647,7 @@ async fn act_on_firestore(
                 let Some(doc) = tokio::time::timeout(bound, read)
                     .await
                     .map_err(|_| Error::Timeout("reading the batch document", bound))?
-                    .map_err(Error::firestore)?
+                    .map_err(|e| Error::firestore("reading the batch document", e))?
                 else {
                     return Ok(Acted::Superseded); // deleted meanwhile
                 };
@@ -660,7 +671,7 @@ async fn act_on_firestore(
                     _ => return Ok(Acted::Superseded),
                 }
             }
-            Err(e) => return Err(Error::firestore(e)),
+            Err(e) => return Err(Error::firestore("completing the batch document", e)),
         }
     }
     Ok(Acted::Superseded)
@@ -707,14 +718,15 @@ async fn record_outcome(
     let patch = json!({"status": status});
     events
         .patch_status(id, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+        .await
+        .at("recording the heal's outcome")?;
     let outcome = status.outcome.unwrap_or(Outcome::Pending);
     info!(batch = %batch.name_any(), healing_id = %id, ?outcome, "heal outcome recorded");
     let latency = status
         .heal_latency_seconds
         .filter(|_| outcome == Outcome::Succeeded);
     ctx.metrics
-        .healed(HEALING_TYPE, &format!("{outcome:?}"), latency);
+        .healed(BATCH_CLEANUP, &format!("{outcome:?}"), latency);
     if let Some((type_, reason, note)) = note {
         let event = Event {
             type_,
@@ -723,7 +735,10 @@ async fn record_outcome(
             action: "Heal".into(),
             secondary: None,
         };
-        ctx.recorder.publish(&event, &batch.object_ref(&())).await?;
+        ctx.recorder
+            .publish(&event, &batch.object_ref(&()))
+            .await
+            .at("publishing the heal's Event")?;
     }
     Ok(())
 }
@@ -742,7 +757,11 @@ async fn finish_pending_event(
         return Ok(());
     }
     let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(event) = events.get_opt(id).await? else {
+    let Some(event) = events
+        .get_opt(id)
+        .await
+        .at("reading a heal's HealingEvent")?
+    else {
         return Ok(());
     };
     let now = Timestamp::now();
@@ -810,21 +829,18 @@ async fn write_status(
     let batches: Api<PredictionBatch> =
         Api::namespaced(ctx.client.clone(), &batch.namespace().unwrap_or_default());
     let _turn = ctx.bookkeeping.turn().await;
-    match batches
+    let written = batches
         .patch_status(
             &batch.name_any(),
             &PatchParams::apply(super::MANAGER).force(),
             &Patch::Apply(&status),
         )
         .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            debug!(batch = %batch.name_any(), "the batch changed since it was read; its next version decides");
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
+        .unless_conflict("writing the batch's status")?;
+    if written.is_none() {
+        debug!(batch = %batch.name_any(), "the batch changed since it was read; its next version decides");
     }
+    Ok(())
 }
 
 #[cfg(test)]

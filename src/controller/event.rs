@@ -16,10 +16,11 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::{Context, requeue_at};
-use crate::Error;
 use crate::api::HealingEvent;
 use crate::api::event::{ExportState, SinkExport};
 use crate::decide::export::{Backoff, after_attempt, plan};
+use crate::error::{Error, KubeResultExt};
+use crate::runtime::batcher::ItemResult;
 
 pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled(&HealingEvent::kind(&()));
@@ -44,10 +45,12 @@ pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Ac
             }),
             ..Default::default()
         };
-        match api.delete(&id, &params).await {
-            Ok(_) => info!(healing_id = %id, "healing event removed after the retention period"),
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-            Err(e) => return Err(e.into()),
+        let deleted = api
+            .delete(&id, &params)
+            .await
+            .unless_gone("deleting the HealingEvent after the retention period")?;
+        if deleted.is_some() {
+            info!(healing_id = %id, "healing event removed after the retention period");
         }
         return Ok(Action::await_change());
     }
@@ -76,7 +79,8 @@ pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Ac
         &PatchParams::default(),
         &Patch::Merge(json!({"status": {"exports": exports}})),
     )
-    .await?;
+    .await
+    .at("writing the export state")?;
     drop(turn);
 
     // The patch brings the event back through here, where the plan sees the new state; the
@@ -90,14 +94,14 @@ pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Ac
 /// Logs an export attempt. An outage fails every event at every retry, so a failure is
 /// a warning only when it is new for the event (or its error changed); repeats are debug,
 /// and the status keeps the count.
-fn log_attempt(id: &str, sink: &str, before: Option<&SinkExport>, result: &Result<(), String>) {
+fn log_attempt(id: &str, sink: &str, before: Option<&SinkExport>, result: &ItemResult) {
     let failing_before = before.filter(|b| b.state == ExportState::Failing);
     match (result, failing_before) {
         (Ok(()), None) => debug!(healing_id = %id, sink, "healing event exported"),
         (Ok(()), Some(b)) => {
             info!(healing_id = %id, sink, failed_attempts = b.attempts, "healing event exported after failing")
         }
-        (Err(error), Some(b)) if b.last_error.as_deref() == Some(error.as_str()) => {
+        (Err(error), Some(b)) if b.last_error.as_deref() == Some(error.0.as_str()) => {
             debug!(healing_id = %id, sink, %error, attempts = b.attempts + 1, "exporting a healing event failed again");
         }
         (Err(error), _) => {

@@ -26,15 +26,16 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::Context;
-use crate::Error;
 use crate::api::event::{ExportState, Outcome};
+use crate::api::health::{AlertLevel, CircuitState, TypeHealth};
 use crate::api::{HealingEvent, HealingPolicy, HealingPolicySpec};
 use crate::decide::alerts::Notice;
-use crate::decide::breaker::{self, CircuitState, Permit};
+use crate::decide::breaker::{self, Permit};
 use crate::decide::conditions::{self, Desired};
 use crate::decide::export::is_final;
-use crate::decide::health::{Change, Observed, TypeHealth, evaluate, open_circuits, worst_level};
-use crate::decide::patterns::{AlertLevel, Occurrence};
+use crate::decide::health::{Change, Observed, evaluate, open_circuits, worst_level};
+use crate::decide::patterns::Occurrence;
+use crate::error::{Error, KubeResultExt};
 use crate::sink::slack::{PatternAlert, RecentAction, pattern_message};
 
 /// The ConfigMap holding a namespace's health when it has no HealingPolicy.
@@ -91,8 +92,9 @@ pub async fn run(
         let next = match reconcile(&ctx, &namespace).await {
             Ok(wake_at) => wake_at.map(|at| instant_of(at, Timestamp::now())),
             Err(error) => {
-                warn!(namespace, %error, "evaluating healing health failed; retrying");
-                ctx.metrics.reconcile_failed("NamespaceHealth", true);
+                warn!(namespace, %error, category = error.category().as_str(), "evaluating healing health failed; retrying");
+                ctx.metrics
+                    .reconcile_failed("NamespaceHealth", error.category());
                 Some(Instant::now() + RETRY)
             }
         };
@@ -213,13 +215,14 @@ async fn save(
             let api: Api<HealingPolicy> = Api::namespaced(ctx.client.clone(), namespace);
             let saved = api
                 .replace_status(&policy.name_any(), &PostParams::default(), &updated)
-                .await?;
+                .await
+                .at("storing the health in the HealingPolicy")?;
             Ok(saved.object_ref(&()))
         }
         Holder::ConfigMap(existing) => {
-            let json = serde_json::to_string(types).map_err(|e| Error::Invalid {
-                what: "healing health".into(),
-                message: e.to_string(),
+            let json = serde_json::to_string(types).map_err(|source| Error::Serialize {
+                what: "the healing health",
+                source,
             })?;
             let map = ConfigMap {
                 metadata: ObjectMeta {
@@ -244,11 +247,14 @@ async fn save(
             };
             let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
             let saved = match existing {
-                Some(_) => {
-                    api.replace(HEALTH_CONFIGMAP, &PostParams::default(), &map)
-                        .await?
-                }
-                None => api.create(&PostParams::default(), &map).await?,
+                Some(_) => api
+                    .replace(HEALTH_CONFIGMAP, &PostParams::default(), &map)
+                    .await
+                    .at("storing the health in its ConfigMap")?,
+                None => api
+                    .create(&PostParams::default(), &map)
+                    .await
+                    .at("storing the health in a new ConfigMap")?,
             };
             Ok(saved.object_ref(&()))
         }
@@ -584,7 +590,7 @@ pub async fn claim_trial(
             );
             Ok(true)
         }
-        Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => Ok(false),
+        Err(e) if e.is_conflict() => Ok(false),
         Err(e) => Err(e),
     }
 }

@@ -1,13 +1,9 @@
 //! Thin reconcilers around the pure decisions in `decide`, and the process that runs them.
 
 pub mod batch;
-pub mod bookkeeping;
-pub mod decode;
 pub mod event;
 pub mod health;
-pub mod leader;
 pub mod phase;
-pub mod policies;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,34 +11,33 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::Error;
 use crate::api::phase::PhaseRun;
 use crate::api::{HealingEvent, HealingPolicy, PredictionBatch};
 use crate::decide::trust::Trust;
+use crate::runtime::bookkeeping::Bookkeeping;
+use crate::runtime::cache::{CachedWatch, api, cached_watch, report_undecodable};
+use crate::runtime::policies::PolicyCache;
 use crate::sink::Sinks;
 use crate::sink::bigquery::BigQueryExport;
 use crate::sink::consolidation::Consolidation;
+use crate::sink::firestore_heal::HealCommitter;
 use crate::sink::slack::{Slack, SlackConfig};
 use crate::sink::trigger::HttpTriggers;
 use crate::source::bigquery::RowCounter;
 use crate::source::firestore::MirrorConfig;
-use crate::source::firestore_heal::HealCommitter;
 use crate::telemetry::{Metrics, Telemetry};
-use bookkeeping::Bookkeeping;
 use health::HealthTrigger;
 use k8s_openapi::api::batch::v1::Job;
-use policies::PolicyCache;
 
-/// The field manager of everything the controller writes.
-pub const MANAGER: &str = "pipeline-healer";
+pub use crate::runtime::MANAGER;
 
 /// What the controller watches and how it identifies itself.
 #[derive(Clone, Debug)]
@@ -168,128 +163,6 @@ impl Context {
     }
 }
 
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-/// A cache of `api`'s objects and the watch that fills it, the controller's main stream.
-pub struct CachedWatch<K: Resource<DynamicType = ()> + 'static, S> {
-    pub store: Store<K>,
-    /// Turns true once the first list is in the cache. Use this, not
-    /// `Store::wait_until_ready`, to wait beside the controller: that future keeps a single
-    /// waker, so with two tasks waiting one of them may never wake.
-    pub ready: tokio::sync::watch::Receiver<bool>,
-    /// The objects of the kind that are left out of `store` because they do not decode.
-    pub undecodables: decode::Undecodables,
-    pub stream: S,
-}
-
-/// Told of each object a watch cannot decode: its kind's name and apiVersion, its metadata,
-/// and the field that failed.
-pub type Undecodable = Arc<dyn Fn(&str, &str, &ObjectMeta, &str) + Send + Sync>;
-
-/// A watch of `K` (in `namespace`, or all) feeding a cache. Managed fields are dropped from
-/// the cache: nothing reads them, and they are a large part of each object. An object that
-/// does not decode is left out and told to `undecodable`: it must not stop its kind's cache
-/// from syncing (see [`decode`]).
-fn cached_watch<K>(
-    client: &Client,
-    namespace: Option<&str>,
-    config: watcher::Config,
-    undecodable: Undecodable,
-) -> CachedWatch<K, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store::<K>();
-    let (ready_tx, ready) = tokio::sync::watch::channel(false);
-    let cache = store.clone();
-    let undecodables = decode::Undecodables::default();
-    let tracked = undecodables.clone();
-    let events = watcher(api::<decode::Decoded<K>>(client, namespace), config)
-        .default_backoff()
-        .modify(|object| object.managed_fields_mut().clear())
-        .filter_map(move |event| {
-            let event = match event {
-                Ok(e) => {
-                    if let Some((metadata, error)) = tracked.observe(&e) {
-                        undecodable(&K::kind(&()), &K::api_version(&()), metadata, error);
-                    }
-                    decode::decoded_event(e, &cache).map(Ok)
-                }
-                Err(e) => Some(Err(e)),
-            };
-            std::future::ready(event)
-        });
-    let stream = reflector::reflector(writer, events)
-        // The reflector has applied an event to the store by the time it passes it on.
-        .inspect(move |event| {
-            if matches!(event, Ok(watcher::Event::InitDone)) {
-                ready_tx.send_replace(true);
-            }
-        })
-        .applied_objects();
-    CachedWatch {
-        store,
-        ready,
-        undecodables,
-        stream,
-    }
-}
-
-/// Logs an object that cannot be decoded and publishes a Warning Event on it, naming the
-/// field: it is left alone (out of the caches) until someone fixes or deletes it.
-fn report_undecodable(client: &Client, instance: Option<String>) -> Undecodable {
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: MANAGER.into(),
-            instance,
-        },
-    );
-    Arc::new(move |kind, api_version, metadata, error| {
-        let name = metadata.name.clone().unwrap_or_default();
-        warn!(%kind, namespace = metadata.namespace.as_deref().unwrap_or_default(), %name, %error, "object cannot be decoded; it is left alone until it is fixed");
-        let reference = k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some(api_version.to_owned()),
-            kind: Some(kind.to_owned()),
-            name: metadata.name.clone(),
-            namespace: metadata.namespace.clone(),
-            uid: metadata.uid.clone(),
-            // Not the resourceVersion: the Recorder counts repeats of an Event on one
-            // reference as a series instead of a new Event each time.
-            ..Default::default()
-        };
-        let event = Event {
-            type_: EventType::Warning,
-            reason: "Undecodable".into(),
-            note: Some(format!(
-                "{kind} {name} cannot be read by pipeline-healer and is left alone until it is fixed: {error}"
-            )),
-            action: "Decode".into(),
-            secondary: None,
-        };
-        let recorder = recorder.clone();
-        tokio::spawn(async move {
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                warn!(error = %e, "publishing the Undecodable Event failed");
-            }
-        });
-    })
-}
-
 /// Drives a controller to its end. A reconcile's own errors go through `error_policy`;
 /// what is left to log here is a failure to dispatch one (a watch or queue error).
 async fn drive<T, E: std::fmt::Display>(
@@ -377,10 +250,10 @@ pub fn error_policy<K>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Acti
 where
     K: Resource<DynamicType = ()>,
 {
-    ctx.metrics
-        .reconcile_failed(&K::kind(&()), error.is_transient());
+    let category = error.category();
+    ctx.metrics.reconcile_failed(&K::kind(&()), category);
     let (failures, key) = ctx.reconcile_failures.failed(&*object);
-    let retry_in = error
+    let retry_in = category
         .is_transient()
         .then(|| crate::decide::export::Backoff::default().delay(failures, &key));
     warn!(
@@ -388,7 +261,7 @@ where
         name = %object.name_any(),
         namespace = ?object.namespace(),
         %error,
-        transient = error.is_transient(),
+        category = category.as_str(),
         failures,
         ?retry_in,
         "reconcile failed"
@@ -489,7 +362,7 @@ pub async fn run(
         Some((project, emulator)) => Some(RowCounter::new(
             crate::gcp::bigquery_client(emulator.as_deref())
                 .await
-                .map_err(Error::bigquery)?,
+                .map_err(|e| Error::bigquery("connecting to BigQuery for phases", e))?,
             project.clone(),
         )),
         None => None,

@@ -18,21 +18,21 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::{Context, requeue_at};
-use crate::Error;
-use crate::api::event::{HealingEventSpec, HealingEventStatus, Outcome, TargetRef};
+use crate::api::event::{HealingEventSpec, HealingEventStatus, Outcome, PHASE_RERUN, TargetRef};
 use crate::api::phase::{PhaseRun, PhaseState, Processor};
 use crate::api::{HealingEvent, HealingPolicySpec};
 use crate::decide::conditions::{self, Desired};
 use crate::decide::naming::healing_id;
-use crate::decide::phase::{JobState, Limits, Observation, ProcessorSpec, Progress, Step, step};
+use crate::decide::phase::{
+    Count, JobState, Limits, Observation, ProcessorSpec, Progress, Step, step,
+};
 use crate::decide::plan::Node;
 use crate::decide::rerun::{ATTEMPT_LABEL, PHASE_LABEL, PROCESSOR_LABEL, Rerun, RerunError, rerun};
 use crate::decide::trust::Refusal;
+use crate::error::{Error, KubeResultExt};
+use crate::sink::firestore_history::{self, PassHistory};
 use crate::sink::slack::phase_heal_message;
 
-pub const HEALING_TYPE: &str = "phase_rerun";
-/// The original's collection of phase healing passes.
-pub const HISTORY_COLLECTION: &str = "self_heal_history";
 /// How soon a reconcile that read a stale PhaseRun looks again (the watch has the newer one
 /// within milliseconds).
 const STALE_READ_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
@@ -97,7 +97,9 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
         .processors
         .iter()
         .filter_map(|p| {
-            let n = observation.rows.get(&p.name)?.as_ref().ok()?;
+            let Count::Rows(n) = observation.rows.get(&p.name)? else {
+                return None;
+            };
             Some((p.table.as_str().to_owned(), *n))
         })
         .collect();
@@ -175,17 +177,17 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
             )
         }
         Step::NothingTriggerable { reason } => {
-            write_history(
-                &ctx,
-                &run,
-                &skip_correlation(&run),
-                &missing,
-                &[],
-                &[],
-                Some(reason),
-                false,
-            )
-            .await;
+            let correlation = skip_correlation(&run);
+            let pass = PassHistory {
+                phase: &run.spec.phase,
+                date: run.spec.date.to_string(),
+                correlation_id: &correlation,
+                missing: &missing,
+                triggered: &[],
+                failed: &[],
+                skipped_reason: Some(reason.as_str()),
+            };
+            write_history(&ctx, &run, pass).await;
             (
                 PhaseState::Skipped,
                 vec![
@@ -249,17 +251,16 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
                     &missing,
                 );
                 ctx.slack.send(channel, payload, &ctx.metrics);
-                write_history(
-                    &ctx,
-                    &run,
-                    &correlation,
-                    &missing,
-                    &triggered,
-                    &failed,
-                    None,
-                    true,
-                )
-                .await;
+                let pass = PassHistory {
+                    phase: &run.spec.phase,
+                    date: run.spec.date.to_string(),
+                    correlation_id: &correlation,
+                    missing: &missing,
+                    triggered: &triggered,
+                    failed: &failed,
+                    skipped_reason: None,
+                };
+                write_history(&ctx, &run, pass).await;
             }
             status["plan"] = json!(plan);
             status["currentWave"] = json!(wave);
@@ -332,21 +333,19 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
         "metadata": {"resourceVersion": run.resource_version()},
         "status": status,
     });
-    match api
+    let written = api
         .patch_status(
             &run.name_any(),
             &PatchParams::default(),
             &Patch::Merge(&patch),
         )
         .await
-    {
-        Ok(_) => Ok(action),
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            debug!(phase_run = %run.name_any(), "the PhaseRun changed since it was read; looking again");
-            Ok(Action::requeue(STALE_READ_RETRY))
-        }
-        Err(e) => Err(e.into()),
+        .unless_conflict("writing the PhaseRun's status")?;
+    if written.is_none() {
+        debug!(phase_run = %run.name_any(), "the PhaseRun changed since it was read; looking again");
+        return Ok(Action::requeue(STALE_READ_RETRY));
     }
+    Ok(action)
 }
 
 /// The correlation id of a new healing pass: fixed by the triggers made before it, so a
@@ -375,12 +374,15 @@ fn fixed_correlation(run: &PhaseRun, parts: &[&str]) -> String {
 /// Jobs. A failed query is an Err in the observation, never a zero.
 async fn observe(ctx: &Context, run: &PhaseRun) -> Result<Observation, Error> {
     let date = run.spec.date.date();
-    let unconfigured =
-        || Err("no BigQuery project is configured for phases (--phase-project)".to_owned());
     let count = |table: String, column: String| async move {
         match &ctx.row_counter {
-            Some(counter) => counter.count(&table, &column, date).await,
-            None => unconfigured(),
+            Some(counter) => match counter.count(&table, &column, date).await {
+                Ok(rows) => Count::Rows(rows),
+                Err(e) => Count::Unknown(e.to_string()),
+            },
+            None => Count::Unknown(
+                "no BigQuery project is configured for phases (--phase-project)".to_owned(),
+            ),
         }
     };
     let schedule = match &run.spec.schedule {
@@ -416,7 +418,8 @@ async fn jobs_of(ctx: &Context, run: &PhaseRun) -> Result<BTreeMap<String, JobSt
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
     let jobs = api
         .list(&ListParams::default().labels(&format!("{PHASE_LABEL}={}", run.name_any())))
-        .await?;
+        .await
+        .at("listing the phase's Jobs")?;
     let mut latest: BTreeMap<String, (i64, JobState)> = BTreeMap::new();
     for job in jobs.items {
         let labels = job.labels();
@@ -477,7 +480,7 @@ async fn trigger(
     let date = run.spec.date.to_string();
     let subject = format!("{}-{date}-{name}", run.spec.phase);
     let id = healing_id(
-        HEALING_TYPE,
+        PHASE_RERUN,
         &subject,
         &[
             &run.uid().unwrap_or_default(),
@@ -515,7 +518,7 @@ async fn trigger(
     let spec = HealingEventSpec {
         healing_id: id.clone(),
         timestamp: MicroTime(Timestamp::now()),
-        healing_type: HEALING_TYPE.into(),
+        healing_type: PHASE_RERUN.into(),
         trigger_reason: reason,
         action_taken: format!("Re-ran {name} (attempt {attempt}): {how}"),
         root_cause,
@@ -533,13 +536,15 @@ async fn trigger(
         return Ok(Triggered::Earlier);
     }
     let refused = matches!(planned, Err(RerunError::Refused(_)));
+    // Ok, or the failure as the outcome records it.
     let result = match planned {
         Ok(Rerun::Http(request)) => ctx
             .triggers
             .trigger(&request, name, &date, correlation)
             .await
-            .map(|_| ()),
-        Ok(Rerun::Job(job)) => create_job(ctx, &job).await,
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Ok(Rerun::Job(job)) => create_job(ctx, &job).await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     let (outcome, note) = match &result {
@@ -586,11 +591,11 @@ async fn record_intent(
     let mut event = HealingEvent::new(id, spec);
     event.metadata.namespace = Some(ns.to_owned());
     let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), ns);
-    match events.create(&PostParams::default(), &event).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+    let created = events
+        .create(&PostParams::default(), &event)
+        .await
+        .unless_conflict("recording the re-run's intent")?;
+    Ok(created.is_some())
 }
 
 /// Makes the HealingEvent `id` final with `outcome` (a failure's message, when it failed).
@@ -617,9 +622,10 @@ async fn record_outcome(
             &PatchParams::default(),
             &Patch::Merge(json!({"status": status})),
         )
-        .await?;
+        .await
+        .at("recording the re-run's outcome")?;
     ctx.metrics
-        .healed(HEALING_TYPE, &format!("{outcome:?}"), None);
+        .healed(PHASE_RERUN, &format!("{outcome:?}"), None);
     Ok(())
 }
 
@@ -653,14 +659,14 @@ async fn refuse_tables(
     let generation = run.meta().generation.unwrap_or_default().to_string();
     let subject = format!("{}-{}-tables", run.spec.phase, run.spec.date);
     let id = healing_id(
-        HEALING_TYPE,
+        PHASE_RERUN,
         &subject,
         &[&run.uid().unwrap_or_default(), "table_refused", &generation],
     );
     let spec = HealingEventSpec {
         healing_id: id.clone(),
         timestamp: MicroTime(now),
-        healing_type: HEALING_TYPE.into(),
+        healing_type: PHASE_RERUN.into(),
         trigger_reason: message.clone(),
         action_taken: "Refused the PhaseRun before counting its rows: nothing was queried".into(),
         root_cause: first.root_cause().to_owned(),
@@ -717,20 +723,22 @@ async fn refuse_tables(
         &PatchParams::default(),
         &Patch::Merge(json!({"status": status})),
     )
-    .await?;
+    .await
+    .at("writing the refused PhaseRun's status")?;
     Ok(Some(Action::await_change()))
 }
 
-async fn create_job(ctx: &Context, job: &Job) -> Result<(), String> {
+/// Creates the re-run's Job; one that exists already is this attempt's, created by an
+/// earlier reconcile.
+async fn create_job(ctx: &Context, job: &Job) -> Result<(), Error> {
     let api: Api<Job> = Api::namespaced(
         ctx.client.clone(),
         job.metadata.namespace.as_deref().unwrap_or_default(),
     );
-    match api.create(&PostParams::default(), job).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(format!("creating the Job: {e}")),
-    }
+    api.create(&PostParams::default(), job)
+        .await
+        .unless_conflict("creating the Job")?;
+    Ok(())
 }
 
 async fn publish(ctx: &Context, run: &PhaseRun, type_: EventType, reason: &str, note: String) {
@@ -746,58 +754,12 @@ async fn publish(ctx: &Context, run: &PhaseRun, type_: EventType, reason: &str, 
     }
 }
 
-/// The original's `self_heal_history` document for a healing pass (when a Firestore project
-/// is configured), so its queries keep working. A failure is logged: the HealingEvents are
-/// the record that must not be lost.
-#[allow(clippy::too_many_arguments)]
-async fn write_history(
-    ctx: &Context,
-    run: &PhaseRun,
-    correlation: &str,
-    missing: &[String],
-    triggered: &[String],
-    failed: &[String],
-    skipped_reason: Option<&String>,
-    success: bool,
-) {
+/// The original's `self_heal_history` document for `pass` (when a Firestore project is
+/// configured). A failure is logged: the HealingEvents are the record that must not be lost.
+async fn write_history(ctx: &Context, run: &PhaseRun, pass: PassHistory<'_>) {
     let Some(db) = &ctx.firestore else { return };
-    let date = run.spec.date.to_string();
-    let short: String = correlation.chars().take(8).collect();
-    let id = format!("{date}_{}_{short}", run.spec.phase);
-    let skipped: Vec<String> = if skipped_reason.is_some() {
-        missing.to_vec()
-    } else {
-        Vec::new()
-    };
-    let document = json!({
-        "phase": run.spec.phase,
-        "target_date": date,
-        "missing_components": missing,
-        "healing_result": {
-            "triggered": triggered,
-            "failed": failed,
-            "skipped": skipped,
-            "reason": skipped_reason,
-        },
-        "correlation_id": correlation,
-        "timestamp": Timestamp::now().to_string(),
-        "success": success && failed.is_empty(),
-    });
-    let write = db
-        .fluent()
-        .update()
-        .in_col(HISTORY_COLLECTION)
-        .document_id(&id)
-        .object(&document)
-        .execute::<serde_json::Value>();
-    match tokio::time::timeout(crate::timeouts::FIRESTORE_REQUEST, write).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            warn!(phase_run = %run.name_any(), document = %id, error = %e, "writing self_heal_history failed");
-        }
-        Err(_) => {
-            warn!(phase_run = %run.name_any(), document = %id, "writing self_heal_history got no answer in time");
-        }
+    if let Err(error) = firestore_history::write(db, &pass).await {
+        warn!(phase_run = %run.name_any(), document = %pass.document_id(), %error, "writing self_heal_history failed");
     }
 }
 

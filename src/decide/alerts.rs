@@ -4,60 +4,8 @@
 //! state lives in the cluster, so a restart sends nothing again.
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use serde::{Deserialize, Serialize};
 
-use super::patterns::AlertLevel;
-
-/// One healing type's alert state.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AlertState {
-    /// The level at the last assessment.
-    #[serde(default)]
-    pub level: AlertLevel,
-    /// When each level was last alerted.
-    #[serde(default)]
-    pub last_sent: LastSent,
-    /// Whether this episode (since the last return to normal) sent an alert, so its end is
-    /// worth a resolution message.
-    #[serde(default)]
-    pub alerted: bool,
-}
-
-/// When each alerting level last sent a message.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct LastSent {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub yellow: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub red: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub critical: Option<Time>,
-}
-
-impl LastSent {
-    pub fn get(&self, level: AlertLevel) -> Option<Timestamp> {
-        let time = match level {
-            AlertLevel::Normal => None,
-            AlertLevel::Yellow => self.yellow.as_ref(),
-            AlertLevel::Red => self.red.as_ref(),
-            AlertLevel::Critical => self.critical.as_ref(),
-        };
-        time.map(|t| t.0)
-    }
-
-    fn set(&mut self, level: AlertLevel, at: Timestamp) {
-        let at = Some(Time(at));
-        match level {
-            AlertLevel::Normal => {}
-            AlertLevel::Yellow => self.yellow = at,
-            AlertLevel::Red => self.red = at,
-            AlertLevel::Critical => self.critical = at,
-        }
-    }
-}
+use crate::api::health::{AlertLevel, AlertState};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Notice {

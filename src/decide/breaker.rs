@@ -2,68 +2,11 @@
 //! trigger level, so a type that keeps failing stops acting (its heals are recorded as
 //! skipped: circuit_open); after the cooldown one trial heal is let through (half-open),
 //! which closes the circuit on success and reopens it on failure.
-//!
-//! The circuit is a flat struct rather than an enum with data: it is kept in a CRD status,
-//! whose schema must be structural.
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use serde::{Deserialize, Serialize};
 
-use super::patterns::AlertLevel;
+use crate::api::health::{AlertLevel, Circuit, CircuitState};
 use crate::api::policy::BreakerTrigger;
-
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
-pub enum CircuitState {
-    #[default]
-    Closed,
-    Open,
-    /// One trial heal is under way.
-    HalfOpen,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Circuit {
-    #[serde(default)]
-    pub state: CircuitState,
-    /// When the circuit entered its state. For a closed circuit: only actions after this
-    /// count towards opening it again, so the failures that opened it do not reopen it the
-    /// moment a trial closes it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub since: Option<Time>,
-    /// The healing id of the trial heal (half-open only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trial: Option<String>,
-}
-
-impl Circuit {
-    fn in_state(state: CircuitState, since: Timestamp) -> Self {
-        Self {
-            state,
-            since: Some(Time(since)),
-            trial: None,
-        }
-    }
-
-    pub fn since(&self) -> Option<Timestamp> {
-        self.since.as_ref().map(|t| t.0)
-    }
-
-    /// When an open circuit lets its trial through.
-    pub fn reopens_at(&self, cooldown: SignedDuration) -> Option<Timestamp> {
-        match self.state {
-            CircuitState::Open => Some(
-                self.since()
-                    .and_then(|s| s.checked_add(cooldown).ok())
-                    .unwrap_or(Timestamp::MIN),
-            ),
-            _ => None,
-        }
-    }
-}
 
 /// What a heal of this type may do now.
 #[derive(Clone, Debug, PartialEq, Eq)]

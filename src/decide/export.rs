@@ -62,11 +62,29 @@ pub fn is_due(export: Option<&SinkExport>, now: Timestamp) -> bool {
     }
 }
 
+/// Why a sink did not take an event: the message its export state keeps (`lastError`).
+/// Cloneable, since one failed request fails every event it carried.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ExportFailure(pub String);
+
+impl From<String> for ExportFailure {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
+impl From<&str> for ExportFailure {
+    fn from(message: &str) -> Self {
+        Self(message.to_owned())
+    }
+}
+
 /// The export state after one attempt: exported, or failing with the attempt counted, the
 /// error kept and the next attempt scheduled.
 pub fn after_attempt(
     previous: Option<&SinkExport>,
-    result: Result<(), String>,
+    result: Result<(), ExportFailure>,
     now: Timestamp,
     backoff: &Backoff,
     key: &str,
@@ -91,7 +109,7 @@ pub fn after_attempt(
                 state: ExportState::Failing,
                 attempts,
                 exported_at: None,
-                last_error: Some(error),
+                last_error: Some(error.0),
                 next_attempt_at: Some(MicroTime(now.saturating_add(wait).unwrap_or(now))),
             }
         }

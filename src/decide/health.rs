@@ -6,24 +6,12 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 
-use super::alerts::{AlertState, Notice, next_notice};
-use super::breaker::{Circuit, CircuitState, on_level, on_trial_outcome};
-use super::patterns::{AlertLevel, Occurrence, WindowCounts, assess};
+use super::alerts::{Notice, next_notice};
+use super::breaker::{on_level, on_trial_outcome};
+use super::patterns::{Occurrence, assess};
 use crate::api::HealingPolicySpec;
-
-/// One healing type's stored health.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TypeHealth {
-    #[serde(flatten)]
-    pub alert: AlertState,
-    #[serde(default)]
-    pub counts: WindowCounts,
-    #[serde(default)]
-    pub circuit: Circuit,
-}
+use crate::api::health::{AlertLevel, Circuit, CircuitState, TypeHealth, WindowCounts};
 
 /// What the controller observed of one type since the last step.
 #[derive(Clone, Debug, Default, PartialEq)]

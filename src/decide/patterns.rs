@@ -5,62 +5,15 @@
 //! `minEvents` floor is what stops that.
 
 use jiff::{SignedDuration, Timestamp};
-use serde::{Deserialize, Serialize};
 
+use crate::api::health::{AlertLevel, WindowCounts};
 use crate::api::policy::AlertPolicy;
-
-/// Ordered: a higher level is an escalation.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-)]
-pub enum AlertLevel {
-    #[default]
-    Normal,
-    Yellow,
-    Red,
-    Critical,
-}
-
-impl AlertLevel {
-    /// The level's name, as the status, Events and messages spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertLevel::Normal => "Normal",
-            AlertLevel::Yellow => "Yellow",
-            AlertLevel::Red => "Red",
-            AlertLevel::Critical => "Critical",
-        }
-    }
-}
 
 /// One finished healing action as the windows see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Occurrence {
     pub at: Timestamp,
     pub success: bool,
-}
-
-/// The numbers behind a level (for the alert text and the status).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct WindowCounts {
-    /// Actions within the yellow window.
-    pub in_yellow_window: u32,
-    /// Actions within the red window.
-    pub in_red_window: u32,
-    /// Actions and failures within the critical window.
-    pub in_critical_window: u32,
-    pub failed_in_critical_window: u32,
 }
 
 /// The level now and why.

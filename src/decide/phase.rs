@@ -33,12 +33,20 @@ pub enum JobState {
     Failed,
 }
 
-/// Row counts for the date (an Err is a query that failed), and the Jobs of this pass.
+/// A table's rows for the date, as far as they are known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Count {
+    Rows(i64),
+    /// The query failed (the reason): the count is unknown, which is not zero.
+    Unknown(String),
+}
+
+/// Row counts for the date, and the Jobs of this pass.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Observation {
     /// None: the phase has no schedule table.
-    pub schedule_rows: Option<Result<i64, String>>,
-    pub rows: BTreeMap<String, Result<i64, String>>,
+    pub schedule_rows: Option<Count>,
+    pub rows: BTreeMap<String, Count>,
     pub jobs: BTreeMap<String, JobState>,
 }
 
@@ -101,7 +109,7 @@ pub enum Step {
 pub fn missing(processors: &[ProcessorSpec], obs: &Observation) -> Vec<String> {
     processors
         .iter()
-        .filter(|p| matches!(obs.rows.get(&p.node.name), Some(Ok(n)) if *n < p.min_rows))
+        .filter(|p| matches!(obs.rows.get(&p.node.name), Some(Count::Rows(n)) if *n < p.min_rows))
         .map(|p| p.node.name.clone())
         .collect()
 }
@@ -127,7 +135,10 @@ pub fn step(
         .schedule_rows
         .iter()
         .chain(obs.rows.values())
-        .filter_map(|r| r.as_ref().err().cloned())
+        .filter_map(|count| match count {
+            Count::Unknown(reason) => Some(reason.clone()),
+            Count::Rows(_) => None,
+        })
         .collect();
     if !failures.is_empty() {
         return Step::ObservationFailed {
@@ -135,7 +146,7 @@ pub fn step(
             retry_at: now + backoff(limits, progress.checks),
         };
     }
-    if matches!(obs.schedule_rows, Some(Ok(0))) {
+    if matches!(obs.schedule_rows, Some(Count::Rows(0))) {
         return Step::NotRequired;
     }
     let missing: BTreeSet<String> = missing(processors, obs).into_iter().collect();
@@ -281,7 +292,7 @@ mod tests {
         Observation {
             rows: counts
                 .iter()
-                .map(|(n, c)| ((*n).to_owned(), Ok(*c)))
+                .map(|(n, c)| ((*n).to_owned(), Count::Rows(*c)))
                 .collect(),
             ..Default::default()
         }
@@ -323,13 +334,13 @@ mod tests {
     #[test]
     fn a_failed_query_is_unknown_not_missing() {
         let mut obs = rows(&[("a", 0), ("b", 5)]);
-        obs.rows.insert("c".into(), Err("boom".into()));
+        obs.rows.insert("c".into(), Count::Unknown("boom".into()));
         assert!(matches!(
             step(&chain(), &obs, &Progress::default(), &limits(), now()),
             Step::ObservationFailed { .. }
         ));
         let mut no_schedule = rows(&[("a", 0), ("b", 0), ("c", 0)]);
-        no_schedule.schedule_rows = Some(Ok(0));
+        no_schedule.schedule_rows = Some(Count::Rows(0));
         assert_eq!(
             step(
                 &chain(),

@@ -65,8 +65,7 @@ pub fn rerun(
             ))
         }
         (None, Some(job)) => {
-            let job = build_job(run, &processor.name, &job.template, attempt)
-                .map_err(RerunError::Invalid)?;
+            let job = build_job(run, &processor.name, &job.template, attempt)?;
             if let Some(spec) = job.spec.as_ref() {
                 trust.check_job(spec)?;
             }
@@ -92,13 +91,15 @@ pub fn build_job(
     processor: &str,
     template: &serde_json::Value,
     attempt: u32,
-) -> Result<Job, String> {
-    let text = serde_json::to_string(template).map_err(|e| e.to_string())?;
+) -> Result<Job, RerunError> {
+    let invalid = |e: serde_json::Error| RerunError::Invalid(e.to_string());
+    let text = serde_json::to_string(template).map_err(invalid)?;
     let text = text
         .replace("{date}", &run.spec.date.to_string())
         .replace("{processor}", processor);
-    let template: JobTemplateSpec = serde_json::from_str(&text)
-        .map_err(|e| format!("the Job template is not a JobTemplateSpec: {e}"))?;
+    let template: JobTemplateSpec = serde_json::from_str(&text).map_err(|e| {
+        RerunError::Invalid(format!("the Job template is not a JobTemplateSpec: {e}"))
+    })?;
     let mut metadata = template.metadata.unwrap_or_default();
     let base = super::naming::healing_id(
         "",

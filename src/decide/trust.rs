@@ -45,14 +45,20 @@ pub struct UrlPrefix {
     path: String,
 }
 
+/// Why a `--trigger-allowed-url-prefix` is not a prefix (shown by the command line).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadPrefix(String);
+
 impl UrlPrefix {
     /// A prefix as an operator writes it: `https://phase4-abc.a.run.app/` (scheme and host,
     /// optionally a port and a path; no user, query or fragment).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
-        let normal = Normal::of(&url).map_err(|why| format!("{text:?} {why}"))?;
+    pub fn parse(text: &str) -> Result<Self, BadPrefix> {
+        let bad = |why: String| BadPrefix(format!("{text:?} {why}"));
+        let url = url::Url::parse(text).map_err(|e| bad(format!("is not a URL: {e}")))?;
+        let normal = Normal::of(&url).map_err(|why| bad(why.to_owned()))?;
         if url.query().is_some() || url.fragment().is_some() {
-            return Err(format!("{text:?} has a query or fragment; a prefix cannot"));
+            return Err(bad("has a query or fragment; a prefix cannot".into()));
         }
         Ok(Self {
             scheme: normal.scheme,

@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::warn;
 
 /// The result of exporting one item: `Err` carries the message recorded in the event status.
-pub type ItemResult = Result<(), String>;
+pub type ItemResult = Result<(), crate::decide::export::ExportFailure>;
 
 type Submission<T, R> = (T, oneshot::Sender<R>);
 
@@ -94,7 +94,7 @@ impl<T: Send + 'static> Batcher<T, ItemResult> {
     pub async fn export(&self, item: T) -> ItemResult {
         self.submit(item)
             .await
-            .unwrap_or_else(|| Err("the exporter gave no answer for this event".to_owned()))
+            .unwrap_or_else(|| Err("the exporter gave no answer for this event".into()))
     }
 }
 
@@ -118,7 +118,7 @@ mod tests {
                         .iter()
                         .map(|i| {
                             if i % 7 == 0 {
-                                Err(format!("bad {i}"))
+                                Err(format!("bad {i}").into())
                             } else {
                                 Ok(())
                             }
@@ -134,7 +134,7 @@ mod tests {
         .await;
         for (i, r) in results {
             if i % 7 == 0 {
-                assert_eq!(r, Err(format!("bad {i}")));
+                assert_eq!(r, Err(format!("bad {i}").into()));
             } else {
                 assert_eq!(r, Ok(()), "item {i}");
             }

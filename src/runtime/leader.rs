@@ -13,8 +13,8 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use kube::{Client, ResourceExt};
 use tracing::{debug, info, warn};
 
-use crate::Error;
 use crate::decide::lease::{LeaseView, may_take};
+use crate::error::{Error, KubeResultExt};
 
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
@@ -60,7 +60,11 @@ impl LeaderElection {
     async fn try_take(&self) -> Result<bool, Error> {
         let now = Timestamp::now();
         let me = &self.config.identity;
-        let existing = self.api.get_opt(&self.config.name).await?;
+        let existing = self
+            .api
+            .get_opt(&self.config.name)
+            .await
+            .at("reading the Lease")?;
         if !may_take(existing.as_ref().map(view).as_ref(), me, now) {
             return Ok(false);
         }
@@ -102,11 +106,8 @@ impl LeaderElection {
             }
             None => self.api.create(&PostParams::default(), &lease).await,
         };
-        match written {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        // A conflict: another replica wrote the Lease since it was read.
+        Ok(written.unless_conflict("writing the Lease")?.is_some())
     }
 
     /// [`Self::try_take`], bounded by [`crate::timeouts::lease_call`]: a call that hangs

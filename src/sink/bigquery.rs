@@ -17,9 +17,9 @@ use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAl
 use gcp_bigquery_client::model::table_data_insert_all_response::TableDataInsertAllResponse;
 use tracing::{debug, warn};
 
-use super::batcher::{Batcher, ItemResult};
 use super::row::HealingEventRow;
 use crate::api::HealingEvent;
+use crate::runtime::batcher::{Batcher, ItemResult};
 
 /// Rows per insertAll request (BigQuery recommends at most 500).
 const MAX_ROWS: usize = 500;
@@ -200,7 +200,7 @@ fn settle<'a, R: Clone + Send + Sync + 'a>(
     Box::pin(async move {
         match attempt {
             Attempt::Rows(outcomes) if outcomes.len() != rows.len() => {
-                vec![Err("BigQuery answered for the wrong number of rows".to_owned()); rows.len()]
+                vec![Err("BigQuery answered for the wrong number of rows".into()); rows.len()]
             }
             Attempt::Rows(outcomes) => {
                 let stopped: Vec<usize> = (0..rows.len())
@@ -211,9 +211,9 @@ fn settle<'a, R: Clone + Send + Sync + 'a>(
                     .map(|o| match o {
                         RowOutcome::Inserted => Ok(()),
                         RowOutcome::Stopped => {
-                            Err("BigQuery stopped the row because of another row".to_owned())
+                            Err("BigQuery stopped the row because of another row".into())
                         }
-                        RowOutcome::Refused(message) => Err(message),
+                        RowOutcome::Refused(message) => Err(message.into()),
                     })
                     .collect();
                 // All stopped and none refused would loop; leave those to the event's backoff.
@@ -230,7 +230,7 @@ fn settle<'a, R: Clone + Send + Sync + 'a>(
                 let second = first.split_off(first.len() / 2);
                 let (a, b) = futures::join!(send(first.clone()), send(second.clone()));
                 if let (Attempt::Rejected(message), Attempt::Rejected(_)) = (&a, &b) {
-                    return vec![Err(message.clone()); first.len() + second.len()];
+                    return vec![Err(message.as_str().into()); first.len() + second.len()];
                 }
                 let (mut results, rest) =
                     futures::join!(settle(first, a, send), settle(second, b, send));
@@ -240,7 +240,7 @@ fn settle<'a, R: Clone + Send + Sync + 'a>(
             Attempt::Rejected(message)
             | Attempt::TableMissing(message)
             | Attempt::Failed(message) => {
-                vec![Err(message); rows.len()]
+                vec![Err(message.into()); rows.len()]
             }
         }
     })
@@ -357,7 +357,7 @@ mod tests {
     #[test]
     fn a_failure_of_every_request_stops_splitting_after_one_split() {
         let (results, requests) = run((0..500).collect(), |_| Attempt::Rejected("down".into()));
-        assert!(results.iter().all(|r| *r == Err("down".to_owned())));
+        assert!(results.iter().all(|r| *r == Err("down".into())));
         assert_eq!(requests, 3);
         let (results, requests) = run((0..500).collect(), |_| Attempt::Failed("no table".into()));
         assert!(results.iter().all(Result::is_err));

@@ -6,7 +6,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::shown_url;
+use crate::Error;
 use crate::decide::naming::percent_encode;
+
+const CONSOLIDATING: &str = "requesting consolidation";
 
 /// Where to POST, as a template: `{batch_id}` and `{game_date}` are substituted.
 #[derive(Clone, Debug)]
@@ -39,7 +42,7 @@ impl Consolidation {
         game_date: Option<&str>,
         correlation_id: Option<&str>,
         healing_id: &str,
-    ) -> Result<u16, String> {
+    ) -> Result<u16, Error> {
         let url = self
             .url_template
             .replace("{batch_id}", &percent_encode(batch_id))
@@ -57,8 +60,8 @@ impl Consolidation {
         // The URL as errors may show it: a query string can carry a key.
         let shown = shown_url(&url);
         let mut backoff = FIRST_BACKOFF;
-        let mut last_error = String::new();
-        for attempt in 1..=ATTEMPTS {
+        let mut attempt = 1;
+        loop {
             let sent = self
                 .client
                 .post(&url)
@@ -66,22 +69,28 @@ impl Consolidation {
                 .json(&body)
                 .send()
                 .await;
-            match sent {
+            let error = match sent {
                 Ok(r) if r.status().is_success() => return Ok(r.status().as_u16()),
-                // A 4xx will not change by retrying.
-                Ok(r) if r.status().is_client_error() => {
-                    return Err(format!("{shown} answered {}", r.status()));
-                }
-                Ok(r) => last_error = format!("{shown} answered {}", r.status()),
+                Ok(r) => Error::HttpStatus {
+                    step: CONSOLIDATING,
+                    target: shown.clone(),
+                    status: r.status(),
+                },
                 // reqwest's errors print the whole URL.
-                Err(e) => last_error = format!("{shown}: {}", e.without_url()),
+                Err(e) => Error::Http {
+                    step: CONSOLIDATING,
+                    target: shown.clone(),
+                    source: e.without_url(),
+                },
+            };
+            // A 4xx will not change by retrying.
+            if attempt == ATTEMPTS || !error.is_transient() {
+                return Err(error);
             }
-            if attempt < ATTEMPTS {
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-            }
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+            attempt += 1;
         }
-        Err(last_error)
     }
 }
 

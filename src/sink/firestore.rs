@@ -9,9 +9,9 @@ use firestore::FirestoreDb;
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
-use super::batcher::{Batcher, ItemResult};
+use super::firestore_commit::commit_each;
 use crate::api::HealingEvent;
-use crate::firestore_commit::commit_each;
+use crate::runtime::batcher::{Batcher, ItemResult};
 
 /// Writes per Commit (Firestore's limit).
 const MAX_WRITES: usize = 500;
@@ -110,6 +110,6 @@ async fn write(db: &FirestoreDb, collection: &str, docs: Vec<EventDocument>) -> 
     })
     .await
     .into_iter()
-    .map(|answer| answer.map_err(|e| format!("Firestore: {e}")))
+    .map(|answer| answer.map_err(|e| format!("Firestore: {e}").into()))
     .collect()
 }

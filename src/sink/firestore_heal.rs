@@ -8,9 +8,9 @@ use firestore::errors::{FirestoreError, FirestoreErrorPublicGenericDetails, Fire
 use firestore::{FirestoreDb, FirestoreResult, FirestoreWritePrecondition};
 use jiff::Timestamp;
 
-use super::firestore_doc::HEALED_BY_FIELD;
-use crate::firestore_commit::commit_each;
-use crate::sink::batcher::Batcher;
+use super::firestore_commit::commit_each;
+use crate::runtime::batcher::Batcher;
+use crate::source::firestore_doc::HEALED_BY_FIELD;
 
 /// Writes per Commit (Firestore's limit).
 const MAX_WRITES: usize = 500;

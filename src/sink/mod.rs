@@ -1,15 +1,19 @@
-//! Where healing events go besides the cluster: Firestore and BigQuery (and Slack alerts),
-//! and the consolidation request after an auto-completion.
+//! Everything the controller writes outside the cluster: healing events to Firestore and
+//! BigQuery, Slack alerts, the consolidation request after an auto-completion, processor
+//! triggers, and the Firestore documents it changes (heals of batch documents, the
+//! original's phase history).
 
-pub mod batcher;
 pub mod bigquery;
 pub mod consolidation;
 pub mod firestore;
+pub mod firestore_commit;
+pub mod firestore_heal;
+pub mod firestore_history;
 pub mod row;
 pub mod slack;
 pub mod trigger;
 
-use batcher::ItemResult;
+use crate::runtime::batcher::ItemResult;
 use bigquery::{BigQueryEventSink, BigQueryExport};
 use firestore::FirestoreEventSink;
 
@@ -76,7 +80,7 @@ impl Sinks {
             Some(export) => {
                 let client = crate::gcp::bigquery_client(export.emulator_host.as_deref())
                     .await
-                    .map_err(Error::bigquery)?;
+                    .map_err(|e| Error::bigquery("connecting to BigQuery", e))?;
                 Some(BigQueryEventSink::new(client, export.table.clone()))
             }
             None => None,
@@ -103,7 +107,7 @@ impl Sinks {
         match (sink, &self.firestore, &self.bigquery) {
             (FIRESTORE, Some(firestore), _) => firestore.export(event).await,
             (BIGQUERY, _, Some(bigquery)) => bigquery.export(event).await,
-            _ => Err(format!("no sink named {sink} is configured")),
+            _ => Err(format!("no sink named {sink} is configured").into()),
         }
     }
 }

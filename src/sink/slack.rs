@@ -12,8 +12,9 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::Error;
+use crate::api::health::{AlertLevel, WindowCounts};
 use crate::decide::alerts::Notice;
-use crate::decide::patterns::{AlertLevel, WindowCounts};
 use crate::telemetry::Metrics;
 
 /// Webhook URLs (from SLACK_WEBHOOK_URL and SLACK_WEBHOOK_URL_ERROR) and the table the
@@ -326,28 +327,38 @@ async fn post_with_retries(
     client: &reqwest::Client,
     url: &str,
     payload: &Value,
-) -> Result<(), String> {
+) -> Result<(), Error> {
+    // A webhook's URL is its secret: errors name "the webhook", and reqwest's own (which
+    // print the URL) lose it.
+    const TARGET: &str = "the webhook";
     let mut backoff = FIRST_BACKOFF;
-    let mut last_error = String::new();
-    for attempt in 1..=ATTEMPTS {
-        match client.post(url).json(payload).send().await {
+    let mut attempt = 1;
+    loop {
+        let error = match client.post(url).json(payload).send().await {
             Ok(r) if r.status().is_success() => return Ok(()),
-            // A rejected message (bad URL, revoked hook) will not pass by retrying.
-            Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
-                return Err(format!("webhook answered {}", r.status()));
-            }
-            Ok(r) => last_error = format!("webhook answered {}", r.status()),
-            // reqwest's errors print the URL, and a webhook's URL is its secret.
-            Err(e) => last_error = e.without_url().to_string(),
+            Ok(r) => Error::HttpStatus {
+                step: SENDING,
+                target: TARGET.into(),
+                status: r.status(),
+            },
+            Err(e) => Error::Http {
+                step: SENDING,
+                target: TARGET.into(),
+                source: e.without_url(),
+            },
+        };
+        // A rejected message (bad URL, revoked hook) will not pass by retrying.
+        if attempt == ATTEMPTS || !error.is_transient() {
+            return Err(error);
         }
-        if attempt < ATTEMPTS {
-            debug!(attempt, error = %last_error, "Slack delivery failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff *= 2;
-        }
+        debug!(attempt, %error, "Slack delivery failed; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff *= 2;
+        attempt += 1;
     }
-    Err(last_error)
 }
+
+const SENDING: &str = "sending the Slack message";
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,11 @@
 
 use serde_json::json;
 
+use crate::Error;
 use crate::decide::trust::AllowedRequest;
+
+const TRIGGERING: &str = "triggering the processor";
+const FETCHING_TOKEN: &str = "fetching an ID token";
 
 const METADATA_IDENTITY: &str =
     "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/identity";
@@ -37,7 +41,7 @@ impl HttpTriggers {
         processor: &str,
         date: &str,
         correlation_id: &str,
-    ) -> Result<u16, String> {
+    ) -> Result<u16, Error> {
         let shown = super::shown_url(request.url.as_str());
         let mut post = self
             .client
@@ -52,20 +56,30 @@ impl HttpTriggers {
             post = post.bearer_auth(self.id_token(audience).await?);
         }
         // reqwest's errors print the whole URL: it is dropped, and the shown form named.
-        let response = post
-            .send()
-            .await
-            .map_err(|e| format!("POST {shown}: {}", e.without_url()))?;
+        let response = post.send().await.map_err(|e| Error::Http {
+            step: TRIGGERING,
+            target: shown.clone(),
+            source: e.without_url(),
+        })?;
         let status = response.status();
         if status.is_success() {
             Ok(status.as_u16())
         } else {
-            Err(format!("POST {shown} answered {status}"))
+            Err(Error::HttpStatus {
+                step: TRIGGERING,
+                target: shown,
+                status,
+            })
         }
     }
 
     /// An ID token for `audience` from the GKE metadata server (Workload Identity).
-    async fn id_token(&self, audience: &str) -> Result<String, String> {
+    async fn id_token(&self, audience: &str) -> Result<String, Error> {
+        let failed = |source: reqwest::Error| Error::Http {
+            step: FETCHING_TOKEN,
+            target: format!("for {audience}"),
+            source: source.without_url(),
+        };
         let response = self
             .client
             .get(METADATA_IDENTITY)
@@ -74,16 +88,14 @@ impl HttpTriggers {
             .timeout(crate::timeouts::METADATA_TOKEN)
             .send()
             .await
-            .map_err(|e| format!("fetching an ID token for {audience}: {}", e.without_url()))?;
+            .map_err(failed)?;
         if !response.status().is_success() {
-            return Err(format!(
-                "fetching an ID token for {audience}: the metadata server answered {}",
-                response.status()
-            ));
+            return Err(Error::HttpStatus {
+                step: FETCHING_TOKEN,
+                target: format!("the metadata server, for {audience},"),
+                status: response.status(),
+            });
         }
-        response
-            .text()
-            .await
-            .map_err(|e| format!("reading the ID token for {audience}: {}", e.without_url()))
+        response.text().await.map_err(failed)
     }
 }

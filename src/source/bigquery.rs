@@ -9,6 +9,7 @@ use gcp_bigquery_client::model::query_request::QueryRequest;
 use gcp_bigquery_client::model::query_response::ResultSet;
 use jiff::civil::Date;
 
+use crate::Error;
 use crate::api::schema::{ColumnName, TableName};
 use crate::gcp::query_parameter;
 
@@ -29,19 +30,30 @@ impl RowCounter {
     }
 
     /// The fully qualified table, validated again: nothing unchecked reaches the SQL.
-    pub fn qualified(&self, table: &str) -> Result<TableName, String> {
+    pub fn qualified(&self, table: &str) -> Result<TableName, Error> {
         let full = match table.split('.').count() {
             2 => format!("{}.{table}", self.project),
             _ => table.to_owned(),
         };
-        TableName::from_str(&full).map_err(|e| e.to_string())
+        TableName::from_str(&full).map_err(|e| Error::Invalid {
+            what: format!("table {full}"),
+            message: e.to_string(),
+        })
     }
 
     /// Rows of `table` whose `column` equals `date`. Err: the query failed, so the count is
     /// unknown (which is not zero).
-    pub async fn count(&self, table: &str, column: &str, date: Date) -> Result<i64, String> {
+    pub async fn count(&self, table: &str, column: &str, date: Date) -> Result<i64, Error> {
         let table = self.qualified(table)?;
-        let column = ColumnName::from_str(column).map_err(|e| e.to_string())?;
+        let column = ColumnName::from_str(column).map_err(|e| Error::Invalid {
+            what: format!("column {column}"),
+            message: e.to_string(),
+        })?;
+        let step = || format!("counting rows of {table}");
+        let unreadable = |message: String| Error::Invalid {
+            what: format!("answer to {}", step()),
+            message,
+        };
         let sql = format!(
             "SELECT COUNT(*) AS n FROM `{}` WHERE `{}` = @date",
             table.as_str(),
@@ -57,18 +69,19 @@ impl RowCounter {
             .job()
             .query(&self.project, request)
             .await
-            .map_err(|e| format!("counting rows of {table}: {e}"))?;
+            .map_err(|e| Error::bigquery(step(), e))?;
         if response.job_complete == Some(false) {
-            return Err(format!(
-                "counting rows of {table}: no answer within {QUERY_TIMEOUT_MS} ms"
+            return Err(Error::Timeout(
+                "a row count query",
+                std::time::Duration::from_millis(QUERY_TIMEOUT_MS as u64),
             ));
         }
         let mut rows = ResultSet::new_from_query_response(response);
         if !rows.next_row() {
-            return Err(format!("counting rows of {table}: no result row"));
+            return Err(unreadable("no result row".into()));
         }
         rows.get_i64(0)
-            .map_err(|e| format!("counting rows of {table}: {e}"))?
-            .ok_or_else(|| format!("counting rows of {table}: no count"))
+            .map_err(|e| Error::bigquery(step(), e))?
+            .ok_or_else(|| unreadable("no count".into()))
     }
 }

@@ -24,13 +24,13 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::firestore_doc::{BatchDoc, DocProblems, DocValue, fields_of, parse, proto_time};
-use super::workqueue::WorkQueue;
-use crate::Error;
 use crate::api::PredictionBatch;
 use crate::api::batch::{BatchSource, PredictionBatchSpec};
-use crate::controller::bookkeeping::Bookkeeping;
-use crate::controller::policies::PolicyCache;
 use crate::decide::naming::object_name_for_document;
+use crate::error::{Error, KubeResultExt};
+use crate::runtime::bookkeeping::Bookkeeping;
+use crate::runtime::policies::PolicyCache;
+use crate::runtime::workqueue::WorkQueue;
 
 /// The field manager of the mirror's status writes.
 pub const MIRROR_MANAGER: &str = "pipeline-healer-mirror";
@@ -93,13 +93,13 @@ pub async fn start(
     let mut listener = db
         .create_listener_with_params(FirestoreMemListenStateStorage::new(), params)
         .await
-        .map_err(Error::firestore)?;
+        .map_err(|e| Error::firestore("creating the listener", e))?;
     db.fluent()
         .select()
         .from(config.collection.as_str())
         .listen()
         .add_target(TARGET, &mut listener)
-        .map_err(Error::firestore)?;
+        .map_err(|e| Error::firestore("adding the listen target", e))?;
     info!(collection = %config.collection, namespace = %config.namespace, "mirroring Firestore batches");
     let mirror = Arc::new(Mirror {
         client,
@@ -170,7 +170,7 @@ pub async fn start(
             async { Ok(()) }
         })
         .await
-        .map_err(Error::firestore)?;
+        .map_err(|e| Error::firestore("starting the listener", e))?;
     Ok(Mirroring {
         listener,
         snapshot_read,
@@ -274,7 +274,8 @@ impl Mirror {
             &PatchParams::apply(MIRROR_MANAGER).force(),
             &Patch::Apply(&patch),
         )
-        .await?;
+        .await
+        .at("writing the mirrored report")?;
         Ok(())
     }
 
@@ -322,15 +323,18 @@ impl Mirror {
         };
         let mut object = PredictionBatch::new(name, spec);
         object.metadata.namespace = Some(self.config.namespace.clone());
-        match api.create(&PostParams::default(), &object).await {
-            Ok(_) => info!(batch = %name, document = %path, "mirroring a new batch"),
+        let created = api
+            .create(&PostParams::default(), &object)
+            .await
+            .unless_conflict("creating the mirrored batch")?;
+        match created {
+            Some(_) => info!(batch = %name, document = %path, "mirroring a new batch"),
             // Created since the cache was filled (this mirror a moment ago, another replica's,
             // or a person): it must mirror this very document.
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                let existing = api.get(name).await?;
+            None => {
+                let existing = api.get(name).await.at("reading the mirrored batch")?;
                 mirrors_document(&existing, path)?;
             }
-            Err(e) => return Err(e.into()),
         }
         Ok(true)
     }

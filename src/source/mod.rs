@@ -3,6 +3,4 @@
 pub mod bigquery;
 pub mod firestore;
 pub mod firestore_doc;
-pub mod firestore_heal;
 pub mod report;
-pub mod workqueue;
