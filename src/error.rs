@@ -8,21 +8,21 @@ use std::time::Duration;
 /// Everything that can go wrong, by what was being talked to.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{step}: {source}")]
+    #[error("{step}: kubernetes API: {source}")]
     Kube {
         step: &'static str,
         #[source]
         source: kube::Error,
     },
 
-    #[error("{step}: {source}")]
+    #[error("{step}: firestore: {source}")]
     Firestore {
         step: &'static str,
         #[source]
         source: Box<firestore::errors::FirestoreError>,
     },
 
-    #[error("{step}: {source}")]
+    #[error("{step}: bigquery: {source}")]
     BigQuery {
         step: String,
         #[source]

@@ -206,10 +206,10 @@ async fn a_restart_between_intent_and_action_heals_once() {
     let observed = batch(&ns, "b1", last).await;
     // A previous instance recorded its intent and died before acting.
     let (_, stall) = stalled(&observed);
-    let intent = controller::batch::intent(
+    let intent = pipeline_healer::decide::heal::intent(
         &observed,
         &stall,
-        controller::batch::Recording::Act,
+        pipeline_healer::decide::heal::Recording::Act,
         1,
         Timestamp::now(),
     );

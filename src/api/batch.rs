@@ -199,3 +199,80 @@ pub struct PredictionBatchStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
+
+/// The part of a batch's status the batch reconciler owns and applies (server-side, under
+/// its own field manager): exactly these fields. The report and sourceError belong to the
+/// workers and the mirror, lastHealingEvent to the heal. [`BatchSummary::of`] reads them out
+/// of a whole status by decoding it as this type, so the owned fields are listed nowhere but
+/// here; a test checks that each is a field of [`PredictionBatchStatus`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchSummary {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<BatchState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+impl BatchSummary {
+    /// The summary `status` shows now (empty for no status).
+    pub fn of(status: Option<&PredictionBatchStatus>) -> Self {
+        status
+            .and_then(|s| serde_json::to_value(s).ok())
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_summary_field_is_a_status_field_and_reads_back_from_a_whole_status() {
+        let summary = BatchSummary {
+            state: Some(BatchState::Stalled),
+            expected: Some(10),
+            completed: Some(9),
+            completion_percent: Some(90.0),
+            stall_at: Some(Time("2026-11-24T10:15:00Z".parse().unwrap())),
+            finished_at: Some(Time("2026-11-24T10:20:00Z".parse().unwrap())),
+            observed_generation: Some(2),
+            conditions: vec![Condition {
+                type_: "Stalled".into(),
+                status: "True".into(),
+                reason: "NoProgress".into(),
+                message: "m".into(),
+                last_transition_time: Time("2026-11-24T10:15:00Z".parse().unwrap()),
+                observed_generation: Some(2),
+            }],
+        };
+        // Through the whole status type: a summary field it lacked would be lost here.
+        let value = serde_json::to_value(&summary).unwrap();
+        let mut status: PredictionBatchStatus = serde_json::from_value(value.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&status).unwrap(), value);
+        status.report = Some(BatchReport {
+            completed: 9,
+            ..Default::default()
+        });
+        status.last_healing_event = Some("h".into());
+        assert_eq!(
+            BatchSummary::of(Some(&status)),
+            summary,
+            "others' fields are not the summary's"
+        );
+        assert_eq!(BatchSummary::of(None), BatchSummary::default());
+    }
+}

@@ -30,10 +30,10 @@ use crate::api::event::{ExportState, Outcome};
 use crate::api::health::{AlertLevel, CircuitState, TypeHealth};
 use crate::api::{HealingEvent, HealingPolicy, HealingPolicySpec};
 use crate::decide::alerts::Notice;
-use crate::decide::breaker::{self, Permit};
+use crate::decide::breaker;
 use crate::decide::conditions::{self, Desired};
 use crate::decide::export::is_final;
-use crate::decide::health::{Change, Observed, evaluate, open_circuits, worst_level};
+use crate::decide::health::{self, Change, Gate, Observed, evaluate, open_circuits, worst_level};
 use crate::decide::patterns::Occurrence;
 use crate::error::{Error, KubeResultExt};
 use crate::sink::slack::{PatternAlert, RecentAction, pattern_message};
@@ -310,9 +310,7 @@ fn trial_verdict(
         },
         None => {
             let since = health.circuit.since()?;
-            let abandoned =
-                jiff::SignedDuration::try_from(ctx.config.abandoned_heal_after).unwrap_or_default();
-            (now.duration_since(since) > abandoned).then_some(false)
+            (now.duration_since(since) > ctx.abandoned_heal_after()).then_some(false)
         }
     }
 }
@@ -516,57 +514,21 @@ fn recent_actions(
     recent
 }
 
-/// Whether a heal of `healing_type` may act now, and why not.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Gate {
-    Act,
-    /// The one trial heal of an open circuit: claim it before acting.
-    Trial,
-    /// Record the heal as skipped for `reason`; look again at `until` (None: on a change).
-    Skip {
-        reason: &'static str,
-        /// Distinguishes skip episodes, so each is recorded once.
-        episode: String,
-        until: Option<Timestamp>,
-    },
-}
-
-/// The gate for a heal of `healing_type` in `namespace` now.
+/// The gate for a heal of `healing_type` in `namespace` now (see [`health::gate`]).
 pub fn gate(ctx: &Context, namespace: &str, healing_type: &str, now: Timestamp) -> Gate {
     let policy = ctx.policies.spec_for(namespace);
-    if policy.paused_types.iter().any(|t| t == healing_type) {
-        return Gate::Skip {
-            reason: "paused",
-            episode: String::new(),
-            until: None,
-        };
-    }
-    if !policy.circuit_breaker.enabled {
-        return Gate::Act;
-    }
-    let stored = stored_health(ctx, namespace);
-    let circuit = stored
+    let circuit = stored_health(ctx, namespace)
         .types
         .get(healing_type)
         .map(|h| h.circuit.clone())
         .unwrap_or_default();
-    let episode = circuit
-        .since()
-        .map(|t| t.as_millisecond().to_string())
-        .unwrap_or_default();
-    match breaker::permit(&circuit, policy.circuit_breaker.cooldown.as_span(), now) {
-        Permit::Heal => Gate::Act,
-        Permit::Trial => Gate::Trial,
-        Permit::Skip { until } => Gate::Skip {
-            reason: "circuit_open",
-            episode,
-            until: until.or_else(|| {
-                // A trial is under way: look again once it would count as abandoned.
-                let wait = jiff::SignedDuration::try_from(ctx.config.abandoned_heal_after).ok()?;
-                now.checked_add(wait).ok()
-            }),
-        },
-    }
+    health::gate(
+        &policy,
+        healing_type,
+        &circuit,
+        ctx.abandoned_heal_after(),
+        now,
+    )
 }
 
 /// Claims the trial heal `healing_id` of an open circuit. False: the circuit changed first

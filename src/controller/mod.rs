@@ -158,6 +158,11 @@ impl Context {
         )
     }
 
+    /// [`Config::abandoned_heal_after`] as the decisions measure it.
+    pub fn abandoned_heal_after(&self) -> jiff::SignedDuration {
+        jiff::SignedDuration::try_from(self.config.abandoned_heal_after).unwrap_or_default()
+    }
+
     pub fn with_sinks(self, sinks: Sinks) -> Self {
         Self { sinks, ..self }
     }

@@ -5,10 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::alerts::{Notice, next_notice};
-use super::breaker::{on_level, on_trial_outcome};
+use super::breaker::{Permit, on_level, on_trial_outcome, permit};
 use super::patterns::{Occurrence, assess};
 use crate::api::HealingPolicySpec;
 use crate::api::health::{AlertLevel, Circuit, CircuitState, TypeHealth, WindowCounts};
@@ -122,6 +122,56 @@ fn is_quiet(health: &TypeHealth, cooldown: jiff::SignedDuration, now: Timestamp)
         && health.counts == WindowCounts::default()
         && health.circuit.state == CircuitState::Closed
         && !cooling
+}
+
+/// Whether a heal of a healing type may act now, and why not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Gate {
+    Act,
+    /// The one trial heal of an open circuit: claim it before acting.
+    Trial,
+    /// Record the heal as skipped for `reason`; look again at `until` (None: on a change).
+    Skip {
+        reason: &'static str,
+        /// Distinguishes skip episodes, so each is recorded once.
+        episode: String,
+        until: Option<Timestamp>,
+    },
+}
+
+/// The gate for a heal of `healing_type` whose circuit is `circuit`, under `policy`: paused
+/// types skip; an open circuit skips until its cooldown ends, then lets one trial through; a
+/// trial under way makes others look again once it would count as abandoned.
+pub fn gate(
+    policy: &HealingPolicySpec,
+    healing_type: &str,
+    circuit: &Circuit,
+    abandoned_after: SignedDuration,
+    now: Timestamp,
+) -> Gate {
+    if policy.paused_types.iter().any(|t| t == healing_type) {
+        return Gate::Skip {
+            reason: "paused",
+            episode: String::new(),
+            until: None,
+        };
+    }
+    if !policy.circuit_breaker.enabled {
+        return Gate::Act;
+    }
+    let episode = circuit
+        .since()
+        .map(|t| t.as_millisecond().to_string())
+        .unwrap_or_default();
+    match permit(circuit, policy.circuit_breaker.cooldown.as_span(), now) {
+        Permit::Heal => Gate::Act,
+        Permit::Trial => Gate::Trial,
+        Permit::Skip { until } => Gate::Skip {
+            reason: "circuit_open",
+            episode,
+            until: until.or_else(|| now.checked_add(abandoned_after).ok()),
+        },
+    }
 }
 
 /// The highest level of any type.

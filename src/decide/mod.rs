@@ -6,6 +6,7 @@ pub mod batch_status;
 pub mod breaker;
 pub mod conditions;
 pub mod export;
+pub mod heal;
 pub mod health;
 pub mod lease;
 pub mod naming;

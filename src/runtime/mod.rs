@@ -9,7 +9,15 @@ pub mod cache;
 pub mod decode;
 pub mod leader;
 pub mod policies;
+pub mod status;
 pub mod workqueue;
 
 /// The field manager and Event reporter of everything the reconcilers write.
 pub const MANAGER: &str = "pipeline-healer";
+/// The field manager of a heal's completion of a `source: status` batch (`state` and
+/// `lastHealingEvent`), apart from the reconciler's summary so neither removes the other's.
+pub const HEAL_MANAGER: &str = "pipeline-healer-heal";
+/// The field manager of a HealingEvent's export state (`status.exports`).
+pub const EXPORT_MANAGER: &str = "pipeline-healer-export";
+/// The field manager of a HealingPolicy's status (the health loop's state).
+pub const HEALTH_MANAGER: &str = "pipeline-healer-health";

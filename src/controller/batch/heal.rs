@@ -1,0 +1,220 @@
+//! A heal of a stalled batch, carried out: gate, intent, action, outcome. What each step
+//! records is decided in `decide::heal`; this is the I/O in its order.
+
+use jiff::Timestamp;
+use kube::api::{Api, PostParams};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use tracing::info;
+
+use super::act;
+use crate::api::event::{BATCH_CLEANUP, Outcome};
+use crate::api::{HealingEvent, PredictionBatch};
+use crate::controller::Context;
+use crate::controller::health;
+use crate::decide::heal::{
+    self, Existing, OutcomeRecord, Recording, existing_heal, intent, next_attempt, outcome_of,
+    recording_for,
+};
+use crate::decide::health::Gate;
+use crate::decide::stall::{Stall, StallPolicy};
+use crate::error::{Error, KubeResultExt};
+use crate::runtime::MANAGER;
+use crate::runtime::status::{Precondition, apply_status};
+
+/// Where a heal stands after [`heal`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealProgress {
+    /// This call recorded the outcome.
+    Finished(Outcome),
+    /// The HealingEvent already has an outcome: nothing more to do.
+    FinishedEarlier,
+    /// Another actor recorded the intent recently and is presumably acting.
+    InProgressElsewhere,
+    /// Recorded as skipped (paused type, open circuit); look again at `until`, or on a
+    /// change when None.
+    Skipped { until: Option<Timestamp> },
+    /// This attempt failed earlier; the next attempt is due.
+    RetryAfterFailure,
+}
+
+/// Intent, action, outcome for `batch`, observed stalled as `stall`.
+pub async fn heal(
+    ctx: &Context,
+    batch: &PredictionBatch,
+    stall: &Stall,
+    policy: &StallPolicy,
+    dry_run: bool,
+    now: Timestamp,
+) -> Result<HealProgress, Error> {
+    // Bookkeeping writes yield to heals in progress (see `bookkeeping`).
+    let _in_progress = ctx.bookkeeping.heal_in_progress();
+    let ns = batch.namespace().unwrap_or_default();
+    let gate = if dry_run {
+        Gate::Act
+    } else {
+        health::gate(ctx, &ns, BATCH_CLEANUP, now)
+    };
+    let recording = recording_for(&gate, dry_run);
+    // A skipped heal is looked at again when the gate may open: `until`, else on a change.
+    let skipped = match &gate {
+        Gate::Skip { until, .. } => Some(HealProgress::Skipped { until: *until }),
+        _ => None,
+    };
+    let attempt = next_attempt(batch, stall, recording, |id| {
+        ctx.events
+            .get(&ObjectRef::new(id).within(&ns))
+            .map(|e| outcome_of(&e))
+    });
+    let event = intent(batch, stall, recording, attempt, now);
+    let id = event.name_any();
+    if gate == Gate::Trial && !health::claim_trial(ctx, &ns, BATCH_CLEANUP, &id, now).await? {
+        info!(batch = %batch.name_any(), healing_id = %id, "another heal claimed the circuit's trial");
+        return Ok(HealProgress::InProgressElsewhere);
+    }
+    if let Some(earlier) = record_intent(ctx, &event, recording, attempt, now).await? {
+        return Ok(match earlier {
+            Existing::RetryAfterFailure => HealProgress::RetryAfterFailure,
+            Existing::InProgressElsewhere => HealProgress::InProgressElsewhere,
+            Existing::Finished | Existing::TakeOver => {
+                skipped.unwrap_or(HealProgress::FinishedEarlier)
+            }
+        });
+    }
+    if let Some(record) = heal::not_acting(recording, stall, now) {
+        record_outcome(ctx, batch, &id, record).await?;
+        return Ok(skipped.unwrap_or(HealProgress::Finished(Outcome::Skipped)));
+    }
+    let acted = act::complete(ctx, batch, stall, &id, policy, now).await;
+    let record = match &acted {
+        Ok(acted) => {
+            let after = act::after_state(ctx, batch, stall, &id, *acted).await?;
+            heal::acted(*acted, stall, after, Timestamp::now())
+        }
+        Err(e) => heal::action_failed(&e.to_string(), stall, Timestamp::now()),
+    };
+    let outcome = record.status.outcome.unwrap_or(Outcome::Pending);
+    record_outcome(ctx, batch, &id, record).await?;
+    acted.map(|_| HealProgress::Finished(outcome))
+}
+
+/// Creates the heal's HealingEvent. `Some`: it existed already, and what that means (a heal
+/// whose actor stopped is taken over: `None` then, as for a new one).
+async fn record_intent(
+    ctx: &Context,
+    event: &HealingEvent,
+    recording: Recording<'_>,
+    attempt: u32,
+    now: Timestamp,
+) -> Result<Option<Existing>, Error> {
+    let ns = event.namespace().unwrap_or_default();
+    let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), &ns);
+    let id = event.name_any();
+    let created = events
+        .create(&PostParams::default(), event)
+        .await
+        .unless_conflict("recording the heal's intent")?;
+    if created.is_some() {
+        info!(namespace = %ns, healing_id = %id, root_cause = %event.spec.root_cause, ?recording, "stall detected; healing recorded");
+        return Ok(None);
+    }
+    let existing = events
+        .get(&id)
+        .await
+        .at("reading the heal's existing HealingEvent")?;
+    match existing_heal(
+        &existing,
+        recording,
+        attempt,
+        ctx.abandoned_heal_after(),
+        now,
+    ) {
+        Existing::TakeOver => {
+            info!(namespace = %ns, healing_id = %id, "taking over an abandoned heal");
+            Ok(None)
+        }
+        Existing::InProgressElsewhere => {
+            info!(namespace = %ns, healing_id = %id, "another actor is carrying out this heal");
+            Ok(Some(Existing::InProgressElsewhere))
+        }
+        other => Ok(Some(other)),
+    }
+}
+
+/// Writes the outcome on the HealingEvent and, when it has one, its Kubernetes Event on the
+/// batch.
+async fn record_outcome(
+    ctx: &Context,
+    batch: &PredictionBatch,
+    id: &str,
+    record: OutcomeRecord,
+) -> Result<(), Error> {
+    let events: Api<HealingEvent> =
+        Api::namespaced(ctx.client.clone(), &batch.namespace().unwrap_or_default());
+    apply_status(
+        &events,
+        id,
+        MANAGER,
+        Precondition::None,
+        &record.status,
+        "recording the heal's outcome",
+    )
+    .await?;
+    let outcome = record.status.outcome.unwrap_or(Outcome::Pending);
+    info!(batch = %batch.name_any(), healing_id = %id, ?outcome, "heal outcome recorded");
+    let latency = record
+        .status
+        .heal_latency_seconds
+        .filter(|_| outcome == Outcome::Succeeded);
+    ctx.metrics
+        .healed(BATCH_CLEANUP, &format!("{outcome:?}"), latency);
+    if let Some(note) = record.note {
+        let event = Event {
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason.into(),
+            note: Some(format!("{} (HealingEvent {id})", note.message)),
+            action: "Heal".into(),
+            secondary: None,
+        };
+        ctx.recorder
+            .publish(&event, &batch.object_ref(&()))
+            .await
+            .at("publishing the heal's Event")?;
+    }
+    Ok(())
+}
+
+/// A batch healed by `id` whose event still reads Pending: the actor stopped after acting.
+pub async fn finish_pending_event(
+    ctx: &Context,
+    batch: &PredictionBatch,
+    id: &str,
+) -> Result<(), Error> {
+    let ns = batch.namespace().unwrap_or_default();
+    // The cache answers for a finished event (an outcome is final); only an event it shows
+    // pending, or not yet, is read to be sure.
+    let cached = ctx.events.get(&ObjectRef::new(id).within(&ns));
+    if cached.is_some_and(|e| outcome_of(&e) != Outcome::Pending) {
+        return Ok(());
+    }
+    let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(event) = events
+        .get_opt(id)
+        .await
+        .at("reading a heal's HealingEvent")?
+    else {
+        return Ok(());
+    };
+    let now = Timestamp::now();
+    if outcome_of(&event) != Outcome::Pending
+        || heal::has_live_actor(&event, ctx.abandoned_heal_after(), now)
+    {
+        return Ok(());
+    }
+    record_outcome(ctx, batch, id, heal::recovered(&event, now)).await
+}

@@ -1,0 +1,124 @@
+//! The PredictionBatch reconciler: observe -> decide -> (record intent -> act -> record
+//! outcome) -> write status -> requeue for the exact instant the verdict can next change.
+//!
+//! Healing is safe against crashes, retries and a second replica:
+//! - the HealingEvent is created first, named by a deterministic healing id, so a second
+//!   attempt at the same heal finds it instead of recording again;
+//! - the action carries a precondition (the batch's resourceVersion, or the document's update
+//!   time), and it writes the healing id into the batch along with the completion, so a
+//!   conflict can tell "a worker reported progress first" (the heal is superseded) from "this
+//!   heal already happened";
+//! - a batch healed by an event whose outcome was never recorded (a crash between action and
+//!   record) has the outcome recorded on the next reconcile.
+//!
+//! The decisions are in `decide::stall` (the verdict), `decide::heal` (the record of a heal)
+//! and `decide::batch_status` (what the status says); this folder is the I/O around them:
+//! `heal.rs` records and carries out a heal, `act.rs` is the action on each source, and
+//! `status.rs` writes the status and removes finished mirrors.
+
+mod act;
+mod heal;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+
+use super::Context;
+use crate::Error;
+use crate::api::PredictionBatch;
+use crate::api::batch::BatchSource;
+use crate::api::event::Outcome;
+use crate::decide::batch_status::{awaiting_report, cleanup_at, finished_at, summarize};
+use crate::decide::stall::{StallPolicy, Verdict, decide};
+use crate::source::report::observe;
+pub use heal::{HealProgress, heal};
+
+pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciled(&PredictionBatch::kind(&()));
+    ctx.policies.synced().await?;
+    let policy_spec = ctx
+        .policies
+        .spec_for(&batch.namespace().unwrap_or_default());
+    let policy = StallPolicy::from(&policy_spec);
+    let now = Timestamp::now();
+    let status = batch.status.as_ref();
+    if let Some(problems) = status.and_then(|s| s.source_error.clone()) {
+        let verdict = Verdict::Invalid { reason: problems };
+        status::write(&ctx, &batch, &summarize(&verdict, None), None, now).await?;
+        return Ok(Action::await_change());
+    }
+    let Some(observation) = observe(&batch) else {
+        // The mirror writes a Firestore batch's first report right after creating it (and
+        // retries until it has): showing "awaiting" in between would only race that write.
+        if batch.spec.source == BatchSource::Status {
+            let awaiting = awaiting_report(batch.spec.source);
+            status::write(&ctx, &batch, &awaiting, None, now).await?;
+        }
+        return Ok(Action::await_change());
+    };
+    let verdict = decide(&observation, &policy, now);
+    let healed_by = healed_by(&batch);
+    if let Some(id) = &healed_by {
+        heal::finish_pending_event(&ctx, &batch, id).await?;
+    }
+    let mut look_again_at = None;
+    if let Verdict::Stalled(stall) = &verdict {
+        match heal::heal(&ctx, &batch, stall, &policy, policy_spec.dry_run, now).await? {
+            // The batch changed (completed, or progressed first): its watch event reconciles.
+            HealProgress::Finished(Outcome::Succeeded | Outcome::Superseded) => {
+                return Ok(Action::await_change());
+            }
+            // Another actor is mid-heal: look again once it would count as abandoned.
+            HealProgress::InProgressElsewhere => {
+                return Ok(Action::requeue(ctx.config.abandoned_heal_after));
+            }
+            HealProgress::RetryAfterFailure => return Ok(Action::requeue(HEAL_RETRY_AFTER)),
+            HealProgress::Skipped { until } => look_again_at = until,
+            // Dry-run, or a heal that ended earlier: show the stall.
+            HealProgress::Finished(_) | HealProgress::FinishedEarlier => {}
+        }
+    }
+    let summary = summarize(&verdict, healed_by.as_deref());
+    let previous_finish = status.and_then(|s| s.finished_at.as_ref()).map(|t| t.0);
+    let finished = finished_at(summary.state, previous_finish, now);
+    let cleanup = cleanup_at(batch.spec.source, finished, policy_spec.retention.as_span());
+    if cleanup.is_some_and(|at| now >= at) {
+        status::remove_mirror(&ctx, &batch).await?;
+        return Ok(Action::await_change());
+    }
+    status::write(&ctx, &batch, &summary, finished, now).await?;
+    let next = [verdict.next_check(), cleanup, look_again_at];
+    Ok(requeue_for(next.into_iter().flatten().min(), now))
+}
+
+/// How soon the next attempt follows a failed one.
+const HEAL_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Which heal completed the batch: recorded on the object (status source) or in the
+/// document (Firestore source, mirrored into the report).
+fn healed_by(batch: &PredictionBatch) -> Option<String> {
+    let status = batch.status.as_ref()?;
+    status.last_healing_event.clone().or_else(|| {
+        status
+            .report
+            .as_ref()
+            .and_then(|r| r.auto_completed_by.clone())
+    })
+}
+
+/// Wake exactly when the verdict can next change (plus a hair, so the decision sees the
+/// threshold crossed); otherwise only on a change to the batch or its policy.
+fn requeue_for(next: Option<Timestamp>, now: Timestamp) -> Action {
+    match next {
+        Some(at) => {
+            let wait = at.duration_since(now).max(jiff::SignedDuration::ZERO);
+            let wait = Duration::try_from(wait).unwrap_or_default() + Duration::from_millis(5);
+            Action::requeue(wait)
+        }
+        None => Action::await_change(),
+    }
+}

@@ -1,0 +1,388 @@
+//! The heal of a stalled batch, as decisions: which HealingEvent records it (its healing id,
+//! its attempt, what it says), and what outcome each way the action can end records. The
+//! batch reconciler (`controller::batch`) carries these out: intent first, then the action,
+//! then the outcome.
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use kube::ResourceExt;
+use serde_json::json;
+
+use super::health::Gate;
+use super::naming::healing_id;
+use super::stall::{BatchObservation, Stall, StallPolicy, Verdict, decide};
+use crate::api::batch::BatchSource;
+use crate::api::event::{BATCH_CLEANUP, HealingEventSpec, HealingEventStatus, Outcome, TargetRef};
+use crate::api::{HealingEvent, PredictionBatch};
+
+/// Attempts at healing one stall whose action fails (Firestore or the API server
+/// unreachable), each recorded under its own healing id; then the stall is left showing.
+pub const HEAL_ATTEMPTS: u32 = 3;
+
+/// What a HealingEvent records of a stall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recording<'a> {
+    /// The heal itself.
+    Act,
+    /// What the heal would do (the policy is dry-run).
+    DryRun,
+    /// A heal not carried out: its type is paused, or its circuit is open (`episode`
+    /// names the circuit's opening, so each open period records the batch once).
+    Skip { reason: &'a str, episode: &'a str },
+}
+
+/// What the heal records, by the gate and the policy's dry-run: a dry-run records what it
+/// would do whatever the gate says.
+pub fn recording_for(gate: &Gate, dry_run: bool) -> Recording<'_> {
+    match (gate, dry_run) {
+        (_, true) => Recording::DryRun,
+        (
+            Gate::Skip {
+                reason, episode, ..
+            },
+            false,
+        ) => Recording::Skip { reason, episode },
+        (Gate::Act | Gate::Trial, false) => Recording::Act,
+    }
+}
+
+/// The identity a heal is keyed by: the Firestore document, or the object's uid.
+fn identity(batch: &PredictionBatch) -> String {
+    match (&batch.spec.source, &batch.spec.document_path) {
+        (BatchSource::Firestore, Some(path)) => path.clone(),
+        _ => batch.uid().unwrap_or_else(|| batch.name_any()),
+    }
+}
+
+/// The healing id of `recording` of `stall`: the batch's identity and stall episode, and the
+/// attempt (a heal whose action failed is tried again under a new id). Dry-runs and skips
+/// have ids of their own, so the heal that follows once the policy or the circuit allows it
+/// is not mistaken for one that already happened.
+pub fn healing_id_of(
+    batch: &PredictionBatch,
+    stall: &Stall,
+    recording: Recording,
+    attempt: u32,
+) -> String {
+    let episode = stall.progress.last_progress.as_millisecond().to_string();
+    let identity = identity(batch);
+    let attempt_part = format!("attempt-{attempt}");
+    let mut parts = vec![identity.as_str(), episode.as_str()];
+    match recording {
+        // The first attempt's id is the one heals had before attempts were counted.
+        Recording::Act if attempt > 1 => parts.push(&attempt_part),
+        Recording::Act => {}
+        Recording::DryRun => parts.push("dry_run"),
+        Recording::Skip { reason, episode } => parts.extend([reason, episode]),
+    }
+    healing_id(BATCH_CLEANUP, &batch.spec.batch_id, &parts)
+}
+
+/// The attempt to make now: after attempts whose action failed (as `known` shows the
+/// events, by healing id), the next one, up to [`HEAL_ATTEMPTS`]. Dry-runs and skips are
+/// recorded once.
+pub fn next_attempt(
+    batch: &PredictionBatch,
+    stall: &Stall,
+    recording: Recording,
+    known: impl Fn(&str) -> Option<Outcome>,
+) -> u32 {
+    if recording != Recording::Act {
+        return 1;
+    }
+    (1..HEAL_ATTEMPTS)
+        .find(|attempt| {
+            known(&healing_id_of(batch, stall, recording, *attempt)) != Some(Outcome::Failed)
+        })
+        .unwrap_or(HEAL_ATTEMPTS)
+}
+
+/// The HealingEvent recording `recording` of `stall`, at `attempt` (from 1).
+pub fn intent(
+    batch: &PredictionBatch,
+    stall: &Stall,
+    recording: Recording,
+    attempt: u32,
+    now: Timestamp,
+) -> HealingEvent {
+    let id = healing_id_of(batch, stall, recording, attempt);
+    let report = batch.status.as_ref().and_then(|s| s.report.as_ref());
+    let spec = HealingEventSpec {
+        healing_id: id.clone(),
+        timestamp: MicroTime(now),
+        healing_type: BATCH_CLEANUP.into(),
+        trigger_reason: stall.trigger_reason.clone(),
+        action_taken: match recording {
+            Recording::Act => format!(
+                "Marked the batch complete at {:.1}%",
+                stall.progress.percent
+            ),
+            Recording::DryRun => "Would mark the batch complete (dry-run; nothing changed)".into(),
+            Recording::Skip { reason, .. } => {
+                format!("Skipped: {reason}; the batch was left as it was")
+            }
+        },
+        root_cause: stall.root_cause.clone(),
+        correlation_id: batch.spec.correlation_id.clone(),
+        target: TargetRef::of(batch),
+        dry_run: recording == Recording::DryRun,
+        threshold_time: Some(MicroTime(stall.threshold_at)),
+        before_state: Some(json!({
+            "batch_id": batch.spec.batch_id,
+            "game_date": batch.spec.game_date,
+            "expected_players": stall.progress.expected,
+            "completed_players": stall.progress.completed,
+            "completion_percent": stall.progress.percent,
+            "stall_minutes": stall.stalled_for.as_secs() / 60,
+            "last_progress_time": stall.progress.last_progress,
+        })),
+        details: Some(json!({
+            "missing_players": report.map(|r| r.missing_players.clone()).unwrap_or_default(),
+            "failing_by_reason": report.map(|r| r.failing.clone()).unwrap_or_default(),
+            "silent_players": stall.silent_players,
+            "attempt": attempt,
+        })),
+    };
+    let mut event = HealingEvent::new(&id, spec);
+    event.metadata.namespace = batch.namespace();
+    event
+}
+
+/// The outcome an event records so far (Pending when it has none).
+pub fn outcome_of(event: &HealingEvent) -> Outcome {
+    event
+        .status
+        .as_ref()
+        .and_then(|s| s.outcome)
+        .unwrap_or(Outcome::Pending)
+}
+
+/// A Pending event younger than `abandoned_after` belongs to an actor still at work
+/// (acting, or recording its outcome); an older one lost its actor to a crash.
+pub fn has_live_actor(
+    event: &HealingEvent,
+    abandoned_after: SignedDuration,
+    now: Timestamp,
+) -> bool {
+    let age = event
+        .creation_timestamp()
+        .map(|t| now.duration_since(t.0))
+        .unwrap_or_default();
+    age < abandoned_after
+}
+
+/// What to do about a heal whose intent was recorded before (the create found it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Existing {
+    /// The attempt failed before the cache showed it: the next attempt is due.
+    RetryAfterFailure,
+    /// It has an outcome: nothing more to do.
+    Finished,
+    /// Another actor recorded it recently and is presumably acting.
+    InProgressElsewhere,
+    /// Its actor stopped before recording the outcome: carry the heal through.
+    TakeOver,
+}
+
+/// What to do about `existing`, the HealingEvent this heal would create.
+pub fn existing_heal(
+    existing: &HealingEvent,
+    recording: Recording,
+    attempt: u32,
+    abandoned_after: SignedDuration,
+    now: Timestamp,
+) -> Existing {
+    match outcome_of(existing) {
+        Outcome::Failed if recording == Recording::Act && attempt < HEAL_ATTEMPTS => {
+            Existing::RetryAfterFailure
+        }
+        Outcome::Pending if has_live_actor(existing, abandoned_after, now) => {
+            Existing::InProgressElsewhere
+        }
+        Outcome::Pending => Existing::TakeOver,
+        _ => Existing::Finished,
+    }
+}
+
+/// Whether `fresh` (the batch as it is now, observed as `observed`) still calls for the heal
+/// named `id`: it is still stalled in the episode that id names.
+pub fn still_calls_for(
+    fresh: &PredictionBatch,
+    observed: Option<&BatchObservation>,
+    policy: &StallPolicy,
+    id: &str,
+    now: Timestamp,
+) -> bool {
+    match observed.map(|o| decide(o, policy, now)) {
+        Some(Verdict::Stalled(stall)) => (1..=HEAL_ATTEMPTS)
+            .any(|attempt| healing_id_of(fresh, &stall, Recording::Act, attempt) == id),
+        _ => false,
+    }
+}
+
+/// How the action ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acted {
+    Applied,
+    /// The same heal (same healing id) was applied by another actor.
+    AppliedElsewhere,
+    /// The batch changed in a way that no longer calls for this heal.
+    Superseded,
+}
+
+/// A Kubernetes Event to publish on the batch with an outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Note {
+    fn normal(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            warning: false,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    fn warning(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            warning: true,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// An outcome to record: the event's status, and the Event that tells it (None: another
+/// actor tells it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutcomeRecord {
+    pub status: HealingEventStatus,
+    pub note: Option<Note>,
+}
+
+/// The status of a finished action. `now` is taken after the action: the latency is
+/// threshold to healed, not to decided.
+fn finished(
+    outcome: Outcome,
+    message: &str,
+    after: Option<serde_json::Value>,
+    threshold: Timestamp,
+    now: Timestamp,
+) -> HealingEventStatus {
+    HealingEventStatus {
+        outcome: Some(outcome),
+        success: Some(outcome == Outcome::Succeeded),
+        after_state: after,
+        message: Some(message.to_owned()),
+        finished_at: Some(Time(now)),
+        heal_latency_seconds: Some(now.duration_since(threshold).as_secs_f64().max(0.0)),
+        ..Default::default()
+    }
+}
+
+/// What the batch looks like after the heal (the original's fields).
+pub fn after_state(stall: &Stall) -> serde_json::Value {
+    json!({
+        "is_complete": true,
+        "auto_completed": true,
+        "auto_completion_reason": completion_reason(stall),
+    })
+}
+
+/// The reason written into a healed batch (and its after_state).
+pub fn completion_reason(stall: &Stall) -> String {
+    format!(
+        "Stalled at {:.1}% for {} minutes",
+        stall.progress.percent,
+        stall.stalled_for.as_secs() / 60
+    )
+}
+
+/// The outcome of a heal that does not act (dry-run, skipped); None for [`Recording::Act`].
+pub fn not_acting(recording: Recording, stall: &Stall, now: Timestamp) -> Option<OutcomeRecord> {
+    let (message, note) = match recording {
+        Recording::Act => return None,
+        Recording::DryRun => ("dry-run: nothing changed".to_owned(), None),
+        Recording::Skip { reason, .. } => (
+            format!("skipped: {reason}"),
+            Some(Note::warning(
+                "HealSkipped",
+                format!("the batch is stalled, but {BATCH_CLEANUP} heals are skipped: {reason}"),
+            )),
+        ),
+    };
+    Some(OutcomeRecord {
+        status: finished(Outcome::Skipped, &message, None, stall.threshold_at, now),
+        note,
+    })
+}
+
+/// The outcome of an action that ended as `acted`; `after` is the batch's after_state (with
+/// the consolidation request's answer, when one was made).
+pub fn acted(
+    acted: Acted,
+    stall: &Stall,
+    after: serde_json::Value,
+    now: Timestamp,
+) -> OutcomeRecord {
+    let completed = || {
+        finished(
+            Outcome::Succeeded,
+            "batch marked complete",
+            Some(after.clone()),
+            stall.threshold_at,
+            now,
+        )
+    };
+    match acted {
+        Acted::Applied => OutcomeRecord {
+            status: completed(),
+            note: Some(Note::normal("AutoCompleted", stall.trigger_reason.clone())),
+        },
+        // Another replica's identical action won; it publishes the Kubernetes Event.
+        Acted::AppliedElsewhere => OutcomeRecord {
+            status: completed(),
+            note: None,
+        },
+        Acted::Superseded => {
+            let message =
+                "the batch progressed before the heal (a late completion wins); nothing was done";
+            OutcomeRecord {
+                status: finished(Outcome::Superseded, message, None, stall.threshold_at, now),
+                note: Some(Note::normal("HealSuperseded", message)),
+            }
+        }
+    }
+}
+
+/// The outcome of an action that failed with `error`.
+pub fn action_failed(error: &str, stall: &Stall, now: Timestamp) -> OutcomeRecord {
+    let message = format!("completing the batch failed: {error}");
+    OutcomeRecord {
+        status: finished(Outcome::Failed, &message, None, stall.threshold_at, now),
+        note: Some(Note::warning("HealFailed", message)),
+    }
+}
+
+/// The outcome recorded for a heal whose actor stopped after acting (the batch carries its
+/// healing id, the event still reads Pending): it succeeded.
+pub fn recovered(event: &HealingEvent, now: Timestamp) -> OutcomeRecord {
+    let threshold = event.spec.threshold_time.as_ref().map_or(now, |t| t.0);
+    OutcomeRecord {
+        status: finished(
+            Outcome::Succeeded,
+            "batch marked complete (outcome recorded after a restart)",
+            None,
+            threshold,
+            now,
+        ),
+        note: Some(Note::normal(
+            "AutoCompleted",
+            "batch completed after a stall",
+        )),
+    }
+}
