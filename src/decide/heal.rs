@@ -386,3 +386,319 @@ pub fn recovered(event: &HealingEvent, now: Timestamp) -> OutcomeRecord {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::HealingPolicySpec;
+    use crate::decide::stall::BatchObservation;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    /// A status-source batch, 46 of 50 done, last progress at 10:00.
+    fn batch() -> PredictionBatch {
+        serde_json::from_value(json!({
+            "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "PredictionBatch",
+            "metadata": {"name": "b1", "namespace": "pipeline", "uid": "u-1",
+                         "creationTimestamp": "2026-11-24T09:00:00Z"},
+            "spec": {"batchId": "batch_1", "gameDate": "2026-11-24", "source": "status",
+                     "expectedPlayers": 50},
+            "status": {"report": {"completed": 46, "lastProgressTime": "2026-11-24T10:00:00Z",
+                                  "failing": {"feature_store_timeout": 4}}},
+        }))
+        .unwrap()
+    }
+
+    fn policy() -> StallPolicy {
+        StallPolicy::from(&HealingPolicySpec::default())
+    }
+
+    fn observation(batch: &PredictionBatch) -> BatchObservation {
+        crate::source::report::observe(batch).unwrap()
+    }
+
+    fn stall(batch: &PredictionBatch, now: Timestamp) -> Stall {
+        match decide(&observation(batch), &policy(), now) {
+            Verdict::Stalled(stall) => stall,
+            other => panic!("not stalled: {other:?}"),
+        }
+    }
+
+    const NOW: &str = "2026-11-24T10:20:00Z";
+
+    #[test]
+    fn each_recording_and_attempt_has_an_id_of_its_own() {
+        let b = batch();
+        let s = stall(&b, t(NOW));
+        let skip = Recording::Skip {
+            reason: "circuit_open",
+            episode: "1",
+        };
+        let ids = [
+            healing_id_of(&b, &s, Recording::Act, 1),
+            healing_id_of(&b, &s, Recording::Act, 2),
+            healing_id_of(&b, &s, Recording::DryRun, 1),
+            healing_id_of(&b, &s, skip, 1),
+            healing_id_of(
+                &b,
+                &s,
+                Recording::Skip {
+                    reason: "circuit_open",
+                    episode: "2",
+                },
+                1,
+            ),
+        ];
+        let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len(), "{ids:?}");
+        // The same stall decided again later names the same heal.
+        let later = stall(&b, t("2026-11-24T10:25:00Z"));
+        assert_eq!(healing_id_of(&b, &later, Recording::Act, 1), ids[0]);
+    }
+
+    #[test]
+    fn the_gate_and_dry_run_choose_the_recording() {
+        let skip = Gate::Skip {
+            reason: "paused",
+            episode: "e".into(),
+            until: None,
+        };
+        let cases = [
+            (Gate::Act, false, Recording::Act),
+            (Gate::Trial, false, Recording::Act),
+            (
+                skip.clone(),
+                false,
+                Recording::Skip {
+                    reason: "paused",
+                    episode: "e",
+                },
+            ),
+            (Gate::Act, true, Recording::DryRun),
+            (skip.clone(), true, Recording::DryRun),
+        ];
+        for (gate, dry_run, expected) in &cases {
+            assert_eq!(
+                recording_for(gate, *dry_run),
+                *expected,
+                "{gate:?} {dry_run}"
+            );
+        }
+    }
+
+    #[test]
+    fn attempts_follow_failures_up_to_the_limit() {
+        let b = batch();
+        let s = stall(&b, t(NOW));
+        let ids: Vec<String> = (1..=5)
+            .map(|a| healing_id_of(&b, &s, Recording::Act, a))
+            .collect();
+        // The first `failed` attempts are known to have failed.
+        let known = |failed: usize| {
+            let ids = &ids;
+            move |candidate: &str| {
+                ids[..failed]
+                    .iter()
+                    .any(|id| id == candidate)
+                    .then_some(Outcome::Failed)
+            }
+        };
+        assert_eq!(next_attempt(&b, &s, Recording::Act, known(0)), 1);
+        assert_eq!(next_attempt(&b, &s, Recording::Act, known(1)), 2);
+        assert_eq!(
+            next_attempt(&b, &s, Recording::Act, known(5)),
+            HEAL_ATTEMPTS
+        );
+        // A succeeded first attempt is the heal: no second.
+        let succeeded = |c: &str| (c == ids[0]).then_some(Outcome::Succeeded);
+        assert_eq!(next_attempt(&b, &s, Recording::Act, succeeded), 1);
+        assert_eq!(next_attempt(&b, &s, Recording::DryRun, known(2)), 1);
+    }
+
+    #[test]
+    fn the_intent_records_the_stall_and_what_will_be_done() {
+        let b = batch();
+        let s = stall(&b, t(NOW));
+        let event = intent(&b, &s, Recording::Act, 2, t(NOW));
+        assert_eq!(event.name_any(), healing_id_of(&b, &s, Recording::Act, 2));
+        assert_eq!(event.spec.healing_id, event.name_any());
+        assert_eq!(event.metadata.namespace.as_deref(), Some("pipeline"));
+        assert_eq!(event.spec.healing_type, BATCH_CLEANUP);
+        assert_eq!(event.spec.root_cause, "feature_store_timeout");
+        assert_eq!(
+            event.spec.action_taken,
+            "Marked the batch complete at 92.0%"
+        );
+        assert!(!event.spec.dry_run);
+        assert_eq!(
+            event.spec.threshold_time.as_ref().map(|t| t.0),
+            Some(t("2026-11-24T10:15:00Z"))
+        );
+        let before = event.spec.before_state.unwrap();
+        assert_eq!(before["completed_players"], 46);
+        assert_eq!(before["stall_minutes"], 20);
+        assert_eq!(event.spec.details.unwrap()["attempt"], 2);
+        let dry = intent(&b, &s, Recording::DryRun, 1, t(NOW));
+        assert!(dry.spec.dry_run);
+        assert!(dry.spec.action_taken.contains("dry-run"));
+    }
+
+    fn event_with(outcome: Option<Outcome>, created: &str) -> HealingEvent {
+        let b = batch();
+        let mut event = intent(&b, &stall(&b, t(NOW)), Recording::Act, 1, t(NOW));
+        event.metadata.creation_timestamp = Some(Time(t(created)));
+        event.status = outcome.map(|o| HealingEventStatus {
+            outcome: Some(o),
+            ..Default::default()
+        });
+        event
+    }
+
+    #[test]
+    fn an_existing_intent_is_finished_retried_left_to_its_actor_or_taken_over() {
+        let abandoned = SignedDuration::from_secs(30);
+        let now = t(NOW);
+        let cases = [
+            (Some(Outcome::Succeeded), 1, NOW, Existing::Finished),
+            (Some(Outcome::Skipped), 1, NOW, Existing::Finished),
+            (Some(Outcome::Failed), 1, NOW, Existing::RetryAfterFailure),
+            (
+                Some(Outcome::Failed),
+                HEAL_ATTEMPTS,
+                NOW,
+                Existing::Finished,
+            ),
+            (
+                None,
+                1,
+                "2026-11-24T10:19:50Z",
+                Existing::InProgressElsewhere,
+            ),
+            (
+                Some(Outcome::Pending),
+                1,
+                "2026-11-24T10:19:50Z",
+                Existing::InProgressElsewhere,
+            ),
+            (None, 1, "2026-11-24T10:19:00Z", Existing::TakeOver),
+        ];
+        for (outcome, attempt, created, expected) in cases {
+            let event = event_with(outcome, created);
+            let got = existing_heal(&event, Recording::Act, attempt, abandoned, now);
+            assert_eq!(
+                got, expected,
+                "{outcome:?} attempt {attempt} created {created}"
+            );
+        }
+        // A failed dry-run is not retried.
+        let failed = event_with(Some(Outcome::Failed), NOW);
+        assert_eq!(
+            existing_heal(&failed, Recording::DryRun, 1, abandoned, now),
+            Existing::Finished
+        );
+    }
+
+    #[test]
+    fn each_way_an_action_ends_records_its_outcome_and_its_event() {
+        let b = batch();
+        let s = stall(&b, t(NOW));
+        let healed_at = t("2026-11-24T10:15:02Z");
+        let after = after_state(&s);
+        let cases = [
+            (
+                Acted::Applied,
+                Outcome::Succeeded,
+                true,
+                Some("AutoCompleted"),
+            ),
+            (Acted::AppliedElsewhere, Outcome::Succeeded, true, None),
+            (
+                Acted::Superseded,
+                Outcome::Superseded,
+                false,
+                Some("HealSuperseded"),
+            ),
+        ];
+        for (way, outcome, success, reason) in cases {
+            let record = acted(way, &s, after.clone(), healed_at);
+            assert_eq!(record.status.outcome, Some(outcome), "{way:?}");
+            assert_eq!(record.status.success, Some(success), "{way:?}");
+            assert_eq!(record.note.as_ref().map(|n| n.reason), reason, "{way:?}");
+            assert_eq!(record.status.heal_latency_seconds, Some(2.0), "{way:?}");
+            assert_eq!(record.status.after_state.is_some(), success, "{way:?}");
+        }
+        let failed = action_failed("firestore: unavailable", &s, healed_at);
+        assert_eq!(failed.status.outcome, Some(Outcome::Failed));
+        assert_eq!(
+            failed.note.as_ref().map(|n| (n.warning, n.reason)),
+            Some((true, "HealFailed"))
+        );
+        assert!(
+            failed
+                .status
+                .message
+                .unwrap()
+                .ends_with("firestore: unavailable")
+        );
+
+        assert!(not_acting(Recording::Act, &s, healed_at).is_none());
+        let dry = not_acting(Recording::DryRun, &s, healed_at).unwrap();
+        assert_eq!(
+            (dry.status.outcome, dry.note),
+            (Some(Outcome::Skipped), None)
+        );
+        let skipped = Recording::Skip {
+            reason: "circuit_open",
+            episode: "1",
+        };
+        let skip = not_acting(skipped, &s, healed_at).unwrap();
+        assert_eq!(skip.status.outcome, Some(Outcome::Skipped));
+        assert_eq!(skip.note.map(|n| n.reason), Some("HealSkipped"));
+    }
+
+    #[test]
+    fn a_batch_that_progressed_or_finished_no_longer_calls_for_the_heal() {
+        let b = batch();
+        let now = t(NOW);
+        let id = healing_id_of(&b, &stall(&b, now), Recording::Act, 1);
+        let calls = |fresh: &PredictionBatch| {
+            still_calls_for(
+                fresh,
+                crate::source::report::observe(fresh).as_ref(),
+                &policy(),
+                &id,
+                now,
+            )
+        };
+        assert!(calls(&b), "the same stall still calls for it");
+        let mut progressed = b.clone();
+        let report = progressed.status.as_mut().unwrap().report.as_mut().unwrap();
+        report.completed = 47;
+        report.last_progress_time = Some(MicroTime(t("2026-11-24T10:19:00Z")));
+        assert!(
+            !calls(&progressed),
+            "a new episode (or no stall) is another heal"
+        );
+        let mut done = b.clone();
+        done.status
+            .as_mut()
+            .unwrap()
+            .report
+            .as_mut()
+            .unwrap()
+            .completed = 50;
+        assert!(!calls(&done));
+        assert!(!still_calls_for(&b, None, &policy(), &id, now));
+    }
+
+    #[test]
+    fn an_outcome_recovered_after_a_restart_is_a_success_timed_from_the_threshold() {
+        let event = event_with(None, "2026-11-24T10:15:01Z");
+        let record = recovered(&event, t("2026-11-24T10:16:00Z"));
+        assert_eq!(record.status.outcome, Some(Outcome::Succeeded));
+        assert_eq!(record.status.heal_latency_seconds, Some(60.0));
+        assert_eq!(record.note.map(|n| n.reason), Some("AutoCompleted"));
+    }
+}

@@ -219,6 +219,50 @@ mod tests {
     }
 
     #[test]
+    fn the_gate_skips_paused_types_and_open_circuits_and_lets_one_trial_through() {
+        let abandoned = SignedDuration::from_secs(30);
+        let mut policy = HealingPolicySpec::default();
+        let cooldown = policy.circuit_breaker.cooldown.as_span();
+        let closed = Circuit::default();
+        let open = Circuit::in_state(CircuitState::Open, at(0));
+        let trial = crate::decide::breaker::trial_started("h1", at(0));
+        let gate_at = |policy: &HealingPolicySpec, circuit: &Circuit, now| {
+            gate(policy, "batch_cleanup", circuit, abandoned, now)
+        };
+        assert_eq!(gate_at(&policy, &closed, at(0)), Gate::Act);
+        let episode = at(0).as_millisecond().to_string();
+        assert_eq!(
+            gate_at(&policy, &open, at(1)),
+            Gate::Skip {
+                reason: "circuit_open",
+                episode: episode.clone(),
+                until: Some(at(0) + cooldown),
+            }
+        );
+        assert_eq!(gate_at(&policy, &open, at(0) + cooldown), Gate::Trial);
+        // A trial under way: others look again once it would count as abandoned.
+        assert_eq!(
+            gate_at(&policy, &trial, at(1)),
+            Gate::Skip {
+                reason: "circuit_open",
+                episode,
+                until: Some(at(1) + abandoned),
+            }
+        );
+        policy.circuit_breaker.enabled = false;
+        assert_eq!(gate_at(&policy, &open, at(1)), Gate::Act);
+        policy.paused_types = vec!["batch_cleanup".into()];
+        assert!(matches!(
+            gate_at(&policy, &closed, at(0)),
+            Gate::Skip {
+                reason: "paused",
+                until: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn three_heals_alert_yellow_once_and_the_window_emptying_resolves() {
         let policy = HealingPolicySpec::default();
         let first = evaluate(
