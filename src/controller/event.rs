@@ -9,18 +9,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::{Context, requeue_at};
 use crate::api::HealingEvent;
-use crate::api::event::{ExportState, SinkExport};
+use crate::api::event::{ExportState, HealingEventStatus, SinkExport};
 use crate::decide::export::{Backoff, after_attempt, plan};
 use crate::error::{Error, KubeResultExt};
+use crate::runtime::EXPORT_MANAGER;
 use crate::runtime::batcher::ItemResult;
+use crate::runtime::status::{Precondition, apply_status};
 
 pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled(&HealingEvent::kind(&()));
@@ -73,21 +74,41 @@ pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Ac
             ((*sink).to_owned(), state)
         })
         .collect();
+    // Every sink's state, the ones not due this time included: the export writer owns the
+    // whole map, and an entry it left out would be removed.
+    let mut all_exports = event
+        .status
+        .as_ref()
+        .map(|s| s.exports.clone())
+        .unwrap_or_default();
+    all_exports.extend(exports);
+    let status = HealingEventStatus {
+        exports: all_exports,
+        ..Default::default()
+    };
     let turn = ctx.bookkeeping.turn().await;
-    api.patch_status(
+    // Conditional on the version read: the map is rebuilt from it, so a stale read must not
+    // write an older state over a newer one. A conflict is retried with the newer version.
+    let written = apply_status(
+        &api,
         &id,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"exports": exports}})),
+        EXPORT_MANAGER,
+        Precondition::decided_from(&*event),
+        &status,
+        "writing the export state",
     )
-    .await
-    .at("writing the export state")?;
+    .await?;
     drop(turn);
+    if written.is_none() {
+        debug!(healing_id = %id, "the event changed since it was read; exporting from its newer version");
+        return Ok(Action::requeue(std::time::Duration::from_millis(200)));
+    }
 
-    // The patch brings the event back through here, where the plan sees the new state; the
+    // The write brings the event back through here, where the plan sees the new state; the
     // requeue below only covers a retry falling due with no change in between.
-    let mut status = event.status.clone().unwrap_or_default();
-    status.exports.extend(exports);
-    let after = plan(Some(&status), &sinks, recorded, retention, now);
+    let mut after_status = event.status.clone().unwrap_or_default();
+    after_status.exports = status.exports;
+    let after = plan(Some(&after_status), &sinks, recorded, retention, now);
     Ok(requeue_at(after.wake_at, now))
 }
 

@@ -12,6 +12,7 @@ pub mod lease;
 pub mod naming;
 pub mod patterns;
 pub mod phase;
+pub mod phase_status;
 pub mod plan;
 pub mod rerun;
 pub mod stall;
