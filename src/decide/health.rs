@@ -4,14 +4,18 @@
 //! restart sends nothing again.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 
 use super::alerts::{Notice, next_notice};
 use super::breaker::{Permit, on_level, on_trial_outcome, permit};
+use super::conditions::{self, Desired};
 use super::patterns::{Occurrence, assess};
-use crate::api::HealingPolicySpec;
+use crate::api::event::Outcome;
 use crate::api::health::{AlertLevel, Circuit, CircuitState, TypeHealth, WindowCounts};
+use crate::api::policy::HealingPolicyStatus;
+use crate::api::{HealingEvent, HealingPolicySpec};
 
 /// What the controller observed of one type since the last step.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -124,6 +128,133 @@ fn is_quiet(health: &TypeHealth, cooldown: jiff::SignedDuration, now: Timestamp)
         && !cooling
 }
 
+/// Finished, real actions count towards the windows: dry-runs, skips and superseded heals
+/// did nothing.
+pub fn occurrence(event: &HealingEvent) -> Option<Occurrence> {
+    let status = event.status.as_ref()?;
+    let success = match status.outcome? {
+        Outcome::Succeeded => true,
+        Outcome::Failed => false,
+        Outcome::Pending | Outcome::Superseded | Outcome::Skipped => return None,
+    };
+    if event.spec.dry_run {
+        return None;
+    }
+    let at = status
+        .finished_at
+        .as_ref()
+        .map_or(event.spec.timestamp.0, |t| t.0);
+    Some(Occurrence { at, success })
+}
+
+/// The trial's verdict once its event has an outcome. A trial whose event never appeared
+/// (its actor crashed between the claim and the record) counts as failed once it is
+/// abandoned, so the circuit does not stay half-open for ever.
+pub fn trial_verdict(
+    events: &BTreeMap<String, Arc<HealingEvent>>,
+    health: &TypeHealth,
+    abandoned_after: SignedDuration,
+    now: Timestamp,
+) -> Option<bool> {
+    if health.circuit.state != CircuitState::HalfOpen {
+        return None;
+    }
+    let trial = health.circuit.trial.as_deref()?;
+    match events.get(trial) {
+        Some(event) => match event.status.as_ref().and_then(|s| s.outcome)? {
+            Outcome::Pending => None,
+            Outcome::Failed => Some(false),
+            Outcome::Succeeded | Outcome::Superseded | Outcome::Skipped => Some(true),
+        },
+        None => {
+            let since = health.circuit.since()?;
+            (now.duration_since(since) > abandoned_after).then_some(false)
+        }
+    }
+}
+
+/// What the namespace's events (by name) say of each type since the stored state: its
+/// finished actions, and the verdict of a trial under way.
+pub fn observe(
+    events: &BTreeMap<String, Arc<HealingEvent>>,
+    stored: &BTreeMap<String, TypeHealth>,
+    abandoned_after: SignedDuration,
+    now: Timestamp,
+) -> BTreeMap<String, Observed> {
+    let mut observed: BTreeMap<String, Observed> = BTreeMap::new();
+    for event in events.values() {
+        if let Some(o) = occurrence(event) {
+            observed
+                .entry(event.spec.healing_type.clone())
+                .or_default()
+                .occurrences
+                .push(o);
+        }
+    }
+    for (healing_type, health) in stored {
+        if let Some(verdict) = trial_verdict(events, health, abandoned_after, now) {
+            observed
+                .entry(healing_type.clone())
+                .or_default()
+                .trial_succeeded = Some(verdict);
+        }
+    }
+    observed
+}
+
+/// A HealingPolicy's status holding `types`: the worst level, the open circuits and the
+/// `Alerting` and `CircuitOpen` conditions, merged into `previous`'s.
+pub fn policy_status(
+    previous: Option<&HealingPolicyStatus>,
+    types: &BTreeMap<String, TypeHealth>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> HealingPolicyStatus {
+    let level = worst_level(types);
+    let open = open_circuits(types);
+    let desired = [
+        Desired::new(
+            "Alerting",
+            level != AlertLevel::Normal,
+            level.as_str(),
+            format!("highest pattern level: {}", level.as_str()),
+        ),
+        if open.is_empty() {
+            Desired::new(
+                "CircuitOpen",
+                false,
+                "AllClosed",
+                "every healing type may act",
+            )
+        } else {
+            Desired::new(
+                "CircuitOpen",
+                true,
+                "HealsSkipped",
+                format!("heals skipped for: {}", open.join(", ")),
+            )
+        },
+    ];
+    let existing = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
+    HealingPolicyStatus {
+        observed_generation: generation,
+        level,
+        open_circuits: open,
+        healing_types: types.clone(),
+        conditions: conditions::merge(existing, &desired, generation, now),
+    }
+}
+
+/// Whether a policy's status summary (level, open circuits) disagrees with `types`.
+pub fn summary_stale(
+    status: Option<&HealingPolicyStatus>,
+    types: &BTreeMap<String, TypeHealth>,
+) -> bool {
+    status.is_none_or(|s| s.level != worst_level(types) || s.open_circuits != open_circuits(types))
+}
+
 /// Whether a heal of a healing type may act now, and why not.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Gate {
@@ -216,6 +347,120 @@ mod tests {
                 trial_succeeded: None,
             },
         )])
+    }
+
+    fn event(name: &str, outcome: Option<Outcome>, dry_run: bool) -> Arc<HealingEvent> {
+        let mut event: HealingEvent = serde_json::from_value(serde_json::json!({
+            "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "HealingEvent",
+            "metadata": {"name": name},
+            "spec": {"healingId": name, "timestamp": "2026-11-25T12:00:00.000000Z",
+                     "healingType": "batch_cleanup", "triggerReason": "r", "actionTaken": "a",
+                     "rootCause": "no_progress", "dryRun": dry_run,
+                     "target": {"kind": "PredictionBatch", "name": "b"}},
+        }))
+        .unwrap();
+        event.status = outcome.map(|o| crate::api::event::HealingEventStatus {
+            outcome: Some(o),
+            finished_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(5))),
+            ..Default::default()
+        });
+        Arc::new(event)
+    }
+
+    #[test]
+    fn only_finished_real_actions_count_and_a_trial_is_judged_by_its_outcome() {
+        let cases = [
+            (Some(Outcome::Succeeded), false, Some(true)),
+            (Some(Outcome::Failed), false, Some(false)),
+            (Some(Outcome::Succeeded), true, None),
+            (Some(Outcome::Skipped), false, None),
+            (Some(Outcome::Superseded), false, None),
+            (Some(Outcome::Pending), false, None),
+            (None, false, None),
+        ];
+        for (outcome, dry_run, counted) in cases {
+            let o = occurrence(&event("e", outcome, dry_run));
+            assert_eq!(
+                o.map(|o| o.success),
+                counted,
+                "{outcome:?} dry_run {dry_run}"
+            );
+            if let Some(o) = o {
+                assert_eq!(o.at, at(5), "counted when it finished");
+            }
+        }
+        let abandoned = SignedDuration::from_secs(30);
+        let half_open = TypeHealth {
+            circuit: crate::decide::breaker::trial_started("trial", at(0)),
+            ..Default::default()
+        };
+        let judged = |outcome: Option<Outcome>, now| {
+            let events = BTreeMap::from([("trial".to_owned(), event("trial", outcome, false))]);
+            trial_verdict(&events, &half_open, abandoned, now)
+        };
+        assert_eq!(judged(Some(Outcome::Failed), at(1)), Some(false));
+        assert_eq!(judged(Some(Outcome::Superseded), at(1)), Some(true));
+        assert_eq!(judged(Some(Outcome::Pending), at(1)), None);
+        let none = BTreeMap::new();
+        assert_eq!(
+            trial_verdict(&none, &half_open, abandoned, at(0)),
+            None,
+            "its actor may still record it"
+        );
+        assert_eq!(
+            trial_verdict(&none, &half_open, abandoned, at(1)),
+            Some(false),
+            "abandoned"
+        );
+        assert_eq!(
+            trial_verdict(&none, &TypeHealth::default(), abandoned, at(1)),
+            None
+        );
+    }
+
+    #[test]
+    fn the_policy_status_summarises_levels_and_circuits_in_conditions() {
+        let mut types = BTreeMap::new();
+        let calm = policy_status(None, &types, Some(2), at(0));
+        assert_eq!(
+            (calm.level, calm.open_circuits.len()),
+            (AlertLevel::Normal, 0)
+        );
+        let reason = |s: &HealingPolicyStatus, t: &str| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == t)
+                .map(|c| (c.status.clone(), c.reason.clone()))
+        };
+        assert_eq!(
+            reason(&calm, "Alerting"),
+            Some(("False".into(), "Normal".into()))
+        );
+        assert_eq!(
+            reason(&calm, "CircuitOpen"),
+            Some(("False".into(), "AllClosed".into()))
+        );
+        let mut red = TypeHealth {
+            circuit: Circuit::in_state(CircuitState::Open, at(0)),
+            ..Default::default()
+        };
+        red.alert.level = AlertLevel::Red;
+        types.insert("batch_cleanup".to_owned(), red);
+        assert!(summary_stale(Some(&calm), &types));
+        let alarmed = policy_status(Some(&calm), &types, Some(2), at(1));
+        assert_eq!(alarmed.level, AlertLevel::Red);
+        assert_eq!(alarmed.open_circuits, ["batch_cleanup"]);
+        assert_eq!(alarmed.observed_generation, Some(2));
+        assert_eq!(
+            reason(&alarmed, "Alerting"),
+            Some(("True".into(), "Red".into()))
+        );
+        assert_eq!(
+            reason(&alarmed, "CircuitOpen"),
+            Some(("True".into(), "HealsSkipped".into()))
+        );
+        assert!(!summary_stale(Some(&alarmed), &types));
+        assert!(summary_stale(None, &types));
     }
 
     #[test]
