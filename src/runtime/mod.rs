@@ -14,6 +14,9 @@ pub mod workqueue;
 
 /// The field manager and Event reporter of everything the reconcilers write.
 pub const MANAGER: &str = "pipeline-healer";
+/// The field manager of the Firestore mirror's part of a batch's status (`report` and
+/// `sourceError`).
+pub const MIRROR_MANAGER: &str = "pipeline-healer-mirror";
 /// The field manager of a heal's completion of a `source: status` batch (`state` and
 /// `lastHealingEvent`), apart from the reconciler's summary so neither removes the other's.
 pub const HEAL_MANAGER: &str = "pipeline-healer-heal";

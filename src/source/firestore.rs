@@ -16,24 +16,23 @@ use firestore::{
     FirestoreListenerTarget, FirestoreMemListenStateStorage,
 };
 use jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
-use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::firestore_doc::{BatchDoc, DocProblems, DocValue, fields_of, parse, proto_time};
 use crate::api::PredictionBatch;
-use crate::api::batch::{BatchSource, PredictionBatchSpec};
+use crate::api::batch::{BatchSource, PredictionBatchSpec, PredictionBatchStatus};
 use crate::decide::naming::object_name_for_document;
 use crate::error::{Error, KubeResultExt};
+use crate::runtime::MIRROR_MANAGER;
 use crate::runtime::bookkeeping::Bookkeeping;
 use crate::runtime::policies::PolicyCache;
+use crate::runtime::status::{Precondition, apply_status};
 use crate::runtime::workqueue::WorkQueue;
 
-/// The field manager of the mirror's status writes.
-pub const MIRROR_MANAGER: &str = "pipeline-healer-mirror";
 const TARGET: FirestoreListenerTarget = FirestoreListenerTarget::new(1);
 /// How long a broken listen stream waits before it reconnects (the crate's default is 5 s;
 /// every second of it delays stall detection for every batch).
@@ -251,15 +250,17 @@ impl Mirror {
         if !self.ensure_object(&api, &name, change).await? {
             return Ok(());
         }
+        // The mirror's two fields: the report, or why there is none.
         let status = match &change.parsed {
-            Ok(doc) => json!({"report": doc.report}),
-            Err(problems) => json!({"sourceError": problems.to_string()}),
+            Ok(doc) => PredictionBatchStatus {
+                report: Some(doc.report.clone()),
+                ..Default::default()
+            },
+            Err(problems) => PredictionBatchStatus {
+                source_error: Some(problems.to_string()),
+                ..Default::default()
+            },
         };
-        let patch = json!({
-            "apiVersion": "healing.pipeline.dev/v1alpha1",
-            "kind": "PredictionBatch",
-            "status": status,
-        });
         // A complete batch needs no heal: its report is bookkeeping.
         let complete = change.parsed.as_ref().is_ok_and(|d| d.report.complete);
         let _turn = if complete {
@@ -269,13 +270,15 @@ impl Mirror {
         };
         // An object deleted since the cache saw it (retention, or by hand) fails here; the
         // retry finds it gone from the cache and creates it again if it is still wanted.
-        api.patch_status(
+        apply_status(
+            &api,
             &name,
-            &PatchParams::apply(MIRROR_MANAGER).force(),
-            &Patch::Apply(&patch),
+            MIRROR_MANAGER,
+            Precondition::None,
+            &status,
+            "writing the mirrored report",
         )
-        .await
-        .at("writing the mirrored report")?;
+        .await?;
         Ok(())
     }
 

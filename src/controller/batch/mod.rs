@@ -18,6 +18,8 @@
 
 mod act;
 mod heal;
+#[cfg(test)]
+mod mock_tests;
 mod status;
 
 use std::sync::Arc;
