@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::shown_url;
+use super::{Retries, post_retried, shown_url};
 use crate::Error;
 use crate::decide::naming::percent_encode;
 
@@ -59,38 +59,22 @@ impl Consolidation {
         });
         // The URL as errors may show it: a query string can carry a key.
         let shown = shown_url(&url);
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 1;
-        loop {
-            let sent = self
-                .client
-                .post(&url)
-                .header("X-Healing-Id", healing_id)
-                .json(&body)
-                .send()
-                .await;
-            let error = match sent {
-                Ok(r) if r.status().is_success() => return Ok(r.status().as_u16()),
-                Ok(r) => Error::HttpStatus {
-                    step: CONSOLIDATING,
-                    target: shown.clone(),
-                    status: r.status(),
-                },
-                // reqwest's errors print the whole URL.
-                Err(e) => Error::Http {
-                    step: CONSOLIDATING,
-                    target: shown.clone(),
-                    source: e.without_url(),
-                },
-            };
-            // A 4xx will not change by retrying.
-            if attempt == ATTEMPTS || !error.is_transient() {
-                return Err(error);
-            }
-            tokio::time::sleep(backoff).await;
-            backoff *= 2;
-            attempt += 1;
-        }
+        let headers = [("X-Healing-Id", healing_id)];
+        let retries = Retries {
+            attempts: ATTEMPTS,
+            first: FIRST_BACKOFF,
+        };
+        let status = post_retried(
+            &self.client,
+            &url,
+            &headers,
+            &body,
+            retries,
+            CONSOLIDATING,
+            &shown,
+        )
+        .await?;
+        Ok(status.as_u16())
     }
 }
 

@@ -55,6 +55,56 @@ pub fn shown_url(url: &str) -> String {
     }
 }
 
+/// How an outbound POST is retried: this many tries in all, the wait doubling from `first`.
+#[derive(Clone, Copy, Debug)]
+pub struct Retries {
+    pub attempts: u32,
+    pub first: std::time::Duration,
+}
+
+/// POSTs `body` (as JSON, with `headers`) to `url`, retrying what may pass later (no answer,
+/// 5xx, 408, 429) per `retries`; a refusal (another 4xx) is returned at once. Errors name
+/// `step` and `target` (the URL as it may be shown, or a stand-in for a secret one); reqwest's
+/// own, which print the whole URL, lose it.
+pub async fn post_retried(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &serde_json::Value,
+    retries: Retries,
+    step: &'static str,
+    target: &str,
+) -> Result<reqwest::StatusCode, Error> {
+    let mut backoff = retries.first;
+    let mut attempt = 1;
+    loop {
+        let mut post = client.post(url).json(body);
+        for (name, value) in headers {
+            post = post.header(*name, *value);
+        }
+        let error = match post.send().await {
+            Ok(r) if r.status().is_success() => return Ok(r.status()),
+            Ok(r) => Error::HttpStatus {
+                step,
+                target: target.to_owned(),
+                status: r.status(),
+            },
+            Err(e) => Error::Http {
+                step,
+                target: target.to_owned(),
+                source: e.without_url(),
+            },
+        };
+        if attempt >= retries.attempts || !error.is_transient() {
+            return Err(error);
+        }
+        tracing::debug!(attempt, %error, "POST failed; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff *= 2;
+        attempt += 1;
+    }
+}
+
 /// The configured export sinks. None configured: events live in Kubernetes only.
 #[derive(Default)]
 pub struct Sinks {

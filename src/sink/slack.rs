@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::{Retries, post_retried};
 use crate::Error;
 use crate::api::health::{AlertLevel, WindowCounts};
 use crate::decide::alerts::Notice;
@@ -323,42 +324,29 @@ async fn deliver(
     }
 }
 
+/// Posts one message, retried per [`ATTEMPTS`] and [`FIRST_BACKOFF`]. A webhook's URL is its
+/// secret: errors name "the webhook".
 async fn post_with_retries(
     client: &reqwest::Client,
     url: &str,
     payload: &Value,
 ) -> Result<(), Error> {
-    // A webhook's URL is its secret: errors name "the webhook", and reqwest's own (which
-    // print the URL) lose it.
-    const TARGET: &str = "the webhook";
-    let mut backoff = FIRST_BACKOFF;
-    let mut attempt = 1;
-    loop {
-        let error = match client.post(url).json(payload).send().await {
-            Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) => Error::HttpStatus {
-                step: SENDING,
-                target: TARGET.into(),
-                status: r.status(),
-            },
-            Err(e) => Error::Http {
-                step: SENDING,
-                target: TARGET.into(),
-                source: e.without_url(),
-            },
-        };
-        // A rejected message (bad URL, revoked hook) will not pass by retrying.
-        if attempt == ATTEMPTS || !error.is_transient() {
-            return Err(error);
-        }
-        debug!(attempt, %error, "Slack delivery failed; retrying");
-        tokio::time::sleep(backoff).await;
-        backoff *= 2;
-        attempt += 1;
-    }
+    let retries = Retries {
+        attempts: ATTEMPTS,
+        first: FIRST_BACKOFF,
+    };
+    post_retried(
+        client,
+        url,
+        &[],
+        payload,
+        retries,
+        "sending the Slack message",
+        "the webhook",
+    )
+    .await
+    .map(|_| ())
 }
-
-const SENDING: &str = "sending the Slack message";
 
 #[cfg(test)]
 mod tests {

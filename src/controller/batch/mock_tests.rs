@@ -78,6 +78,33 @@ impl ApiServer {
         Seen { query, body }
     }
 
+    /// The heal's intent: a HealingEvent created (201); its name.
+    async fn intent(&mut self) -> (String, Seen) {
+        let intent = self.answer(Method::POST, EVENTS, 201, None).await;
+        let id = intent.body["metadata"]["name"].as_str().unwrap().to_owned();
+        (id, intent)
+    }
+
+    /// The outcome applied to the event `id` (answered with the event); its status.
+    async fn outcome(&mut self, id: &str, event: &Seen) -> Value {
+        let path = format!("{EVENTS}/{id}/status");
+        let outcome = self
+            .answer(Method::PATCH, &path, 200, Some(event.body.clone()))
+            .await;
+        assert!(
+            outcome.query.contains("fieldManager=pipeline-healer"),
+            "{}",
+            outcome.query
+        );
+        outcome.body["status"].clone()
+    }
+
+    /// The Kubernetes Event that tells it; its reason.
+    async fn told(&mut self) -> String {
+        let told = self.answer(Method::POST, K8S_EVENTS, 201, None).await;
+        told.body["reason"].as_str().unwrap_or_default().to_owned()
+    }
+
     /// No request beyond the script: once the client is dropped, the handle sees the end.
     async fn expect_no_more(mut self) {
         let next = tokio::time::timeout(Duration::from_secs(5), self.0.next_request()).await;
@@ -163,10 +190,9 @@ async fn a_heal_that_applies_records_success_and_tells_it() {
     let fixture = fixture();
     let batch = serde_json::to_value(&fixture.batch).unwrap();
     let progress = run(fixture, false, |mut server| async move {
-        let intent = server.answer(Method::POST, EVENTS, 201, None).await;
+        let (id, intent) = server.intent().await;
         assert_eq!(intent.body["spec"]["rootCause"], "feature_store_timeout");
         assert_eq!(intent.body["spec"]["dryRun"], false);
-        let id = intent.body["metadata"]["name"].as_str().unwrap().to_owned();
         let completion = server
             .answer(Method::PATCH, BATCH_STATUS, 200, Some(batch))
             .await;
@@ -185,18 +211,10 @@ async fn a_heal_that_applies_records_success_and_tells_it() {
             completion.body["status"],
             json!({"state": "AutoCompleted", "lastHealingEvent": id})
         );
-        let outcome = server
-            .answer(
-                Method::PATCH,
-                &format!("{EVENTS}/{id}/status"),
-                200,
-                Some(intent.body),
-            )
-            .await;
-        assert_eq!(outcome.body["status"]["outcome"], "Succeeded");
-        assert_eq!(outcome.body["status"]["afterState"]["is_complete"], true);
-        let told = server.answer(Method::POST, K8S_EVENTS, 201, None).await;
-        assert_eq!(told.body["reason"], "AutoCompleted");
+        let outcome = server.outcome(&id, &intent).await;
+        assert_eq!(outcome["outcome"], "Succeeded");
+        assert_eq!(outcome["afterState"]["is_complete"], true);
+        assert_eq!(server.told().await, "AutoCompleted");
         server
     })
     .await
@@ -211,32 +229,21 @@ async fn a_late_completion_supersedes_the_heal_and_nothing_is_overwritten() {
     completed["metadata"]["resourceVersion"] = json!("8");
     completed["status"]["report"]["completed"] = json!(50);
     let progress = run(fixture, false, |mut server| async move {
-        let intent = server.answer(Method::POST, EVENTS, 201, None).await;
-        let id = intent.body["metadata"]["name"].as_str().unwrap().to_owned();
+        let (id, intent) = server.intent().await;
         // The workers finished the batch first: the conditional write conflicts.
+        let conflict = Some(failure(409, "Conflict"));
         server
-            .answer(
-                Method::PATCH,
-                BATCH_STATUS,
-                409,
-                Some(failure(409, "Conflict")),
-            )
+            .answer(Method::PATCH, BATCH_STATUS, 409, conflict)
             .await;
         server
             .answer(Method::GET, BATCH, 200, Some(completed))
             .await;
-        let outcome = server
-            .answer(
-                Method::PATCH,
-                &format!("{EVENTS}/{id}/status"),
-                200,
-                Some(intent.body),
-            )
-            .await;
-        assert_eq!(outcome.body["status"]["outcome"], "Superseded");
-        assert_eq!(outcome.body["status"]["success"], false);
-        let told = server.answer(Method::POST, K8S_EVENTS, 201, None).await;
-        assert_eq!(told.body["reason"], "HealSuperseded");
+        let outcome = server.outcome(&id, &intent).await;
+        assert_eq!(
+            (&outcome["outcome"], &outcome["success"]),
+            (&json!("Superseded"), &json!(false))
+        );
+        assert_eq!(server.told().await, "HealSuperseded");
         server
     })
     .await
@@ -248,35 +255,19 @@ async fn a_late_completion_supersedes_the_heal_and_nothing_is_overwritten() {
 async fn a_failed_action_is_recorded_failed_and_the_error_is_retried() {
     let fixture = fixture();
     let result = run(fixture, false, |mut server| async move {
-        let intent = server.answer(Method::POST, EVENTS, 201, None).await;
-        let id = intent.body["metadata"]["name"].as_str().unwrap().to_owned();
+        let (id, intent) = server.intent().await;
+        let unavailable = Some(failure(503, "ServiceUnavailable"));
         server
-            .answer(
-                Method::PATCH,
-                BATCH_STATUS,
-                503,
-                Some(failure(503, "ServiceUnavailable")),
-            )
+            .answer(Method::PATCH, BATCH_STATUS, 503, unavailable)
             .await;
-        let outcome = server
-            .answer(
-                Method::PATCH,
-                &format!("{EVENTS}/{id}/status"),
-                200,
-                Some(intent.body),
-            )
-            .await;
-        assert_eq!(outcome.body["status"]["outcome"], "Failed");
-        let message = outcome.body["status"]["message"].as_str().unwrap();
+        let outcome = server.outcome(&id, &intent).await;
+        assert_eq!(outcome["outcome"], "Failed");
+        let message = outcome["message"].as_str().unwrap();
         assert!(
             message.starts_with("completing the batch failed: completing the batch"),
             "{message}"
         );
-        let told = server.answer(Method::POST, K8S_EVENTS, 201, None).await;
-        assert_eq!(
-            (told.body["reason"].as_str(), told.body["type"].as_str()),
-            (Some("HealFailed"), Some("Warning"))
-        );
+        assert_eq!(server.told().await, "HealFailed");
         server
     })
     .await;
@@ -294,23 +285,14 @@ async fn a_dry_run_records_what_it_would_do_and_changes_nothing() {
         healing_id_of(&fixture.batch, &fixture.stall, Recording::Act, 1)
     );
     let progress = run(fixture, true, |mut server| async move {
-        let intent = server.answer(Method::POST, EVENTS, 201, None).await;
-        assert_eq!(intent.body["spec"]["dryRun"], true);
-        let id = intent.body["metadata"]["name"].as_str().unwrap().to_owned();
-        assert_eq!(id, dry_id);
-        let outcome = server
-            .answer(
-                Method::PATCH,
-                &format!("{EVENTS}/{id}/status"),
-                200,
-                Some(intent.body),
-            )
-            .await;
-        assert_eq!(outcome.body["status"]["outcome"], "Skipped");
+        let (id, intent) = server.intent().await;
         assert_eq!(
-            outcome.body["status"]["message"],
-            "dry-run: nothing changed"
+            (id.as_str(), &intent.body["spec"]["dryRun"]),
+            (dry_id.as_str(), &json!(true))
         );
+        let outcome = server.outcome(&id, &intent).await;
+        assert_eq!(outcome["outcome"], "Skipped");
+        assert_eq!(outcome["message"], "dry-run: nothing changed");
         // No write to the batch, and no Kubernetes Event.
         server
     })
@@ -335,23 +317,14 @@ async fn an_open_circuit_skips_the_heal_until_its_cooldown_ends() {
     let ctx = Arc::get_mut(&mut fixture.ctx).expect("one owner");
     ctx.health_maps = store;
     let progress = run(fixture, false, |mut server| async move {
-        let intent = server.answer(Method::POST, EVENTS, 201, None).await;
+        let (id, intent) = server.intent().await;
+        let action = &intent.body["spec"]["actionTaken"];
         assert_eq!(
-            intent.body["spec"]["actionTaken"],
+            action,
             "Skipped: circuit_open; the batch was left as it was"
         );
-        let id = intent.body["metadata"]["name"].as_str().unwrap().to_owned();
-        let outcome = server
-            .answer(
-                Method::PATCH,
-                &format!("{EVENTS}/{id}/status"),
-                200,
-                Some(intent.body),
-            )
-            .await;
-        assert_eq!(outcome.body["status"]["outcome"], "Skipped");
-        let told = server.answer(Method::POST, K8S_EVENTS, 201, None).await;
-        assert_eq!(told.body["reason"], "HealSkipped");
+        assert_eq!(server.outcome(&id, &intent).await["outcome"], "Skipped");
+        assert_eq!(server.told().await, "HealSkipped");
         server
     })
     .await
