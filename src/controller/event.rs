@@ -29,43 +29,66 @@ pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Ac
     let namespace = event.namespace().unwrap_or_default();
     // Any change to an event may move its namespace's windows, circuits or export backlog.
     ctx.health.touch(&namespace);
-    let id = event.name_any();
-    let policy = ctx.policies.spec_for(&namespace);
+    let retention = ctx.policies.spec_for(&namespace).retention.as_span();
     let sinks = ctx.sinks.names();
-    let now = Timestamp::now();
-    let retention = policy.retention.as_span();
     let recorded = event.spec.timestamp.0;
-    let api: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), &namespace);
+    let now = Timestamp::now();
 
     let next = plan(event.status.as_ref(), &sinks, recorded, retention, now);
     if next.delete {
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: event.uid(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        let deleted = api
-            .delete(&id, &params)
-            .await
-            .unless_gone("deleting the HealingEvent after the retention period")?;
-        if deleted.is_some() {
-            info!(healing_id = %id, "healing event removed after the retention period");
-        }
+        delete(&ctx, &event).await?;
         return Ok(Action::await_change());
     }
     if next.due.is_empty() {
         return Ok(requeue_at(next.wake_at, now));
     }
+    let exports = export_due(&ctx, &event, &next.due).await;
+    let Some(status) = write_exports(&ctx, &event, exports).await? else {
+        return Ok(Action::requeue(STALE_READ_RETRY));
+    };
+    // The write brings the event back through here, where the plan sees the new state; the
+    // requeue below only covers a retry falling due with no change in between.
+    let after = plan(Some(&status), &sinks, recorded, retention, now);
+    Ok(requeue_at(after.wake_at, now))
+}
 
+/// How soon an export whose state write met a newer version of the event looks again.
+const STALE_READ_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Deletes the event after its retention period (only the object decided on: uid
+/// precondition).
+async fn delete(ctx: &Context, event: &HealingEvent) -> Result<(), Error> {
+    let api: Api<HealingEvent> =
+        Api::namespaced(ctx.client.clone(), &event.namespace().unwrap_or_default());
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: event.uid(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    let deleted = api
+        .delete(&event.name_any(), &params)
+        .await
+        .unless_gone("deleting the HealingEvent after the retention period")?;
+    if deleted.is_some() {
+        info!(healing_id = %event.name_any(), "healing event removed after the retention period");
+    }
+    Ok(())
+}
+
+/// Exports the event to each sink in `due` at once; each sink's state after its attempt.
+async fn export_due(
+    ctx: &Context,
+    event: &HealingEvent,
+    due: &[&'static str],
+) -> BTreeMap<String, SinkExport> {
+    let id = event.name_any();
     let results =
-        futures::future::join_all(next.due.iter().map(|sink| ctx.sinks.export(sink, &event))).await;
+        futures::future::join_all(due.iter().map(|sink| ctx.sinks.export(sink, event))).await;
     let previous = |sink: &str| event.status.as_ref().and_then(|s| s.exports.get(sink));
     let backoff = Backoff::default();
-    let exports: BTreeMap<String, SinkExport> = next
-        .due
-        .iter()
+    due.iter()
         .zip(results)
         .map(|(sink, result)| {
             let before = previous(sink);
@@ -73,43 +96,41 @@ pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Ac
             let state = after_attempt(before, result, Timestamp::now(), &backoff, &id);
             ((*sink).to_owned(), state)
         })
-        .collect();
-    // Every sink's state, the ones not due this time included: the export writer owns the
-    // whole map, and an entry it left out would be removed.
-    let mut all_exports = event
-        .status
-        .as_ref()
-        .map(|s| s.exports.clone())
-        .unwrap_or_default();
-    all_exports.extend(exports);
-    let status = HealingEventStatus {
-        exports: all_exports,
+        .collect()
+}
+
+/// Applies every sink's state, the ones not due this time included (the export writer owns
+/// the whole map, and an entry it left out would be removed); the event's status as written.
+/// None: the event changed since it was read. The map is rebuilt from that read, so a stale
+/// one must not write an older state over a newer one; the newer version exports again.
+async fn write_exports(
+    ctx: &Context,
+    event: &HealingEvent,
+    exports: BTreeMap<String, SinkExport>,
+) -> Result<Option<HealingEventStatus>, Error> {
+    let mut status = event.status.clone().unwrap_or_default();
+    status.exports.extend(exports);
+    let written_part = HealingEventStatus {
+        exports: status.exports.clone(),
         ..Default::default()
     };
-    let turn = ctx.bookkeeping.turn().await;
-    // Conditional on the version read: the map is rebuilt from it, so a stale read must not
-    // write an older state over a newer one. A conflict is retried with the newer version.
+    let api: Api<HealingEvent> =
+        Api::namespaced(ctx.client.clone(), &event.namespace().unwrap_or_default());
+    let _turn = ctx.bookkeeping.turn().await;
     let written = apply_status(
         &api,
-        &id,
+        &event.name_any(),
         EXPORT_MANAGER,
-        Precondition::decided_from(&*event),
-        &status,
+        Precondition::decided_from(event),
+        &written_part,
         "writing the export state",
     )
     .await?;
-    drop(turn);
     if written.is_none() {
-        debug!(healing_id = %id, "the event changed since it was read; exporting from its newer version");
-        return Ok(Action::requeue(std::time::Duration::from_millis(200)));
+        debug!(healing_id = %event.name_any(), "the event changed since it was read; exporting from its newer version");
+        return Ok(None);
     }
-
-    // The write brings the event back through here, where the plan sees the new state; the
-    // requeue below only covers a retry falling due with no change in between.
-    let mut after_status = event.status.clone().unwrap_or_default();
-    after_status.exports = status.exports;
-    let after = plan(Some(&after_status), &sinks, recorded, retention, now);
-    Ok(requeue_at(after.wake_at, now))
+    Ok(Some(status))
 }
 
 /// Logs an export attempt. An outage fails every event at every retry, so a failure is

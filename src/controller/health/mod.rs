@@ -26,7 +26,7 @@ use super::Context;
 use crate::api::HealingEvent;
 use crate::api::event::ExportState;
 use crate::decide::export::is_final;
-use crate::decide::health::{evaluate, observe, summary_stale};
+use crate::decide::health::{Evaluation, evaluate, observe, summary_stale};
 use crate::error::Error;
 pub use store::{HEALTH_CONFIGMAP, HEALTH_LABEL, StoredHealth, claim_trial, gate, stored_health};
 use store::{Holder, save};
@@ -97,6 +97,37 @@ fn instant_of(at: Timestamp, now: Timestamp) -> Instant {
     Instant::now() + wait.min(Duration::from_secs(86_400 * 30)) + Duration::from_millis(5)
 }
 
+/// The namespace's export backlog per sink and each type's level and circuit, as gauges; a
+/// type the evaluation dropped reads 0 again.
+fn report_metrics(
+    ctx: &Context,
+    namespace: &str,
+    events: &BTreeMap<String, Arc<HealingEvent>>,
+    stored: &StoredHealth,
+    evaluation: &Evaluation,
+) {
+    for sink in ctx.sinks.names() {
+        let waiting = events.values().filter(|e| awaits_export(e, sink)).count();
+        ctx.metrics
+            .export_backlog(namespace, sink, i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+    for (healing_type, health) in &evaluation.types {
+        ctx.metrics.type_health(
+            namespace,
+            healing_type,
+            health.alert.level as i64,
+            health.circuit.state as i64,
+        );
+    }
+    for healing_type in stored
+        .types
+        .keys()
+        .filter(|t| !evaluation.types.contains_key(*t))
+    {
+        ctx.metrics.type_health(namespace, healing_type, 0, 0);
+    }
+}
+
 /// A finished event that `sink` does not have yet.
 fn awaits_export(event: &HealingEvent, sink: &str) -> bool {
     let status = event.status.as_ref();
@@ -122,29 +153,8 @@ pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Option<Timestam
         .collect();
 
     let observed = observe(&events, &stored.types, ctx.abandoned_heal_after(), now);
-
-    for sink in ctx.sinks.names() {
-        let waiting = events.values().filter(|e| awaits_export(e, sink)).count();
-        ctx.metrics
-            .export_backlog(namespace, sink, i64::try_from(waiting).unwrap_or(i64::MAX));
-    }
-
     let evaluation = evaluate(&stored.types, &observed, &policy, now);
-    for (healing_type, health) in evaluation.types.iter() {
-        ctx.metrics.type_health(
-            namespace,
-            healing_type,
-            health.alert.level as i64,
-            health.circuit.state as i64,
-        );
-    }
-    for healing_type in stored
-        .types
-        .keys()
-        .filter(|t| !evaluation.types.contains_key(*t))
-    {
-        ctx.metrics.type_health(namespace, healing_type, 0, 0);
-    }
+    report_metrics(ctx, namespace, &events, &stored, &evaluation);
     let summary_stale = match &stored.holder {
         Holder::Policy(p) => summary_stale(p.status.as_ref(), &evaluation.types),
         Holder::ConfigMap(_) => false,
