@@ -14,7 +14,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
-use super::{Context, requeue_at};
+use super::{Context, STALE_READ_RETRY, requeue_at};
 use crate::api::HealingEvent;
 use crate::api::event::{ExportState, HealingEventStatus, SinkExport};
 use crate::decide::export::{Backoff, after_attempt, plan};
@@ -51,9 +51,6 @@ pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Ac
     let after = plan(Some(&status), &sinks, recorded, retention, now);
     Ok(requeue_at(after.wake_at, now))
 }
-
-/// How soon an export whose state write met a newer version of the event looks again.
-const STALE_READ_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Deletes the event after its retention period (only the object decided on: uid
 /// precondition).
@@ -101,36 +98,50 @@ async fn export_due(
 
 /// Applies every sink's state, the ones not due this time included (the export writer owns
 /// the whole map, and an entry it left out would be removed); the event's status as written.
-/// None: the event changed since it was read. The map is rebuilt from that read, so a stale
-/// one must not write an older state over a newer one; the newer version exports again.
+/// The map is rebuilt from a read, so the write is conditional on that read's version: a
+/// stale one must not write an older state over a newer one. On a conflict the event is read
+/// again and this attempt's results are written over the fresh map once more (so they are
+/// not lost); None: it changed again, and its newer version decides.
 async fn write_exports(
     ctx: &Context,
     event: &HealingEvent,
     exports: BTreeMap<String, SinkExport>,
 ) -> Result<Option<HealingEventStatus>, Error> {
-    let mut status = event.status.clone().unwrap_or_default();
-    status.exports.extend(exports);
-    let written_part = HealingEventStatus {
-        exports: status.exports.clone(),
-        ..Default::default()
-    };
     let api: Api<HealingEvent> =
         Api::namespaced(ctx.client.clone(), &event.namespace().unwrap_or_default());
+    let id = event.name_any();
     let _turn = ctx.bookkeeping.turn().await;
-    let written = apply_status(
-        &api,
-        &event.name_any(),
-        EXPORT_MANAGER,
-        Precondition::decided_from(event),
-        &written_part,
-        "writing the export state",
-    )
-    .await?;
-    if written.is_none() {
-        debug!(healing_id = %event.name_any(), "the event changed since it was read; exporting from its newer version");
-        return Ok(None);
+    let mut read = event.clone();
+    for _ in 0..2 {
+        let mut status = read.status.clone().unwrap_or_default();
+        status.exports.extend(exports.clone());
+        let written_part = HealingEventStatus {
+            exports: status.exports.clone(),
+            ..Default::default()
+        };
+        let written = apply_status(
+            &api,
+            &id,
+            EXPORT_MANAGER,
+            Precondition::decided_from(&read),
+            &written_part,
+            "writing the export state",
+        )
+        .await?;
+        if written.is_some() {
+            return Ok(Some(status));
+        }
+        debug!(healing_id = %id, "the event changed since it was read; writing the export state over its newer version");
+        let Some(fresh) = api
+            .get_opt(&id)
+            .await
+            .at("reading the event after a conflict")?
+        else {
+            return Ok(None); // deleted meanwhile
+        };
+        read = fresh;
     }
-    Ok(Some(status))
+    Ok(None)
 }
 
 /// Logs an export attempt. An outage fails every event at every retry, so a failure is

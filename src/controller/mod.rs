@@ -4,6 +4,7 @@ pub mod batch;
 pub mod event;
 pub mod health;
 pub mod phase;
+pub mod record;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,11 @@ use health::HealthTrigger;
 use k8s_openapi::api::batch::v1::Job;
 
 pub use crate::runtime::MANAGER;
+
+/// How soon a reconcile whose conditional write met a newer version of its object looks
+/// again (the watch has the newer one within milliseconds, but a status write of its own may
+/// not wake it).
+pub(crate) const STALE_READ_RETRY: Duration = Duration::from_millis(200);
 
 /// What the controller watches and how it identifies itself.
 #[derive(Clone, Debug)]

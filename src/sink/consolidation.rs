@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{Retries, post_retried, shown_url};
+use super::{Retries, post_retried};
 use crate::Error;
 use crate::decide::naming::percent_encode;
 
@@ -57,13 +57,12 @@ impl Consolidation {
             "healing_id": healing_id,
             "reason": "auto_completed",
         });
-        // The URL as errors may show it: a query string can carry a key.
-        let shown = shown_url(&url);
         let headers = [("X-Healing-Id", healing_id)];
         let retries = Retries {
             attempts: ATTEMPTS,
             first: FIRST_BACKOFF,
         };
+        // Errors show the URL without its query string, which can carry a key.
         let status = post_retried(
             &self.client,
             &url,
@@ -71,7 +70,7 @@ impl Consolidation {
             &body,
             retries,
             CONSOLIDATING,
-            &shown,
+            None,
         )
         .await?;
         Ok(status.as_u16())

@@ -62,10 +62,11 @@ pub struct Retries {
     pub first: std::time::Duration,
 }
 
-/// POSTs `body` (as JSON, with `headers`) to `url`, retrying what may pass later (no answer,
-/// 5xx, 408, 429) per `retries`; a refusal (another 4xx) is returned at once. Errors name
-/// `step` and `target` (the URL as it may be shown, or a stand-in for a secret one); reqwest's
-/// own, which print the whole URL, lose it.
+/// POSTs `body` (as JSON, with `headers`) to `url`, retrying per `retries` what may pass
+/// later: no answer, a 5xx, a redirect (none is followed), 408 and 429; any other 4xx is a
+/// refusal, returned at once. Errors name `step` and the URL as [`shown_url`] shows it, or
+/// `stand_in` for a URL that is itself a secret (a webhook); reqwest's own errors, which
+/// print the whole URL, lose it.
 pub async fn post_retried(
     client: &reqwest::Client,
     url: &str,
@@ -73,8 +74,9 @@ pub async fn post_retried(
     body: &serde_json::Value,
     retries: Retries,
     step: &'static str,
-    target: &str,
+    stand_in: Option<&str>,
 ) -> Result<reqwest::StatusCode, Error> {
+    let target = stand_in.map_or_else(|| shown_url(url), str::to_owned);
     let mut backoff = retries.first;
     let mut attempt = 1;
     loop {
@@ -82,20 +84,30 @@ pub async fn post_retried(
         for (name, value) in headers {
             post = post.header(*name, *value);
         }
-        let error = match post.send().await {
+        let (error, worth_retrying) = match post.send().await {
             Ok(r) if r.status().is_success() => return Ok(r.status()),
-            Ok(r) => Error::HttpStatus {
-                step,
-                target: target.to_owned(),
-                status: r.status(),
-            },
-            Err(e) => Error::Http {
-                step,
-                target: target.to_owned(),
-                source: e.without_url(),
-            },
+            Ok(r) => {
+                let status = r.status();
+                let again = status.is_server_error()
+                    || status.is_redirection()
+                    || matches!(status.as_u16(), 408 | 429);
+                let error = Error::HttpStatus {
+                    step,
+                    target: target.clone(),
+                    status,
+                };
+                (error, again)
+            }
+            Err(e) => {
+                let error = Error::Http {
+                    step,
+                    target: target.clone(),
+                    source: e.without_url(),
+                };
+                (error, true)
+            }
         };
-        if attempt >= retries.attempts || !error.is_transient() {
+        if attempt >= retries.attempts || !worth_retrying {
             return Err(error);
         }
         tracing::debug!(attempt, %error, "POST failed; retrying");

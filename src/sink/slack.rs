@@ -342,7 +342,7 @@ async fn post_with_retries(
         payload,
         retries,
         "sending the Slack message",
-        "the webhook",
+        Some("the webhook"),
     )
     .await
     .map(|_| ())

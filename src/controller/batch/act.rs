@@ -4,14 +4,14 @@
 
 use jiff::Timestamp;
 use kube::api::Api;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::warn;
 
 use crate::api::PredictionBatch;
 use crate::api::batch::{BatchSource, BatchState, PredictionBatchStatus};
-use crate::controller::Context;
+use crate::controller::{Context, record};
 use crate::decide::heal::{Acted, completion_reason, still_calls_for};
 use crate::decide::stall::{Stall, StallPolicy};
 use crate::error::{Error, KubeResultExt};
@@ -82,19 +82,19 @@ async fn consolidate(
         Ok(code) => Ok(json!({"requested": true, "status": code})),
         Err(error) => {
             warn!(batch = %batch.name_any(), healing_id = %id, %error, "consolidation request failed");
-            let event = Event {
-                type_: EventType::Warning,
-                reason: "ConsolidationFailed".into(),
-                note: Some(format!(
-                    "the batch was completed but consolidating it failed: {error} (HealingEvent {id})"
-                )),
-                action: "Consolidate".into(),
-                secondary: None,
-            };
-            ctx.recorder
-                .publish(&event, &batch.object_ref(&()))
-                .await
-                .at("publishing the ConsolidationFailed Event")?;
+            let note = format!(
+                "the batch was completed but consolidating it failed: {error} (HealingEvent {id})"
+            );
+            let regarding = batch.object_ref(&());
+            record::publish(
+                ctx,
+                &regarding,
+                EventType::Warning,
+                "ConsolidationFailed",
+                "Consolidate",
+                note,
+            )
+            .await?;
             Ok(json!({"requested": false, "error": error.to_string()}))
         }
     }

@@ -2,8 +2,8 @@
 //! records is decided in `decide::heal`; this is the I/O in its order.
 
 use jiff::Timestamp;
-use kube::api::{Api, PostParams};
-use kube::runtime::events::{Event, EventType};
+use kube::api::Api;
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::info;
@@ -11,8 +11,7 @@ use tracing::info;
 use super::act;
 use crate::api::event::{BATCH_CLEANUP, Outcome};
 use crate::api::{HealingEvent, PredictionBatch};
-use crate::controller::Context;
-use crate::controller::health;
+use crate::controller::{Context, health, record};
 use crate::decide::heal::{
     self, Existing, OutcomeRecord, Recording, existing_heal, intent, next_attempt, outcome_of,
     recording_for,
@@ -20,8 +19,6 @@ use crate::decide::heal::{
 use crate::decide::health::Gate;
 use crate::decide::stall::{Stall, StallPolicy};
 use crate::error::{Error, KubeResultExt};
-use crate::runtime::MANAGER;
-use crate::runtime::status::{Precondition, apply_status};
 
 /// Where a heal stands after [`heal`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +74,7 @@ pub async fn heal(
         return Ok(match earlier {
             Existing::RetryAfterFailure => HealProgress::RetryAfterFailure,
             Existing::InProgressElsewhere => HealProgress::InProgressElsewhere,
+            // (A heal taken over is carried on: `record_intent` answers None for it.)
             Existing::Finished | Existing::TakeOver => {
                 skipped.unwrap_or(HealProgress::FinishedEarlier)
             }
@@ -109,16 +107,12 @@ async fn record_intent(
     now: Timestamp,
 ) -> Result<Option<Existing>, Error> {
     let ns = event.namespace().unwrap_or_default();
-    let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), &ns);
     let id = event.name_any();
-    let created = events
-        .create(&PostParams::default(), event)
-        .await
-        .unless_conflict("recording the heal's intent")?;
-    if created.is_some() {
+    if record::intent(ctx, event).await? {
         info!(namespace = %ns, healing_id = %id, root_cause = %event.spec.root_cause, ?recording, "stall detected; healing recorded");
         return Ok(None);
     }
+    let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), &ns);
     let existing = events
         .get(&id)
         .await
@@ -150,41 +144,26 @@ async fn record_outcome(
     id: &str,
     record: OutcomeRecord,
 ) -> Result<(), Error> {
-    let events: Api<HealingEvent> =
-        Api::namespaced(ctx.client.clone(), &batch.namespace().unwrap_or_default());
-    apply_status(
-        &events,
-        id,
-        MANAGER,
-        Precondition::None,
-        &record.status,
-        "recording the heal's outcome",
-    )
-    .await?;
+    let ns = batch.namespace().unwrap_or_default();
+    record::outcome(ctx, &ns, id, BATCH_CLEANUP, &record.status).await?;
     let outcome = record.status.outcome.unwrap_or(Outcome::Pending);
     info!(batch = %batch.name_any(), healing_id = %id, ?outcome, "heal outcome recorded");
-    let latency = record
-        .status
-        .heal_latency_seconds
-        .filter(|_| outcome == Outcome::Succeeded);
-    ctx.metrics
-        .healed(BATCH_CLEANUP, &format!("{outcome:?}"), latency);
     if let Some(note) = record.note {
-        let event = Event {
-            type_: if note.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: note.reason.into(),
-            note: Some(format!("{} (HealingEvent {id})", note.message)),
-            action: "Heal".into(),
-            secondary: None,
+        let type_ = if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
         };
-        ctx.recorder
-            .publish(&event, &batch.object_ref(&()))
-            .await
-            .at("publishing the heal's Event")?;
+        let message = format!("{} (HealingEvent {id})", note.message);
+        record::publish(
+            ctx,
+            &batch.object_ref(&()),
+            type_,
+            note.reason,
+            "Heal",
+            message,
+        )
+        .await?;
     }
     Ok(())
 }

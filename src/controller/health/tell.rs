@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::ResourceExt;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use crate::api::health::{CircuitState, TypeHealth};
 use crate::api::{HealingEvent, HealingPolicySpec};
-use crate::controller::Context;
+use crate::controller::{Context, record};
 use crate::decide::alerts::Notice;
 use crate::decide::health::{Change, occurrence};
 use crate::sink::slack::{PatternAlert, RecentAction, pattern_message};
@@ -95,14 +95,7 @@ pub async fn tell(
         _ => {}
     }
     for (type_, reason, note) in notes {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Alert".into(),
-            secondary: None,
-        };
-        if let Err(error) = ctx.recorder.publish(&event, holder).await {
+        if let Err(error) = record::publish(ctx, holder, type_, reason, "Alert", note).await {
             warn!(namespace, %error, "publishing a Kubernetes Event failed");
         }
     }

@@ -10,10 +10,10 @@ use kube::runtime::events::EventType;
 use tracing::warn;
 
 use super::status::{publish, write};
-use super::trigger::{record_intent, record_outcome};
+use super::trigger::record_outcome;
 use crate::api::event::Outcome;
 use crate::api::phase::PhaseRun;
-use crate::controller::Context;
+use crate::controller::{Context, record};
 use crate::decide::phase_status::{refusal_intent, refusal_message, refused_status};
 use crate::decide::trust::Refusal;
 use crate::error::Error;
@@ -38,7 +38,7 @@ pub async fn refuse_tables(
     };
     let message = refusal_message(&refusals);
     let id = event.name_any();
-    if record_intent(ctx, &event).await? {
+    if record::intent(ctx, &event).await? {
         let ns = run.namespace().unwrap_or_default();
         let queried = serde_json::json!({"queried": false});
         record_outcome(ctx, &ns, &id, Outcome::Failed, Some(&message), queried).await?;

@@ -1,24 +1,18 @@
 //! The PhaseRun reconciler's writes: the run's status, its Kubernetes Events, and the
 //! original's history document.
 
-use std::time::Duration;
-
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::{debug, warn};
 
 use crate::api::phase::{PhaseRun, PhaseRunStatus};
-use crate::controller::Context;
+use crate::controller::{Context, STALE_READ_RETRY, record};
 use crate::error::Error;
 use crate::runtime::MANAGER;
 use crate::runtime::status::{Precondition, apply_status};
 use crate::sink::firestore_history::{self, PassHistory};
-
-/// How soon a reconcile that read a stale PhaseRun looks again (the watch has the newer one
-/// within milliseconds).
-const STALE_READ_RETRY: Duration = Duration::from_millis(200);
 
 /// Applies `status`, then goes on as `action` says. Written only over the status the step was
 /// decided from: a reconcile that read a stale PhaseRun must not roll a pass back. Its own
@@ -49,14 +43,8 @@ pub async fn write(
 
 /// A Kubernetes Event on the run. A failure is logged: the HealingEvents are the record.
 pub async fn publish(ctx: &Context, run: &PhaseRun, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Heal".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &run.object_ref(&())).await {
+    let regarding = run.object_ref(&());
+    if let Err(e) = record::publish(ctx, &regarding, type_, reason, "Heal", note).await {
         warn!(phase_run = %run.name_any(), error = %e, "publishing a Kubernetes Event failed");
     }
 }

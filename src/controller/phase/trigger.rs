@@ -10,15 +10,12 @@ use kube::runtime::events::EventType;
 use tracing::info;
 
 use super::status::publish;
-use crate::api::HealingEvent;
 use crate::api::event::{HealingEventStatus, Outcome, PHASE_RERUN};
 use crate::api::phase::PhaseRun;
-use crate::controller::Context;
+use crate::controller::{Context, record};
 use crate::decide::phase_status::{how, rerun_intent};
 use crate::decide::rerun::{Rerun, RerunError, rerun};
 use crate::error::{Error, KubeResultExt};
-use crate::runtime::MANAGER;
-use crate::runtime::status::{Precondition, apply_status};
 
 /// What one `trigger` call did.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,7 +57,7 @@ pub async fn trigger(
         Timestamp::now(),
     );
     let id = event.name_any();
-    if !record_intent(ctx, &event).await? {
+    if !record::intent(ctx, &event).await? {
         // This trigger was recorded already (a retried reconcile): do not run it twice.
         return Ok(Triggered::Earlier);
     }
@@ -121,18 +118,6 @@ fn json_triggered(triggered: bool) -> serde_json::Value {
     serde_json::json!({ "triggered": triggered })
 }
 
-/// Creates the HealingEvent (intent first). False: it exists already, so this action was
-/// recorded (and taken) by an earlier reconcile.
-pub async fn record_intent(ctx: &Context, event: &HealingEvent) -> Result<bool, Error> {
-    let events: Api<HealingEvent> =
-        Api::namespaced(ctx.client.clone(), &event.namespace().unwrap_or_default());
-    let created = events
-        .create(&PostParams::default(), event)
-        .await
-        .unless_conflict("recording the re-run's intent")?;
-    Ok(created.is_some())
-}
-
 /// Makes the HealingEvent `id` final with `outcome` (a failure's message, when it failed).
 pub async fn record_outcome(
     ctx: &Context,
@@ -150,19 +135,7 @@ pub async fn record_outcome(
         after_state: Some(after_state),
         ..Default::default()
     };
-    let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), ns);
-    apply_status(
-        &events,
-        id,
-        MANAGER,
-        Precondition::None,
-        &status,
-        "recording the re-run's outcome",
-    )
-    .await?;
-    ctx.metrics
-        .healed(PHASE_RERUN, &format!("{outcome:?}"), None);
-    Ok(())
+    record::outcome(ctx, ns, id, PHASE_RERUN, &status).await
 }
 
 /// Creates the re-run's Job; one that exists already is this attempt's, created by an
