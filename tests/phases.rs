@@ -779,3 +779,58 @@ async fn written_by_the_controller(ns: &TestNamespace, name: &str) -> String {
         serde_json::to_string(&events).unwrap(),
     )
 }
+
+/// A status an earlier release wrote by merge patch (recorded as `pipeline-healer`,
+/// operation Update) does not outlive the whole-status writer: the field it leaves out goes,
+/// where a bare apply would leave it (that entry still owns it).
+#[tokio::test]
+async fn a_field_an_earlier_release_wrote_is_removed_when_the_status_is_applied_without_it() {
+    use pipeline_healer::api::phase::PhaseRunStatus;
+    use pipeline_healer::runtime::status::{Precondition, apply_whole_status};
+    let ns = namespace("phase-legacy-status").await;
+    create_phase(
+        &ns,
+        "legacy",
+        json!({"phase": "phase4", "date": "2026-11-24", "processors": [
+            {"name": "a", "table": "d.a", "dateColumn": "game_date"}]}),
+    )
+    .await;
+    let api = ns.api::<PhaseRun>();
+    let legacy = json!({"status": {"state": "Healing", "currentWave": 1, "plan": [["a"]],
+                                   "attempts": {"a": 1, "gone": 2}}});
+    api.patch_status(
+        "legacy",
+        &PatchParams {
+            field_manager: Some("pipeline-healer".into()),
+            ..Default::default()
+        },
+        &Patch::Merge(&legacy),
+    )
+    .await
+    .unwrap();
+    let settled = PhaseRunStatus {
+        state: Some(PhaseState::Complete),
+        plan: vec![vec!["a".into()]],
+        attempts: BTreeMap::from([("a".into(), 1)]),
+        ..Default::default()
+    };
+    let run = api.get("legacy").await.unwrap();
+    let written = apply_whole_status(
+        &api,
+        "legacy",
+        "pipeline-healer",
+        Precondition::decided_from(&run),
+        &settled,
+        "writing the status",
+    )
+    .await
+    .unwrap()
+    .expect("no conflict");
+    let status = written.status.expect("a status");
+    assert_eq!(status.state, Some(PhaseState::Complete));
+    assert_eq!(status.current_wave, None, "the pass's wave is gone");
+    assert_eq!(status.attempts, BTreeMap::from([("a".into(), 1)]));
+    assert_eq!(status.plan, [vec!["a".to_owned()]]);
+    let again = api.get("legacy").await.unwrap().status.unwrap();
+    assert_eq!(again.current_wave, None);
+}

@@ -19,7 +19,7 @@ use crate::controller::Context;
 use crate::decide::breaker;
 use crate::decide::health::{self, Gate, policy_status};
 use crate::error::{Error, KubeResultExt};
-use crate::runtime::status::{Precondition, apply_status};
+use crate::runtime::status::{Precondition, apply_whole_status};
 use crate::runtime::{HEALTH_MANAGER, MANAGER};
 
 /// The ConfigMap holding a namespace's health when it has no HealingPolicy.
@@ -102,7 +102,7 @@ pub async fn save(
                 Timestamp::now(),
             );
             let api: Api<HealingPolicy> = Api::namespaced(ctx.client.clone(), namespace);
-            let saved = apply_status(
+            let saved = apply_whole_status(
                 &api,
                 &policy.name_any(),
                 HEALTH_MANAGER,

@@ -11,7 +11,7 @@ use crate::api::phase::{PhaseRun, PhaseRunStatus};
 use crate::controller::{Context, STALE_READ_RETRY, record};
 use crate::error::Error;
 use crate::runtime::MANAGER;
-use crate::runtime::status::{Precondition, apply_status};
+use crate::runtime::status::{Precondition, apply_whole_status};
 use crate::sink::firestore_history::{self, PassHistory};
 
 /// Applies `status`, then goes on as `action` says. Written only over the status the step was
@@ -25,7 +25,7 @@ pub async fn write(
 ) -> Result<Action, Error> {
     let api: Api<PhaseRun> =
         Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
-    let written = apply_status(
+    let written = apply_whole_status(
         &api,
         &run.name_any(),
         MANAGER,
