@@ -9,12 +9,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
-use super::{Context, STALE_READ_RETRY, requeue_at};
+use super::{Context, STALE_READ_RETRY, delete_decided, requeue_at};
 use crate::api::HealingEvent;
 use crate::api::event::{ExportState, HealingEventStatus, SinkExport};
 use crate::decide::export::{Backoff, after_attempt, plan};
@@ -52,23 +51,12 @@ pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Ac
     Ok(requeue_at(after.wake_at, now))
 }
 
-/// Deletes the event after its retention period (only the object decided on: uid
-/// precondition).
+/// Deletes the event after its retention period (only the object decided on).
 async fn delete(ctx: &Context, event: &HealingEvent) -> Result<(), Error> {
     let api: Api<HealingEvent> =
         Api::namespaced(ctx.client.clone(), &event.namespace().unwrap_or_default());
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: event.uid(),
-            resource_version: None,
-        }),
-        ..Default::default()
-    };
-    let deleted = api
-        .delete(&event.name_any(), &params)
-        .await
-        .unless_gone("deleting the HealingEvent after the retention period")?;
-    if deleted.is_some() {
+    let step = "deleting the HealingEvent after the retention period";
+    if delete_decided(&api, event, step).await? {
         info!(healing_id = %event.name_any(), "healing event removed after the retention period");
     }
     Ok(())

@@ -23,6 +23,7 @@ use crate::Error;
 use crate::api::phase::PhaseRun;
 use crate::api::{HealingEvent, HealingPolicy, PredictionBatch};
 use crate::decide::trust::Trust;
+use crate::error::KubeResultExt;
 use crate::runtime::bookkeeping::Bookkeeping;
 use crate::runtime::cache::{CachedWatch, api, cached_watch, report_undecodable};
 use crate::runtime::policies::PolicyCache;
@@ -188,6 +189,30 @@ async fn drive<T, E: std::fmt::Display>(
             async {}
         })
         .await;
+}
+
+/// Deletes `object`, the very object decided on (uid precondition). False: it is gone
+/// already, or its name now belongs to a new object, which is not this decision's to delete.
+pub(crate) async fn delete_decided<K>(
+    api: &kube::Api<K>,
+    object: &K,
+    step: &'static str,
+) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: object.uid(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    let deleted = api
+        .delete(&object.name_any(), &params)
+        .await
+        .unless_gone(step)?;
+    Ok(deleted.is_some())
 }
 
 /// Wake at `wake_at` (at the earliest in 10 ms, so a time already past does not spin);

@@ -3,16 +3,16 @@
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Preconditions};
+use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use tracing::{debug, info};
 
 use crate::api::PredictionBatch;
 use crate::api::batch::BatchSummary;
-use crate::controller::Context;
+use crate::controller::{Context, delete_decided};
 use crate::decide::batch_status::Summary;
 use crate::decide::conditions;
-use crate::error::{Error, KubeResultExt};
+use crate::error::Error;
 use crate::runtime::MANAGER;
 use crate::runtime::status::{Precondition, apply_status};
 
@@ -76,23 +76,11 @@ pub async fn write(
     Ok(())
 }
 
-/// Deletes a finished mirrored batch (only the object it decided on: uid precondition).
+/// Deletes a finished mirrored batch (only the object it decided on).
 pub async fn remove_mirror(ctx: &Context, batch: &PredictionBatch) -> Result<(), Error> {
     let batches: Api<PredictionBatch> =
         Api::namespaced(ctx.client.clone(), &batch.namespace().unwrap_or_default());
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: batch.uid(),
-            resource_version: None,
-        }),
-        ..Default::default()
-    };
-    // Gone already, or replaced by a new object of the same name: nothing to remove.
-    let deleted = batches
-        .delete(&batch.name_any(), &params)
-        .await
-        .unless_gone("removing the finished mirrored batch")?;
-    if deleted.is_some() {
+    if delete_decided(&batches, batch, "removing the finished mirrored batch").await? {
         info!(batch = %batch.name_any(), "finished mirrored batch removed after the retention period");
     }
     Ok(())
