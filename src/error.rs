@@ -219,14 +219,6 @@ impl<T> KubeResultExt<T> for Result<T, kube::Error> {
     }
 }
 
-impl Error {
-    /// Whether this is the API server's 409 (see [`KubeResultExt::unless_conflict`]), for a
-    /// caller whose conflict arrives wrapped in a step of its own.
-    pub fn is_conflict(&self) -> bool {
-        self.category() == Category::Conflict
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

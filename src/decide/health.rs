@@ -273,10 +273,11 @@ pub enum Gate {
 /// The gate for a heal of `healing_type` whose circuit is `circuit`, under `policy`: paused
 /// types skip; an open circuit skips until its cooldown ends, then lets one trial through; a
 /// trial under way makes others look again once it would count as abandoned.
+/// `circuit` is read only when the breaker applies (a paused type needs no stored health).
 pub fn gate(
     policy: &HealingPolicySpec,
     healing_type: &str,
-    circuit: &Circuit,
+    circuit: impl FnOnce() -> Circuit,
     abandoned_after: SignedDuration,
     now: Timestamp,
 ) -> Gate {
@@ -290,11 +291,12 @@ pub fn gate(
     if !policy.circuit_breaker.enabled {
         return Gate::Act;
     }
+    let circuit = circuit();
     let episode = circuit
         .since()
         .map(|t| t.as_millisecond().to_string())
         .unwrap_or_default();
-    match permit(circuit, policy.circuit_breaker.cooldown.as_span(), now) {
+    match permit(&circuit, policy.circuit_breaker.cooldown.as_span(), now) {
         Permit::Heal => Gate::Act,
         Permit::Trial => Gate::Trial,
         Permit::Skip { until } => Gate::Skip {
@@ -472,7 +474,7 @@ mod tests {
         let open = Circuit::in_state(CircuitState::Open, at(0));
         let trial = crate::decide::breaker::trial_started("h1", at(0));
         let gate_at = |policy: &HealingPolicySpec, circuit: &Circuit, now| {
-            gate(policy, "batch_cleanup", circuit, abandoned, now)
+            gate(policy, "batch_cleanup", || circuit.clone(), abandoned, now)
         };
         assert_eq!(gate_at(&policy, &closed, at(0)), Gate::Act);
         let episode = at(0).as_millisecond().to_string();

@@ -165,15 +165,17 @@ fn health_map(
 /// The gate for a heal of `healing_type` in `namespace` now (see [`health::gate`]).
 pub fn gate(ctx: &Context, namespace: &str, healing_type: &str, now: Timestamp) -> Gate {
     let policy = ctx.policies.spec_for(namespace);
-    let circuit = stored_health(ctx, namespace)
-        .types
-        .get(healing_type)
-        .map(|h| h.circuit.clone())
-        .unwrap_or_default();
+    let circuit = || {
+        stored_health(ctx, namespace)
+            .types
+            .get(healing_type)
+            .map(|h| h.circuit.clone())
+            .unwrap_or_default()
+    };
     health::gate(
         &policy,
         healing_type,
-        &circuit,
+        circuit,
         ctx.abandoned_heal_after(),
         now,
     )
