@@ -180,6 +180,13 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         self.category().is_transient()
     }
+
+    /// Whether the API server refused the write as invalid (422) for the reason `rule`
+    /// names: a CRD validation rule's message, such as an outcome being final.
+    pub fn is_refused_by(&self, rule: &str) -> bool {
+        matches!(self, Error::Kube { source: kube::Error::Api(status), .. }
+            if status.code == 422 && status.message.contains(rule))
+    }
 }
 
 /// Names the step of a Kubernetes call, and the answers that are outcomes rather than

@@ -121,6 +121,15 @@ struct RunArgs {
     /// How long a leader's lease lasts without renewal: the longest a failover waits.
     #[arg(long, env = "PIPELINE_HEALER_LEASE_DURATION", default_value = "15s")]
     lease_duration: PositiveDuration,
+    /// A heal whose HealingEvent has had no outcome this long lost its actor (a crash): the
+    /// heal is taken over while the batch still calls for it, else its record is settled by
+    /// what the batch shows. Every intent is final within this bound.
+    #[arg(
+        long,
+        env = "PIPELINE_HEALER_ABANDONED_HEAL_AFTER",
+        default_value = "30s"
+    )]
+    abandoned_heal_after: PositiveDuration,
     /// Google Cloud project whose BigQuery holds the PhaseRun tables (`dataset.table` names
     /// belong to it); default: --bigquery-project, else --firestore-project.
     #[arg(long, env = "PIPELINE_HEALER_PHASE_PROJECT")]
@@ -321,6 +330,7 @@ fn main() -> ExitCode {
                 leader_election_namespace,
                 leader_election_lease,
                 lease_duration,
+                abandoned_heal_after,
                 phase_project,
                 phase_allowed_projects,
                 trigger_allowed_url_prefixes,
@@ -388,7 +398,7 @@ fn main() -> ExitCode {
                 phase_bigquery,
                 trust,
                 bigquery: bigquery.export(),
-                ..Default::default()
+                abandoned_heal_after: abandoned_heal_after.as_std(),
             };
             run(config, mirror, metrics_addr, election)
         }

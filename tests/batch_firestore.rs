@@ -26,71 +26,8 @@ use pipeline_healer::source::report::observe;
 use pipeline_healer::telemetry::Telemetry;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use support::firestore_batch::{doc, get, put};
 use support::{TestNamespace, eventually, firestore_db, healing_events, namespace};
-
-/// An array-mode batch document, with the original's field names.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct BatchDoc {
-    batch_id: String,
-    game_date: String,
-    expected_players: i64,
-    completed_players: Vec<String>,
-    failed_players: Vec<String>,
-    is_complete: bool,
-    correlation_id: String,
-    #[serde(with = "firestore::serialize_as_timestamp")]
-    created_at: Timestamp,
-    #[serde(with = "firestore::serialize_as_timestamp")]
-    updated_at: Timestamp,
-    #[serde(default)]
-    auto_completed: Option<bool>,
-    #[serde(default)]
-    auto_completion_healing_id: Option<String>,
-    #[serde(default)]
-    auto_completion_reason: Option<String>,
-}
-
-fn doc(id: &str, done: usize, updated_at: Timestamp) -> BatchDoc {
-    BatchDoc {
-        batch_id: id.into(),
-        game_date: "2026-11-24".into(),
-        expected_players: 50,
-        completed_players: (0..done).map(|i| format!("player{i}")).collect(),
-        failed_players: vec!["lebronjames".into()],
-        is_complete: false,
-        correlation_id: "7f3c2a1e".into(),
-        created_at: Timestamp::now() - SignedDuration::from_hours(1),
-        updated_at,
-        auto_completed: None,
-        auto_completion_healing_id: None,
-        auto_completion_reason: None,
-    }
-}
-
-async fn put<T>(db: &FirestoreDb, collection: &str, id: &str, value: &T)
-where
-    T: Serialize + serde::de::DeserializeOwned + Send + Sync,
-{
-    db.fluent()
-        .update()
-        .in_col(collection)
-        .document_id(id)
-        .object(value)
-        .execute::<serde_json::Value>()
-        .await
-        .unwrap_or_else(|e| panic!("writing {id}: {e}"));
-}
-
-async fn get(db: &FirestoreDb, collection: &str, id: &str) -> BatchDoc {
-    db.fluent()
-        .select()
-        .by_id_in(collection)
-        .obj()
-        .one(id)
-        .await
-        .unwrap()
-        .expect("document")
-}
 
 /// The document as Firestore has it (with its update time).
 async fn raw_document(

@@ -615,7 +615,7 @@ fn refused(result: Result<DynamicObject, kube::Error>, expect: &[&str]) {
 }
 
 #[tokio::test]
-async fn a_healing_event_spec_never_changes() {
+async fn a_healing_event_spec_never_changes_nor_a_final_outcome() {
     let ns = namespace("immutable-event").await;
     let (api, created) = apply_example(&ns, "healingevent-retry.yaml").await;
     let name = created.metadata.name.clone().unwrap();
@@ -625,9 +625,26 @@ async fn a_healing_event_spec_never_changes() {
             .await,
         &["spec", "immutable"],
     );
-    // The status, by contrast, is the controller's to write.
-    let status = json!({"status": {"outcome": "Succeeded", "success": true}});
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+    // The status, by contrast, is the controller's to write: Pending, then an outcome.
+    for outcome in ["Pending", "Succeeded"] {
+        let status = json!({"status": {"outcome": outcome}});
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap_or_else(|e| panic!("{outcome}: {e}"));
+    }
+    // Once final, the outcome stays: neither changed nor removed; the rest may change.
+    for status in [
+        json!({"status": {"outcome": "Abandoned"}}),
+        json!({"status": {"outcome": null}}),
+    ] {
+        refused(
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await,
+            &[pipeline_healer::api::event::OUTCOME_IS_FINAL],
+        );
+    }
+    let exports = json!({"status": {"outcome": "Succeeded", "success": true}});
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&exports))
         .await
         .unwrap();
 }

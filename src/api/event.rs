@@ -122,6 +122,9 @@ impl TargetRef {
     }
 }
 
+/// The API server's answer to a write that would change a final outcome.
+pub const OUTCOME_IS_FINAL: &str = "an outcome is final: once recorded it does not change";
+
 /// How the action ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Outcome {
@@ -133,6 +136,9 @@ pub enum Outcome {
     Superseded,
     /// Deliberately not acted on (dry-run, paused type, open circuit).
     Skipped,
+    /// Its actor stopped before recording how the action ended, and what the target shows
+    /// now cannot tell (the message says why): recorded so that no intent stays open.
+    Abandoned,
 }
 
 /// A sink's export state for this event.
@@ -161,8 +167,15 @@ pub struct SinkExport {
 }
 
 /// The action's outcome and each sink's export state.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+///
+/// An outcome other than Pending is final: the API server refuses a write that changes or
+/// removes it, so of two actors that finish one action (a slow actor and the one that took
+/// its heal over) the first one's record stands, and what was exported stays true.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!has(oldSelf.outcome) || oldSelf.outcome == 'Pending' || (has(self.outcome) && self.outcome == oldSelf.outcome)"
+).message(OUTCOME_IS_FINAL))]
 pub struct HealingEventStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,

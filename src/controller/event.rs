@@ -1,4 +1,6 @@
-//! The HealingEvent reconciler: the outbox. Once an event's action has finished it is
+//! The HealingEvent reconciler: the outbox. An event whose action has not finished is held to
+//! its actor's bound and then settled (`decide::unfinished`), so none stays open for ever.
+//! Once an event's action has finished it is
 //! exported to every configured sink, each sink's state kept in the event's status (exported
 //! with time, or failing with attempts, last error and next attempt), failures retried with
 //! capped, jittered backoff; after the retention period, and only once every sink has it,
@@ -13,10 +15,11 @@ use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
-use super::{Context, STALE_READ_RETRY, delete_decided, requeue_at};
+use super::{Context, STALE_READ_RETRY, delete_decided, record, requeue_at};
 use crate::api::HealingEvent;
-use crate::api::event::{ExportState, HealingEventStatus, SinkExport};
-use crate::decide::export::{Backoff, after_attempt, plan};
+use crate::api::event::{BATCH_CLEANUP, ExportState, HealingEventStatus, SinkExport};
+use crate::decide::export::{Backoff, after_attempt, is_final, plan};
+use crate::decide::unfinished::abandoned_reason;
 use crate::error::{Error, KubeResultExt};
 use crate::runtime::EXPORT_MANAGER;
 use crate::runtime::batcher::ItemResult;
@@ -32,6 +35,9 @@ pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Ac
     let sinks = ctx.sinks.names();
     let recorded = event.spec.timestamp.0;
     let now = Timestamp::now();
+    if !is_final(event.status.as_ref()) {
+        return settle(&ctx, &event, now).await;
+    }
 
     let next = plan(event.status.as_ref(), &sinks, recorded, retention, now);
     if next.delete {
@@ -49,6 +55,27 @@ pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Ac
     // requeue below only covers a retry falling due with no change in between.
     let after = plan(Some(&status), &sinks, recorded, retention, now);
     Ok(requeue_at(after.wake_at, now))
+}
+
+/// Holds an event without an outcome to its actor's bound (`decide::unfinished`): waits until
+/// then (its outcome arriving is a change, which wakes this anyway), then settles it. A heal
+/// of a batch is judged by its batch; anything else is closed as abandoned.
+async fn settle(ctx: &Context, event: &HealingEvent, now: Timestamp) -> Result<Action, Error> {
+    let bounds = ctx.settle_bounds();
+    let due = bounds.settle_at(event);
+    if now < due {
+        return Ok(requeue_at(Some(due), now));
+    }
+    let healing_type = event.spec.healing_type.as_str();
+    let look_again = match healing_type {
+        BATCH_CLEANUP => super::batch::resolve_unfinished(ctx, event).await?,
+        _ => {
+            let reason = abandoned_reason(healing_type, bounds.settle_after(healing_type));
+            record::abandon(ctx, event, &reason).await?;
+            None
+        }
+    };
+    Ok(requeue_at(look_again, now))
 }
 
 /// Deletes the event after its retention period (only the object decided on).

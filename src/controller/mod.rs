@@ -170,6 +170,15 @@ impl Context {
         jiff::SignedDuration::try_from(self.config.abandoned_heal_after).unwrap_or_default()
     }
 
+    /// How long each actor may leave its intent without an outcome.
+    pub fn settle_bounds(&self) -> crate::decide::unfinished::Bounds {
+        crate::decide::unfinished::Bounds {
+            abandoned_heal_after: self.abandoned_heal_after(),
+            trigger_request: jiff::SignedDuration::try_from(crate::timeouts::TRIGGER_REQUEST)
+                .unwrap_or_default(),
+        }
+    }
+
     pub fn with_sinks(self, sinks: Sinks) -> Self {
         Self { sinks, ..self }
     }

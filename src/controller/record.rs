@@ -5,10 +5,11 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType};
+use tracing::info;
 
 use super::Context;
 use crate::api::HealingEvent;
-use crate::api::event::{HealingEventStatus, Outcome};
+use crate::api::event::{HealingEventStatus, OUTCOME_IS_FINAL, Outcome};
 use crate::error::{Error, KubeResultExt};
 use crate::runtime::MANAGER;
 use crate::runtime::status::{Precondition, apply_status};
@@ -26,16 +27,18 @@ pub async fn intent(ctx: &Context, event: &HealingEvent) -> Result<bool, Error> 
 }
 
 /// Applies the outcome `status` to the HealingEvent `id` of `healing_type` in `namespace`,
-/// and counts it (with its latency when it succeeded).
+/// and counts it (with its latency when it succeeded). False: the event has a final outcome
+/// already (another actor finished the action first, or it was recorded as abandoned), which
+/// stands; nothing was written or counted.
 pub async fn outcome(
     ctx: &Context,
     namespace: &str,
     id: &str,
     healing_type: &str,
     status: &HealingEventStatus,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), namespace);
-    apply_status(
+    let written = apply_status(
         &events,
         id,
         MANAGER,
@@ -43,14 +46,21 @@ pub async fn outcome(
         status,
         "recording the action's outcome",
     )
-    .await?;
+    .await;
+    match written {
+        Err(e) if e.is_refused_by(OUTCOME_IS_FINAL) => {
+            info!(%namespace, healing_id = %id, "the action's outcome was recorded already; that record stands");
+            return Ok(false);
+        }
+        other => other?,
+    };
     let outcome = status.outcome.unwrap_or(Outcome::Pending);
     let latency = status
         .heal_latency_seconds
         .filter(|_| outcome == Outcome::Succeeded);
     ctx.metrics
         .healed(healing_type, &format!("{outcome:?}"), latency);
-    Ok(())
+    Ok(true)
 }
 
 /// Publishes a Kubernetes Event on `regarding`.
@@ -73,4 +83,31 @@ pub async fn publish(
         .publish(&event, regarding)
         .await
         .at("publishing a Kubernetes Event")
+}
+
+/// Closes the unfinished HealingEvent `event` as abandoned for `reason`, with a Warning Event
+/// on it (a failed publish is logged: the record is what must not be lost).
+pub async fn abandon(ctx: &Context, event: &HealingEvent, reason: &str) -> Result<(), Error> {
+    let ns = event.namespace().unwrap_or_default();
+    let id = event.name_any();
+    let status = crate::decide::unfinished::abandoned(reason, jiff::Timestamp::now());
+    if !outcome(ctx, &ns, &id, &event.spec.healing_type, &status).await? {
+        return Ok(());
+    }
+    tracing::warn!(namespace = %ns, healing_id = %id, healing_type = %event.spec.healing_type, reason, "an unfinished action recorded as abandoned");
+    let regarding = kube::Resource::object_ref(event, &());
+    let note = format!("recorded as abandoned: {reason}");
+    if let Err(error) = publish(
+        ctx,
+        &regarding,
+        EventType::Warning,
+        "Abandoned",
+        "Settle",
+        note,
+    )
+    .await
+    {
+        tracing::warn!(healing_id = %id, %error, "could not publish the Abandoned Event");
+    }
+    Ok(())
 }

@@ -5,7 +5,20 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::conditions::Desired;
 use super::stall::Verdict;
+use crate::api::PredictionBatch;
 use crate::api::batch::{BatchSource, BatchState};
+
+/// Which heal completed the batch: recorded on the object (status source) or in the
+/// document (Firestore source, mirrored into the report).
+pub fn healed_by(batch: &PredictionBatch) -> Option<String> {
+    let status = batch.status.as_ref()?;
+    status.last_healing_event.clone().or_else(|| {
+        status
+            .report
+            .as_ref()
+            .and_then(|r| r.auto_completed_by.clone())
+    })
+}
 
 /// The controller-owned part of a batch's status, before conditions are merged.
 #[derive(Clone, Debug, PartialEq)]

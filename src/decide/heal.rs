@@ -223,9 +223,10 @@ pub fn still_calls_for(
 /// How the action ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Acted {
+    /// The batch carries this heal's id: applied by this call, or by an earlier one whose
+    /// answer was lost (a Commit reply that never came). Only the actor holding the intent
+    /// acts under an id, so either way the heal is this actor's, with all that follows it.
     Applied,
-    /// The same heal (same healing id) was applied by another actor.
-    AppliedElsewhere,
     /// The batch changed in a way that no longer calls for this heal.
     Superseded,
 }
@@ -286,20 +287,24 @@ fn finished(
 
 /// What the batch looks like after the heal (the original's fields).
 pub fn after_state(stall: &Stall) -> serde_json::Value {
+    after_state_with(completion_reason(stall))
+}
+
+fn after_state_with(reason: String) -> serde_json::Value {
     json!({
         "is_complete": true,
         "auto_completed": true,
-        "auto_completion_reason": completion_reason(stall),
+        "auto_completion_reason": reason,
     })
 }
 
 /// The reason written into a healed batch (and its after_state).
 pub fn completion_reason(stall: &Stall) -> String {
-    format!(
-        "Stalled at {:.1}% for {} minutes",
-        stall.progress.percent,
-        stall.stalled_for.as_secs() / 60
-    )
+    reason_text(stall.progress.percent, stall.stalled_for.as_secs() / 60)
+}
+
+fn reason_text(percent: f64, minutes: i64) -> String {
+    format!("Stalled at {percent:.1}% for {minutes} minutes")
 }
 
 /// The outcome of a heal that does not act (dry-run, skipped); None for [`Recording::Act`].
@@ -321,41 +326,27 @@ pub fn not_acting(recording: Recording, stall: &Stall, now: Timestamp) -> Option
     })
 }
 
-/// The outcome of an action that ended as `acted`; `after` is the batch's after_state (with
-/// the consolidation request's answer, when one was made).
-pub fn acted(
-    acted: Acted,
-    stall: &Stall,
-    after: serde_json::Value,
-    now: Timestamp,
-) -> OutcomeRecord {
-    let completed = || {
-        finished(
+/// The outcome of an action that applied; `after` is the batch's after_state (with the
+/// consolidation request's answer, when one was made).
+pub fn applied(stall: &Stall, after: serde_json::Value, now: Timestamp) -> OutcomeRecord {
+    OutcomeRecord {
+        status: finished(
             Outcome::Succeeded,
             "batch marked complete",
-            Some(after.clone()),
+            Some(after),
             stall.threshold_at,
             now,
-        )
-    };
-    match acted {
-        Acted::Applied => OutcomeRecord {
-            status: completed(),
-            note: Some(Note::normal("AutoCompleted", stall.trigger_reason.clone())),
-        },
-        // Another replica's identical action won; it publishes the Kubernetes Event.
-        Acted::AppliedElsewhere => OutcomeRecord {
-            status: completed(),
-            note: None,
-        },
-        Acted::Superseded => {
-            let message =
-                "the batch progressed before the heal (a late completion wins); nothing was done";
-            OutcomeRecord {
-                status: finished(Outcome::Superseded, message, None, stall.threshold_at, now),
-                note: Some(Note::normal("HealSuperseded", message)),
-            }
-        }
+        ),
+        note: Some(Note::normal("AutoCompleted", stall.trigger_reason.clone())),
+    }
+}
+
+/// The outcome of an action the batch's own progress overtook.
+pub fn superseded(stall: &Stall, now: Timestamp) -> OutcomeRecord {
+    let message = "the batch progressed before the heal (a late completion wins); nothing was done";
+    OutcomeRecord {
+        status: finished(Outcome::Superseded, message, None, stall.threshold_at, now),
+        note: Some(Note::normal("HealSuperseded", message)),
     }
 }
 
@@ -368,15 +359,70 @@ pub fn action_failed(error: &str, stall: &Stall, now: Timestamp) -> OutcomeRecor
     }
 }
 
+/// What the batch, read again, says of a heal whose intent is still without an outcome when
+/// its actor's time is up ([`super::unfinished`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unfinished {
+    /// The batch carries the heal's id: the action applied, and its actor stopped before
+    /// recording it (or before what follows a heal: consolidation, the AutoCompleted Event).
+    Applied,
+    /// The batch is still stalled in the episode the heal names: the action did not apply,
+    /// and the batch reconciler takes the heal over (one event for the stall).
+    StillCalledFor,
+    /// The batch moved on (progressed, completed by its workers) without the heal's id:
+    /// the action never applied, and nothing calls for it now.
+    Superseded,
+    /// The batch is gone, or its name belongs to a new object: nothing can tell.
+    Gone,
+}
+
+/// What `batch` (the object named by the event's target, read now, and `observed` of it)
+/// says of the unfinished heal `event`.
+pub fn unfinished_heal(
+    event: &HealingEvent,
+    batch: Option<&PredictionBatch>,
+    observed: Option<&BatchObservation>,
+    policy: &StallPolicy,
+    now: Timestamp,
+) -> Unfinished {
+    let id = event.name_any();
+    let Some(batch) =
+        batch.filter(|b| event.spec.target.uid.is_none() || b.uid() == event.spec.target.uid)
+    else {
+        return Unfinished::Gone;
+    };
+    if super::batch_status::healed_by(batch).as_deref() == Some(id.as_str()) {
+        Unfinished::Applied
+    } else if still_calls_for(batch, observed, policy, &id, now) {
+        Unfinished::StillCalledFor
+    } else {
+        Unfinished::Superseded
+    }
+}
+
+/// The after_state of a heal whose actor stopped after acting, from what its intent saw (the
+/// batch as healed: the stall it had is in `before_state`).
+pub fn recovered_after_state(event: &HealingEvent) -> serde_json::Value {
+    let before = event.spec.before_state.as_ref();
+    let field = |name: &str| before.and_then(|b| b.get(name));
+    let percent = field("completion_percent")
+        .and_then(|v| v.as_f64())
+        .unwrap_or_default();
+    let minutes = field("stall_minutes")
+        .and_then(|v| v.as_i64())
+        .unwrap_or_default();
+    after_state_with(reason_text(percent, minutes))
+}
+
 /// The outcome recorded for a heal whose actor stopped after acting (the batch carries its
-/// healing id, the event still reads Pending): it succeeded.
-pub fn recovered(event: &HealingEvent, now: Timestamp) -> OutcomeRecord {
+/// healing id, the event still reads Pending): it succeeded, timed from its threshold.
+pub fn recovered(event: &HealingEvent, after: serde_json::Value, now: Timestamp) -> OutcomeRecord {
     let threshold = event.spec.threshold_time.as_ref().map_or(now, |t| t.0);
     OutcomeRecord {
         status: finished(
             Outcome::Succeeded,
-            "batch marked complete (outcome recorded after a restart)",
-            None,
+            "batch marked complete (its actor stopped before recording it)",
+            Some(after),
             threshold,
             now,
         ),
@@ -384,6 +430,18 @@ pub fn recovered(event: &HealingEvent, now: Timestamp) -> OutcomeRecord {
             "AutoCompleted",
             "batch completed after a stall",
         )),
+    }
+}
+
+/// The outcome of a heal whose actor stopped before acting, on a batch that then moved on
+/// without it.
+pub fn superseded_unfinished(event: &HealingEvent, now: Timestamp) -> OutcomeRecord {
+    let threshold = event.spec.threshold_time.as_ref().map_or(now, |t| t.0);
+    let message = "its actor stopped before acting, and the batch then moved on without the \
+                   heal (progressed or completed by its workers); nothing was done";
+    OutcomeRecord {
+        status: finished(Outcome::Superseded, message, None, threshold, now),
+        note: Some(Note::normal("HealSuperseded", message)),
     }
 }
 
@@ -608,26 +666,24 @@ mod tests {
         let after = after_state(&s);
         let cases = [
             (
-                Acted::Applied,
+                applied(&s, after.clone(), healed_at),
                 Outcome::Succeeded,
                 true,
-                Some("AutoCompleted"),
+                "AutoCompleted",
             ),
-            (Acted::AppliedElsewhere, Outcome::Succeeded, true, None),
             (
-                Acted::Superseded,
+                superseded(&s, healed_at),
                 Outcome::Superseded,
                 false,
-                Some("HealSuperseded"),
+                "HealSuperseded",
             ),
         ];
-        for (way, outcome, success, reason) in cases {
-            let record = acted(way, &s, after.clone(), healed_at);
-            assert_eq!(record.status.outcome, Some(outcome), "{way:?}");
-            assert_eq!(record.status.success, Some(success), "{way:?}");
-            assert_eq!(record.note.as_ref().map(|n| n.reason), reason, "{way:?}");
-            assert_eq!(record.status.heal_latency_seconds, Some(2.0), "{way:?}");
-            assert_eq!(record.status.after_state.is_some(), success, "{way:?}");
+        for (record, outcome, success, reason) in cases {
+            assert_eq!(record.status.outcome, Some(outcome), "{outcome:?}");
+            assert_eq!(record.status.success, Some(success), "{outcome:?}");
+            assert_eq!(record.note.as_ref().map(|n| n.reason), Some(reason));
+            assert_eq!(record.status.heal_latency_seconds, Some(2.0), "{outcome:?}");
+            assert_eq!(record.status.after_state.is_some(), success, "{outcome:?}");
         }
         let failed = action_failed("firestore: unavailable", &s, healed_at);
         assert_eq!(failed.status.outcome, Some(Outcome::Failed));
@@ -696,9 +752,48 @@ mod tests {
     #[test]
     fn an_outcome_recovered_after_a_restart_is_a_success_timed_from_the_threshold() {
         let event = event_with(None, "2026-11-24T10:15:01Z");
-        let record = recovered(&event, t("2026-11-24T10:16:00Z"));
+        let after = recovered_after_state(&event);
+        assert_eq!(
+            after["auto_completion_reason"],
+            "Stalled at 92.0% for 20 minutes"
+        );
+        let record = recovered(&event, after, t("2026-11-24T10:16:00Z"));
         assert_eq!(record.status.outcome, Some(Outcome::Succeeded));
         assert_eq!(record.status.heal_latency_seconds, Some(60.0));
         assert_eq!(record.note.map(|n| n.reason), Some("AutoCompleted"));
+        assert!(record.status.after_state.is_some());
+
+        let gave_up = superseded_unfinished(&event, t("2026-11-24T10:16:00Z"));
+        assert_eq!(gave_up.status.outcome, Some(Outcome::Superseded));
+        assert_eq!(gave_up.status.success, Some(false));
+    }
+
+    #[test]
+    fn an_unfinished_heal_is_judged_by_the_batch_as_it_is_now() {
+        let b = batch();
+        let now = t(NOW);
+        let intent_of = |b: &PredictionBatch| intent(b, &stall(b, now), Recording::Act, 1, now);
+        let event = intent_of(&b);
+        let judge = |fresh: Option<&PredictionBatch>| {
+            let observed = fresh.and_then(crate::source::report::observe);
+            unfinished_heal(&event, fresh, observed.as_ref(), &policy(), now)
+        };
+        assert_eq!(judge(Some(&b)), Unfinished::StillCalledFor);
+        let mut healed = b.clone();
+        healed.status.as_mut().unwrap().last_healing_event = Some(event.name_any());
+        assert_eq!(judge(Some(&healed)), Unfinished::Applied);
+        let mut done = b.clone();
+        done.status
+            .as_mut()
+            .unwrap()
+            .report
+            .as_mut()
+            .unwrap()
+            .completed = 50;
+        assert_eq!(judge(Some(&done)), Unfinished::Superseded);
+        assert_eq!(judge(None), Unfinished::Gone);
+        let mut replaced = b.clone();
+        replaced.metadata.uid = Some("u-2".into());
+        assert_eq!(judge(Some(&replaced)), Unfinished::Gone);
     }
 }

@@ -129,13 +129,15 @@ fn is_quiet(health: &TypeHealth, cooldown: jiff::SignedDuration, now: Timestamp)
 }
 
 /// Finished, real actions count towards the windows: dry-runs, skips and superseded heals
-/// did nothing.
+/// did nothing, and of an abandoned one nobody knows what it did (a crash, not the pipeline).
 pub fn occurrence(event: &HealingEvent) -> Option<Occurrence> {
     let status = event.status.as_ref()?;
     let success = match status.outcome? {
         Outcome::Succeeded => true,
         Outcome::Failed => false,
-        Outcome::Pending | Outcome::Superseded | Outcome::Skipped => return None,
+        Outcome::Pending | Outcome::Superseded | Outcome::Skipped | Outcome::Abandoned => {
+            return None;
+        }
     };
     if event.spec.dry_run {
         return None;
@@ -163,7 +165,8 @@ pub fn trial_verdict(
     match events.get(trial) {
         Some(event) => match event.status.as_ref().and_then(|s| s.outcome)? {
             Outcome::Pending => None,
-            Outcome::Failed => Some(false),
+            // A trial that proved nothing leaves the circuit open.
+            Outcome::Failed | Outcome::Abandoned => Some(false),
             Outcome::Succeeded | Outcome::Superseded | Outcome::Skipped => Some(true),
         },
         None => {

@@ -17,3 +17,4 @@ pub mod plan;
 pub mod rerun;
 pub mod stall;
 pub mod trust;
+pub mod unfinished;

@@ -5,8 +5,10 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod events;
+pub mod firestore_batch;
 pub mod http;
 pub mod proxy;
+pub mod sinks;
 pub mod status_batch;
 
 use std::path::{Path, PathBuf};

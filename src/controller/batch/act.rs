@@ -42,20 +42,16 @@ pub async fn complete(
     }
 }
 
-/// The after_state of the outcome: the batch as healed and, when this actor's action applied
-/// and consolidation is configured, the request's answer (only the actor whose action
-/// applied asks, so two replicas never both do).
-pub async fn after_state(
+/// What follows a heal that applied: with consolidation configured, the request, its answer
+/// added to `after` (the batch's after_state). Only the actor holding the heal's intent
+/// gets here, so one heal asks once.
+pub async fn follow_up(
     ctx: &Context,
     batch: &PredictionBatch,
-    stall: &Stall,
     id: &str,
-    acted: Acted,
+    mut after: serde_json::Value,
 ) -> Result<serde_json::Value, Error> {
-    let mut after = crate::decide::heal::after_state(stall);
-    if acted == Acted::Applied
-        && let Some(consolidation) = &ctx.config.consolidation
-    {
+    if let Some(consolidation) = &ctx.config.consolidation {
         after["consolidation"] = consolidate(ctx, consolidation, batch, id).await?;
     }
     Ok(after)
@@ -139,7 +135,7 @@ async fn on_status(
                     .and_then(|s| s.last_healing_event.as_deref())
                     == Some(id)
                 {
-                    return Ok(Acted::AppliedElsewhere);
+                    return Ok(Acted::Applied); // an earlier write of ours, unanswered
                 }
                 // A change that is not progress (a label, our own status write): try again.
                 if !still_calls_for(
@@ -231,7 +227,7 @@ async fn on_firestore(
                     return Ok(Acted::Superseded);
                 };
                 if fresh_doc.report.auto_completed_by.as_deref() == Some(id) {
-                    return Ok(Acted::AppliedElsewhere);
+                    return Ok(Acted::Applied); // an earlier Commit of ours, unanswered
                 }
                 let mut fresh = batch.clone();
                 fresh.status.get_or_insert_with(Default::default).report = Some(fresh_doc.report);

@@ -13,12 +13,14 @@ use crate::api::event::{BATCH_CLEANUP, Outcome};
 use crate::api::{HealingEvent, PredictionBatch};
 use crate::controller::{Context, health, record};
 use crate::decide::heal::{
-    self, Existing, OutcomeRecord, Recording, existing_heal, intent, next_attempt, outcome_of,
-    recording_for,
+    self, Acted, Existing, OutcomeRecord, Recording, Unfinished, existing_heal, intent,
+    next_attempt, outcome_of, recording_for, unfinished_heal,
 };
 use crate::decide::health::Gate;
 use crate::decide::stall::{Stall, StallPolicy};
+use crate::decide::unfinished::abandoned_reason;
 use crate::error::{Error, KubeResultExt};
+use crate::source::report::observe;
 
 /// Where a heal stands after [`heal`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,10 +88,11 @@ pub async fn heal(
     }
     let acted = act::complete(ctx, batch, stall, &id, policy, now).await;
     let record = match &acted {
-        Ok(acted) => {
-            let after = act::after_state(ctx, batch, stall, &id, *acted).await?;
-            heal::acted(*acted, stall, after, Timestamp::now())
+        Ok(Acted::Applied) => {
+            let after = act::follow_up(ctx, batch, &id, heal::after_state(stall)).await?;
+            heal::applied(stall, after, Timestamp::now())
         }
+        Ok(Acted::Superseded) => heal::superseded(stall, Timestamp::now()),
         Err(e) => heal::action_failed(&e.to_string(), stall, Timestamp::now()),
     };
     let outcome = record.status.outcome.unwrap_or(Outcome::Pending);
@@ -145,7 +148,9 @@ async fn record_outcome(
     record: OutcomeRecord,
 ) -> Result<(), Error> {
     let ns = batch.namespace().unwrap_or_default();
-    record::outcome(ctx, &ns, id, BATCH_CLEANUP, &record.status).await?;
+    if !record::outcome(ctx, &ns, id, BATCH_CLEANUP, &record.status).await? {
+        return Ok(());
+    }
     let outcome = record.status.outcome.unwrap_or(Outcome::Pending);
     info!(batch = %batch.name_any(), healing_id = %id, ?outcome, "heal outcome recorded");
     if let Some(note) = record.note {
@@ -168,32 +173,42 @@ async fn record_outcome(
     Ok(())
 }
 
-/// A batch healed by `id` whose event still reads Pending: the actor stopped after acting.
-pub async fn finish_pending_event(
+/// Settles the heal `event`, still without an outcome when its actor's time is up, by what
+/// its batch shows now (`decide::heal::unfinished_heal`). Some: look again then (the batch
+/// still calls for the heal, which its reconciler is taking over).
+pub async fn resolve_unfinished(
     ctx: &Context,
-    batch: &PredictionBatch,
-    id: &str,
-) -> Result<(), Error> {
-    let ns = batch.namespace().unwrap_or_default();
-    // The cache answers for a finished event (an outcome is final); only an event it shows
-    // pending, or not yet, is read to be sure.
-    let cached = ctx.events.get(&ObjectRef::new(id).within(&ns));
-    if cached.is_some_and(|e| outcome_of(&e) != Outcome::Pending) {
-        return Ok(());
-    }
-    let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(event) = events
-        .get_opt(id)
+    event: &HealingEvent,
+) -> Result<Option<Timestamp>, Error> {
+    let ns = event.namespace().unwrap_or_default();
+    let id = event.name_any();
+    let batches: Api<PredictionBatch> = Api::namespaced(ctx.client.clone(), &ns);
+    let batch = batches
+        .get_opt(&event.spec.target.name)
         .await
-        .at("reading a heal's HealingEvent")?
-    else {
-        return Ok(());
-    };
+        .at("reading the batch of an unfinished heal")?;
+    let policy = StallPolicy::from(&ctx.policies.spec_for(&ns));
+    let observed = batch.as_ref().and_then(observe);
     let now = Timestamp::now();
-    if outcome_of(&event) != Outcome::Pending
-        || heal::has_live_actor(&event, ctx.abandoned_heal_after(), now)
-    {
-        return Ok(());
+    let record = match unfinished_heal(event, batch.as_ref(), observed.as_ref(), &policy, now) {
+        Unfinished::StillCalledFor => {
+            return Ok(now.checked_add(ctx.abandoned_heal_after()).ok());
+        }
+        Unfinished::Applied => {
+            let Some(batch) = &batch else { return Ok(None) };
+            let after = act::follow_up(ctx, batch, &id, heal::recovered_after_state(event)).await?;
+            heal::recovered(event, after, Timestamp::now())
+        }
+        Unfinished::Superseded => heal::superseded_unfinished(event, now),
+        Unfinished::Gone => {
+            let reason = abandoned_reason(BATCH_CLEANUP, ctx.abandoned_heal_after());
+            record::abandon(ctx, event, &reason).await?;
+            return Ok(None);
+        }
+    };
+    info!(namespace = %ns, healing_id = %id, outcome = ?record.status.outcome, "an unfinished heal settled by what its batch shows");
+    if let Some(batch) = &batch {
+        record_outcome(ctx, batch, &id, record).await?;
     }
-    record_outcome(ctx, batch, id, heal::recovered(&event, now)).await
+    Ok(None)
 }

@@ -8,8 +8,10 @@
 //!   time), and it writes the healing id into the batch along with the completion, so a
 //!   conflict can tell "a worker reported progress first" (the heal is superseded) from "this
 //!   heal already happened";
-//! - a batch healed by an event whose outcome was never recorded (a crash between action and
-//!   record) has the outcome recorded on the next reconcile.
+//! - an intent whose actor stopped before its outcome (a crash between intent and record) is
+//!   judged by the outbox once its time is up (`resolve_unfinished`): the heal is taken over
+//!   while the batch still calls for it, recorded as applied (with what follows a heal) when
+//!   the batch carries its id, and superseded otherwise.
 //!
 //! The decisions are in `decide::stall` (the verdict), `decide::heal` (the record of a heal)
 //! and `decide::batch_status` (what the status says); this folder is the I/O around them:
@@ -34,10 +36,10 @@ use crate::Error;
 use crate::api::PredictionBatch;
 use crate::api::batch::BatchSource;
 use crate::api::event::Outcome;
-use crate::decide::batch_status::{awaiting_report, cleanup_at, finished_at, summarize};
+use crate::decide::batch_status::{awaiting_report, cleanup_at, finished_at, healed_by, summarize};
 use crate::decide::stall::{StallPolicy, Verdict, decide};
 use crate::source::report::observe;
-pub use heal::{HealProgress, heal};
+pub use heal::{HealProgress, heal, resolve_unfinished};
 
 pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled(&PredictionBatch::kind(&()));
@@ -64,9 +66,6 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
     };
     let verdict = decide(&observation, &policy, now);
     let healed_by = healed_by(&batch);
-    if let Some(id) = &healed_by {
-        heal::finish_pending_event(&ctx, &batch, id).await?;
-    }
     let mut look_again_at = None;
     if let Verdict::Stalled(stall) = &verdict {
         match heal::heal(&ctx, &batch, stall, &policy, policy_spec.dry_run, now).await? {
@@ -99,18 +98,6 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
 
 /// How soon the next attempt follows a failed one.
 const HEAL_RETRY_AFTER: Duration = Duration::from_secs(5);
-
-/// Which heal completed the batch: recorded on the object (status source) or in the
-/// document (Firestore source, mirrored into the report).
-fn healed_by(batch: &PredictionBatch) -> Option<String> {
-    let status = batch.status.as_ref()?;
-    status.last_healing_event.clone().or_else(|| {
-        status
-            .report
-            .as_ref()
-            .and_then(|r| r.auto_completed_by.clone())
-    })
-}
 
 /// Wake exactly when the verdict can next change (plus a hair, so the decision sees the
 /// threshold crossed); otherwise only on a change to the batch or its policy.

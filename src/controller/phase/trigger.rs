@@ -135,7 +135,10 @@ pub async fn record_outcome(
         after_state: Some(after_state),
         ..Default::default()
     };
-    record::outcome(ctx, ns, id, PHASE_RERUN, &status).await
+    // False: the record was settled already (its actor counted as stopped); that stands.
+    record::outcome(ctx, ns, id, PHASE_RERUN, &status)
+        .await
+        .map(|_| ())
 }
 
 /// Creates the re-run's Job; one that exists already is this attempt's, created by an

@@ -1,0 +1,150 @@
+//! When an action's record is settled without its actor, and what it then says. Every intent
+//! ends in a final outcome within a bound: its actor's answer, or, once the actor's time is
+//! up, what the target shows when read again, or `Abandoned` with the reason. The outbox
+//! (`controller::event`) holds each unfinished event to its bound, since only it sees every
+//! event whatever became of the reconcile that recorded it.
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use crate::api::HealingEvent;
+use crate::api::event::{BATCH_CLEANUP, HealingEventStatus, Outcome, PHASE_RERUN};
+
+/// An external producer (a worker's retry, a fallback) records its own outcome; one that has
+/// not within an hour has stopped, and its record is closed as abandoned.
+pub const EXTERNAL_OUTCOME_WITHIN: SignedDuration = SignedDuration::from_hours(1);
+
+/// How long each kind of actor may take before its intent counts as abandoned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// The controller's heal of a batch (`--abandoned-heal-after`).
+    pub abandoned_heal_after: SignedDuration,
+    /// The longest a processor's trigger may take to answer (an http trigger's timeout).
+    pub trigger_request: SignedDuration,
+}
+
+impl Bounds {
+    /// How long an intent of `healing_type` may stay without an outcome. A re-run's trigger
+    /// may take its whole timeout to answer, so its actor is given that on top.
+    pub fn settle_after(&self, healing_type: &str) -> SignedDuration {
+        match healing_type {
+            BATCH_CLEANUP => self.abandoned_heal_after,
+            PHASE_RERUN => self
+                .abandoned_heal_after
+                .saturating_add(self.trigger_request),
+            _ => EXTERNAL_OUTCOME_WITHIN,
+        }
+    }
+
+    /// When the outbox settles `event` if it is still without an outcome then.
+    pub fn settle_at(&self, event: &HealingEvent) -> Timestamp {
+        let recorded = event
+            .creation_timestamp()
+            .map_or(event.spec.timestamp.0, |t| t.0);
+        recorded
+            .saturating_add(self.settle_after(&event.spec.healing_type))
+            .unwrap_or(Timestamp::MAX)
+    }
+}
+
+/// Why an unfinished event of `healing_type` is closed as abandoned, when nothing can tell
+/// what its action did (a batch's heal is judged by its batch first: `decide::heal`).
+pub fn abandoned_reason(healing_type: &str, bound: SignedDuration) -> String {
+    match healing_type {
+        PHASE_RERUN => "its actor stopped before recording the trigger's answer (the trigger \
+                        may or may not have been sent); the phase's own observation decides \
+                        whether the processor runs again"
+            .to_owned(),
+        BATCH_CLEANUP => {
+            "its actor stopped before recording the outcome, and the batch is gone".to_owned()
+        }
+        _ => format!(
+            "no outcome from its producer within {}",
+            jiff::fmt::friendly::SpanPrinter::new().duration_to_string(&bound)
+        ),
+    }
+}
+
+/// The status that closes an unfinished event as abandoned for `reason`.
+pub fn abandoned(reason: &str, now: Timestamp) -> HealingEventStatus {
+    HealingEventStatus {
+        outcome: Some(Outcome::Abandoned),
+        success: Some(false),
+        message: Some(format!("abandoned: {reason}")),
+        finished_at: Some(Time(now)),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::event::{HealingEventSpec, TargetRef};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    fn event(healing_type: &str, created: &str) -> HealingEvent {
+        let mut event = HealingEvent::new(
+            "x",
+            HealingEventSpec {
+                healing_id: "x".into(),
+                timestamp: MicroTime("2026-11-24T09:00:00Z".parse().unwrap()),
+                healing_type: healing_type.into(),
+                trigger_reason: "r".into(),
+                action_taken: "a".into(),
+                root_cause: "no_progress".into(),
+                correlation_id: None,
+                target: TargetRef {
+                    api_version: None,
+                    kind: "PredictionBatch".into(),
+                    namespace: None,
+                    name: "b".into(),
+                    uid: None,
+                },
+                dry_run: false,
+                threshold_time: None,
+                before_state: None,
+                details: None,
+            },
+        );
+        event.metadata.creation_timestamp = Some(Time(created.parse().unwrap()));
+        event
+    }
+
+    #[test]
+    fn each_actor_gets_its_bound_counted_from_the_record() {
+        let bounds = Bounds {
+            abandoned_heal_after: SignedDuration::from_secs(30),
+            trigger_request: SignedDuration::from_secs(300),
+        };
+        let at = |t: &str| t.parse::<Timestamp>().unwrap();
+        let created = "2026-11-24T10:00:00Z";
+        assert_eq!(
+            bounds.settle_at(&event(BATCH_CLEANUP, created)),
+            at("2026-11-24T10:00:30Z")
+        );
+        assert_eq!(
+            bounds.settle_at(&event(PHASE_RERUN, created)),
+            at("2026-11-24T10:05:30Z")
+        );
+        assert_eq!(
+            bounds.settle_at(&event("retry", created)),
+            at("2026-11-24T11:00:00Z")
+        );
+        let mut undated = event(BATCH_CLEANUP, created);
+        undated.metadata.creation_timestamp = None;
+        assert_eq!(bounds.settle_at(&undated), at("2026-11-24T09:00:30Z"));
+    }
+
+    #[test]
+    fn an_abandoned_record_is_final_failed_and_says_why() {
+        let now: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
+        let reason = abandoned_reason("retry", EXTERNAL_OUTCOME_WITHIN);
+        assert_eq!(reason, "no outcome from its producer within 1h");
+        let status = abandoned(&reason, now);
+        assert_eq!(status.outcome, Some(Outcome::Abandoned));
+        assert_eq!(status.success, Some(false));
+        assert!(status.message.unwrap().contains("within 1h"));
+        assert!(crate::decide::export::is_final(Some(&abandoned("x", now))));
+    }
+}
