@@ -130,6 +130,15 @@ struct RunArgs {
         default_value = "30s"
     )]
     abandoned_heal_after: PositiveDuration,
+    /// A deleted HealingEvent (by hand, or its namespace deleted) is exported first; one
+    /// that has not reached every sink after this long is let go anyway, with a Warning
+    /// Event and its whole record in the log, so namespace deletion never hangs for ever.
+    #[arg(
+        long,
+        env = "PIPELINE_HEALER_EXPORT_FINALIZER_TIMEOUT",
+        default_value = "10m"
+    )]
+    export_finalizer_timeout: PositiveDuration,
     /// Google Cloud project whose BigQuery holds the PhaseRun tables (`dataset.table` names
     /// belong to it); default: --bigquery-project, else --firestore-project.
     #[arg(long, env = "PIPELINE_HEALER_PHASE_PROJECT")]
@@ -331,6 +340,7 @@ fn main() -> ExitCode {
                 leader_election_lease,
                 lease_duration,
                 abandoned_heal_after,
+                export_finalizer_timeout,
                 phase_project,
                 phase_allowed_projects,
                 trigger_allowed_url_prefixes,
@@ -399,6 +409,7 @@ fn main() -> ExitCode {
                 trust,
                 bigquery: bigquery.export(),
                 abandoned_heal_after: abandoned_heal_after.as_std(),
+                export_finalizer_timeout: export_finalizer_timeout.as_std(),
             };
             run(config, mirror, metrics_addr, election)
         }

@@ -299,15 +299,7 @@ async fn a_controller_killed_mid_export_loses_nothing_and_duplicates_no_document
 async fn an_event_is_deleted_after_retention_only_once_every_sink_has_it() {
     let ns = support::namespace("export-retention").await;
     let sinks = Sinks::for_namespace(&ns);
-    let policy: HealingPolicy = serde_json::from_value(serde_json::json!({
-        "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "HealingPolicy",
-        "metadata": {"name": "default"}, "spec": {"retention": "2s"}
-    }))
-    .unwrap();
-    ns.api::<HealingPolicy>()
-        .create(&PostParams::default(), &policy)
-        .await
-        .unwrap();
+    retention_policy(&ns, "2s").await;
     // No table yet: Firestore has the events, BigQuery does not.
     let _controller = ControllerProcess::start_with(&ns.name, "exporter", &sinks.args(), &[]);
     events::record(&ns, (0..5).map(|i| events::worker_retry(i, None)).collect()).await;
@@ -383,4 +375,189 @@ async fn two_namespaces_events_of_one_name_are_two_records_in_each_sink() {
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     assert_eq!(report["total"], 2, "{report}");
+}
+
+/// A policy keeping exported events for `retention`.
+async fn retention_policy(ns: &TestNamespace, retention: &str) {
+    let policy: HealingPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "HealingPolicy",
+        "metadata": {"name": "default"}, "spec": {"retention": retention}
+    }))
+    .unwrap();
+    ns.api::<HealingPolicy>()
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+}
+
+/// Deletes every event of the namespace, as `kubectl delete he --all` would.
+async fn delete_events(ns: &TestNamespace) {
+    ns.api::<HealingEvent>()
+        .delete_collection(&Default::default(), &ListParams::default())
+        .await
+        .expect("delete the events");
+}
+
+#[tokio::test]
+async fn restarted_without_a_sink_an_event_waits_for_it_and_says_so() {
+    let ns = support::namespace("export-sink-removed").await;
+    let sinks = Sinks::for_namespace(&ns);
+    retention_policy(&ns, "2s").await;
+    // No table yet: the events are final with both sinks configured, and BigQuery fails.
+    let both = ControllerProcess::start_with(&ns.name, "exporter-1", &sinks.args(), &[]);
+    events::record(&ns, (0..5).map(|i| events::worker_retry(i, None)).collect()).await;
+    firestore_only(&ns, 5).await;
+    drop(both);
+
+    // Restarted without --bigquery-project: BigQuery is still required, shown Unconfigured.
+    let firestore_only_controller =
+        ControllerProcess::start_with(&ns.name, "exporter-2", &sinks.firestore_args(), &[]);
+    let shown = support::eventually(60, "BigQuery shown as no longer configured", || async {
+        let events = events(&ns).await;
+        (events.len() == 5
+            && events
+                .iter()
+                .all(|e| state(e, "bigquery") == Some(ExportState::Unconfigured)))
+        .then_some(events)
+    })
+    .await;
+    let status = shown[0].status.as_ref().unwrap();
+    assert_eq!(status.required_sinks, ["bigquery", "firestore"]);
+    let message = status.exports["bigquery"].last_error.clone().unwrap();
+    assert!(message.contains("no longer configured"), "{message}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        events(&ns).await.len(),
+        5,
+        "deleted past retention though BigQuery never had them"
+    );
+    let warned = support::k8s_events(&ns, "SinkRemoved").await;
+    assert_eq!(
+        warned.len(),
+        5,
+        "one SinkRemoved Warning per event: {warned:?}"
+    );
+    drop(firestore_only_controller);
+
+    // BigQuery configured again (and its table there): exported, then deleted.
+    sinks.create_dataset().await;
+    sinks.create_table(support::events_table_schema()).await;
+    let _both = ControllerProcess::start_with(&ns.name, "exporter-3", &sinks.args(), &[]);
+    support::eventually(120, "the events deleted once BigQuery had them", || async {
+        events(&ns).await.is_empty().then_some(())
+    })
+    .await;
+    let rows = sinks.bigquery_rows().await;
+    let ids: BTreeSet<&str> = rows.iter().map(|r| r.healing_id.as_str()).collect();
+    assert_eq!(ids.len(), 5);
+}
+
+#[tokio::test]
+async fn a_deleted_event_is_exported_before_it_goes() {
+    let ns = support::namespace("export-finalizer").await;
+    let sinks = Sinks::for_namespace(&ns);
+    let _controller = ControllerProcess::start_with(&ns.name, "exporter", &sinks.args(), &[]);
+    events::record(&ns, (0..3).map(|i| events::worker_retry(i, None)).collect()).await;
+    firestore_only(&ns, 3).await;
+    delete_events(&ns).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = events(&ns).await;
+    assert_eq!(held.len(), 3, "deleted before BigQuery had them");
+    assert!(held.iter().all(|e| e.metadata.deletion_timestamp.is_some()));
+
+    sinks.create_dataset().await;
+    sinks.create_table(support::events_table_schema()).await;
+    support::eventually(120, "the deleted events gone once exported", || async {
+        events(&ns).await.is_empty().then_some(())
+    })
+    .await;
+    let rows = sinks.bigquery_rows().await;
+    let ids: BTreeSet<&str> = rows.iter().map(|r| r.healing_id.as_str()).collect();
+    assert_eq!(ids.len(), 3, "every deleted event reached BigQuery first");
+}
+
+#[tokio::test]
+async fn a_deleted_event_that_cannot_be_exported_is_released_after_the_timeout_with_its_record() {
+    let ns = support::namespace("export-release").await;
+    let sinks = Sinks::for_namespace(&ns);
+    let mut args = sinks.args();
+    args.extend(["--export-finalizer-timeout".into(), "3s".into()]);
+    let (_controller, log) =
+        ControllerProcess::start_logged(&ns.name, "exporter", &args, &[], "info,firestore=error");
+    events::record(&ns, (0..2).map(|i| events::worker_retry(i, None)).collect()).await;
+    firestore_only(&ns, 2).await;
+    let ids: Vec<String> = events(&ns)
+        .await
+        .iter()
+        .map(|e| e.spec.healing_id.clone())
+        .collect();
+    let deleted = std::time::Instant::now();
+    delete_events(&ns).await;
+    support::eventually(60, "the deleted events released", || async {
+        events(&ns).await.is_empty().then_some(())
+    })
+    .await;
+    // Held for the timeout, counted from the deletion timestamp (whole seconds, so up to a
+    // second before the delete call returned).
+    let held = deleted.elapsed();
+    assert!(held >= Duration::from_secs(2), "released after {held:?}");
+    let text = log.text();
+    for id in &ids {
+        let line = text
+            .lines()
+            .find(|l| l.contains("released before reaching every sink") && l.contains(id.as_str()))
+            .unwrap_or_else(|| panic!("no release line for {id}"));
+        // The whole record: spec and outcome.
+        assert!(
+            line.contains("triggerReason") && line.contains("Succeeded"),
+            "{line}"
+        );
+    }
+    let warned = support::k8s_events(&ns, "ReleasedUnexported").await;
+    assert_eq!(warned.len(), 2, "{warned:?}");
+}
+
+#[tokio::test]
+async fn a_deleted_namespace_waits_until_its_events_are_exported() {
+    let ns = support::namespace("export-namespace-gone").await;
+    let sinks = Sinks::for_namespace(&ns);
+    let _controller = ControllerProcess::start_with(&ns.name, "exporter", &sinks.args(), &[]);
+    events::record(
+        &ns,
+        (0..20).map(|i| events::worker_retry(i, None)).collect(),
+    )
+    .await;
+    firestore_only(&ns, 20).await;
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(ns.client.clone());
+    namespaces
+        .delete(&ns.name, &Default::default())
+        .await
+        .expect("delete the namespace");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        events(&ns).await.len(),
+        20,
+        "events went before BigQuery had them"
+    );
+    assert!(namespaces.get_opt(&ns.name).await.unwrap().is_some());
+
+    sinks.create_dataset().await;
+    sinks.create_table(support::events_table_schema()).await;
+    support::eventually(180, "the namespace gone", || async {
+        namespaces
+            .get_opt(&ns.name)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let rows = sinks.bigquery_rows().await;
+    let ids: BTreeSet<&str> = rows.iter().map(|r| r.healing_id.as_str()).collect();
+    assert_eq!(
+        ids.len(),
+        20,
+        "every event reached BigQuery before its namespace went"
+    );
 }

@@ -22,6 +22,10 @@ pub const BATCH_CLEANUP: &str = "batch_cleanup";
 /// The healing type of a processor re-run for a phase's missing rows.
 pub const PHASE_RERUN: &str = "phase_rerun";
 
+/// Holds a deleted HealingEvent (by hand, by namespace deletion, by retention) until the
+/// outbox has exported it, or `--export-finalizer-timeout` has passed.
+pub const EXPORT_FINALIZER: &str = "healing.pipeline.dev/export";
+
 /// One healing action: what was seen, why, and what was done.
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
@@ -147,6 +151,10 @@ pub enum ExportState {
     Pending,
     Exported,
     Failing,
+    /// The event must reach this sink (it was configured when the outcome became final), but
+    /// the controller now runs without it: the event is kept until its retention plus a
+    /// grace period, unless the sink is configured again.
+    Unconfigured,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -195,6 +203,12 @@ pub struct HealingEventStatus {
     /// Export state per sink (`firestore`, `bigquery`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub exports: BTreeMap<String, SinkExport>,
+    /// The sinks this event must reach before it is deleted: those configured when its
+    /// outcome became final (and any configured since). A later process's flags do not
+    /// shorten the list, so restarting without a sink does not delete what it never got.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub required_sinks: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -1,29 +1,37 @@
 //! The HealingEvent reconciler: the outbox. An event whose action has not finished is held to
 //! its actor's bound and then settled (`decide::unfinished`), so none stays open for ever.
-//! Once an event's action has finished it is
-//! exported to every configured sink, each sink's state kept in the event's status (exported
-//! with time, or failing with attempts, last error and next attempt), failures retried with
-//! capped, jittered backoff; after the retention period, and only once every sink has it,
-//! the event is deleted. Events recorded by anyone (a worker's retry, a fallback) go the
-//! same way as the controller's own.
+//! Once an event's action has finished it is exported to every sink it must reach (those
+//! configured when it became final, kept on its status, and any configured since), each
+//! sink's state kept in the event's status (exported with time, or failing with attempts,
+//! last error and next attempt), failures retried with capped, jittered backoff. After the
+//! retention period, and only once every such sink has it, the event is deleted; a sink
+//! removed from the flags keeps it for a grace period more. A finalizer holds a deleted event
+//! (by hand, or with its namespace) until it is exported or `--export-finalizer-timeout`
+//! passes. Events recorded by anyone (a worker's retry, a fallback) go the same way as the
+//! controller's own.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{Context, STALE_READ_RETRY, delete_decided, record, requeue_at};
 use crate::api::HealingEvent;
-use crate::api::event::{BATCH_CLEANUP, ExportState, HealingEventStatus, SinkExport};
-use crate::decide::export::{Backoff, after_attempt, is_final, plan};
+use crate::api::event::{
+    BATCH_CLEANUP, EXPORT_FINALIZER, ExportState, HealingEventStatus, SinkExport,
+};
+use crate::decide::export::{
+    Backoff, Outbox, REMOVED_SINK_GRACE, Release, after_attempt, is_final, plan,
+};
 use crate::decide::unfinished::abandoned_reason;
 use crate::error::{Error, KubeResultExt};
-use crate::runtime::EXPORT_MANAGER;
 use crate::runtime::batcher::ItemResult;
 use crate::runtime::status::{Precondition, apply_status};
+use crate::runtime::{EXPORT_MANAGER, finalizer};
 
 pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled(&HealingEvent::kind(&()));
@@ -31,40 +39,172 @@ pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Ac
     let namespace = event.namespace().unwrap_or_default();
     // Any change to an event may move its namespace's windows, circuits or export backlog.
     ctx.health.touch(&namespace);
-    let retention = ctx.policies.spec_for(&namespace).retention.as_span();
+    let api: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), &namespace);
+    let deleting = event.metadata.deletion_timestamp.as_ref().map(|t| t.0);
+    if deleting.is_none() && !finalizer::has(&*event, EXPORT_FINALIZER) {
+        // Events recorded by others arrive without it; the patch comes back as a change.
+        let step = "adding the export finalizer";
+        return Ok(
+            match finalizer::add(&api, &event, EXPORT_FINALIZER, step).await? {
+                true => Action::await_change(),
+                false => Action::requeue(STALE_READ_RETRY),
+            },
+        );
+    }
     let sinks = ctx.sinks.names();
+    let outbox = Outbox {
+        sinks: &sinks,
+        retention: ctx.policies.spec_for(&namespace).retention.as_span(),
+        release_after: ctx.export_finalizer_timeout(),
+    };
     let recorded = event.spec.timestamp.0;
     let now = Timestamp::now();
-    if !is_final(event.status.as_ref()) {
-        return settle(&ctx, &event, now).await;
+    let next = plan(event.status.as_ref(), &outbox, recorded, deleting, now);
+    if let Some(how) = next.release {
+        return release(&ctx, &api, &event, how).await;
     }
-
-    let next = plan(event.status.as_ref(), &sinks, recorded, retention, now);
+    if !is_final(event.status.as_ref()) {
+        let settled_at = settle(&ctx, &event, now).await?;
+        let wake = [settled_at, next.wake_at].into_iter().flatten().min();
+        return Ok(requeue_at(wake, now));
+    }
     if next.delete {
-        delete(&ctx, &event).await?;
+        delete(&ctx, &api, &event).await?;
         return Ok(Action::await_change());
     }
-    if next.due.is_empty() {
+    let mut exports = export_due(&ctx, &event, &next.due).await;
+    let removed = newly_removed(&event, &next.removed, outbox.retention);
+    let required_changed = event
+        .status
+        .as_ref()
+        .is_none_or(|s| s.required_sinks != next.required);
+    if exports.is_empty() && removed.is_empty() && !required_changed {
         return Ok(requeue_at(next.wake_at, now));
     }
-    let exports = export_due(&ctx, &event, &next.due).await;
-    let Some(status) = write_exports(&ctx, &event, exports).await? else {
+    exports.extend(removed.clone());
+    let Some(status) = write_exports(&ctx, &event, exports, &next.required).await? else {
         return Ok(Action::requeue(STALE_READ_RETRY));
     };
+    if !removed.is_empty() {
+        tell_removed(&ctx, &event, &removed).await;
+    }
     // The write brings the event back through here, where the plan sees the new state; the
     // requeue below only covers a retry falling due with no change in between.
-    let after = plan(Some(&status), &sinks, recorded, retention, now);
+    let after = plan(Some(&status), &outbox, recorded, deleting, now);
     Ok(requeue_at(after.wake_at, now))
+}
+
+/// The export state of each sink in `removed` that the event does not show as such yet.
+fn newly_removed(
+    event: &HealingEvent,
+    removed: &[String],
+    retention: jiff::SignedDuration,
+) -> BTreeMap<String, SinkExport> {
+    let previous = |sink: &str| event.status.as_ref().and_then(|s| s.exports.get(sink));
+    let kept_until = event
+        .spec
+        .timestamp
+        .0
+        .saturating_add(retention)
+        .and_then(|t| t.checked_add(REMOVED_SINK_GRACE))
+        .unwrap_or(Timestamp::MAX);
+    removed
+        .iter()
+        .filter(|sink| previous(sink).is_none_or(|e| e.state != ExportState::Unconfigured))
+        .map(|sink| {
+            let attempts = previous(sink).map_or(0, |e| e.attempts);
+            let message = format!(
+                "the {sink} sink is no longer configured; this event must reach it and is \
+                 kept until {kept_until} (retention plus a grace period) unless it is \
+                 configured again"
+            );
+            let state = SinkExport {
+                state: ExportState::Unconfigured,
+                attempts,
+                exported_at: None,
+                last_error: Some(message),
+                next_attempt_at: None,
+            };
+            (sink.clone(), state)
+        })
+        .collect()
+}
+
+/// A Warning Event on the event, and a log line, for sinks it must reach that this process
+/// runs without (once: when they are first shown as Unconfigured).
+async fn tell_removed(ctx: &Context, event: &HealingEvent, removed: &BTreeMap<String, SinkExport>) {
+    let id = event.name_any();
+    for (sink, state) in removed {
+        let note = state.last_error.clone().unwrap_or_default();
+        warn!(healing_id = %id, sink = %sink, "{note}");
+        let regarding = event.object_ref(&());
+        if let Err(error) = record::publish(
+            ctx,
+            &regarding,
+            EventType::Warning,
+            "SinkRemoved",
+            "Export",
+            note,
+        )
+        .await
+        {
+            warn!(healing_id = %id, %error, "could not publish the SinkRemoved Event");
+        }
+    }
+}
+
+/// Lets a deleted event go: the finalizer removed once every sink has it, or, after
+/// `--export-finalizer-timeout`, without that, its whole record logged and a Warning Event
+/// sent (which a terminating namespace may refuse; the log line has the record either way).
+async fn release(
+    ctx: &Context,
+    api: &Api<HealingEvent>,
+    event: &HealingEvent,
+    how: Release,
+) -> Result<Action, Error> {
+    let id = event.name_any();
+    if how == Release::TimedOut {
+        let record = serde_json::json!({"spec": event.spec, "status": event.status});
+        let timeout = ctx.config.export_finalizer_timeout;
+        error!(namespace = ?event.namespace(), healing_id = %id, ?timeout, record = %record, "a deleted healing event is released before reaching every sink; its record is in this line");
+        let note = format!(
+            "deleted, and released after {timeout:?} (--export-finalizer-timeout) before \
+             reaching every sink; the controller's log holds its whole record"
+        );
+        let regarding = event.object_ref(&());
+        if let Err(error) = record::publish(
+            ctx,
+            &regarding,
+            EventType::Warning,
+            "ReleasedUnexported",
+            "Export",
+            note,
+        )
+        .await
+        {
+            warn!(healing_id = %id, %error, "could not publish the ReleasedUnexported Event");
+        }
+    }
+    let step = "removing the export finalizer";
+    if !finalizer::remove(api, event, EXPORT_FINALIZER, step).await? {
+        return Ok(Action::requeue(STALE_READ_RETRY));
+    }
+    debug!(healing_id = %id, ?how, "healing event released");
+    Ok(Action::await_change())
 }
 
 /// Holds an event without an outcome to its actor's bound (`decide::unfinished`): waits until
 /// then (its outcome arriving is a change, which wakes this anyway), then settles it. A heal
 /// of a batch is judged by its batch; anything else is closed as abandoned.
-async fn settle(ctx: &Context, event: &HealingEvent, now: Timestamp) -> Result<Action, Error> {
+async fn settle(
+    ctx: &Context,
+    event: &HealingEvent,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, Error> {
     let bounds = ctx.settle_bounds();
     let due = bounds.settle_at(event);
     if now < due {
-        return Ok(requeue_at(Some(due), now));
+        return Ok(Some(due));
     }
     let healing_type = event.spec.healing_type.as_str();
     let look_again = match healing_type {
@@ -75,15 +215,15 @@ async fn settle(ctx: &Context, event: &HealingEvent, now: Timestamp) -> Result<A
             None
         }
     };
-    Ok(requeue_at(look_again, now))
+    Ok(look_again)
 }
 
-/// Deletes the event after its retention period (only the object decided on).
-async fn delete(ctx: &Context, event: &HealingEvent) -> Result<(), Error> {
-    let api: Api<HealingEvent> =
-        Api::namespaced(ctx.client.clone(), &event.namespace().unwrap_or_default());
+/// Deletes the event after its retention period (only the object decided on); the
+/// finalizer then lets it go at once, since every sink has it.
+async fn delete(ctx: &Context, api: &Api<HealingEvent>, event: &HealingEvent) -> Result<(), Error> {
     let step = "deleting the HealingEvent after the retention period";
-    if delete_decided(&api, event, step).await? {
+    let _turn = ctx.bookkeeping.turn().await;
+    if delete_decided(api, event, step).await? {
         info!(healing_id = %event.name_any(), "healing event removed after the retention period");
     }
     Ok(())
@@ -93,7 +233,7 @@ async fn delete(ctx: &Context, event: &HealingEvent) -> Result<(), Error> {
 async fn export_due(
     ctx: &Context,
     event: &HealingEvent,
-    due: &[&'static str],
+    due: &[String],
 ) -> BTreeMap<String, SinkExport> {
     let id = event.name_any();
     let results =
@@ -106,13 +246,14 @@ async fn export_due(
             let before = previous(sink);
             log_attempt(&id, sink, before, &result);
             let state = after_attempt(before, result, Timestamp::now(), &backoff, &id);
-            ((*sink).to_owned(), state)
+            (sink.clone(), state)
         })
         .collect()
 }
 
 /// Applies every sink's state, the ones not due this time included (the export writer owns
-/// the whole map, and an entry it left out would be removed); the event's status as written.
+/// the whole map, and an entry it left out would be removed), and the sinks the event must
+/// reach; the event's status as written.
 /// The map is rebuilt from a read, so the write is conditional on that read's version: a
 /// stale one must not write an older state over a newer one. On a conflict the event is read
 /// again and this attempt's results are written over the fresh map once more (so they are
@@ -121,6 +262,7 @@ async fn write_exports(
     ctx: &Context,
     event: &HealingEvent,
     exports: BTreeMap<String, SinkExport>,
+    required: &[String],
 ) -> Result<Option<HealingEventStatus>, Error> {
     let api: Api<HealingEvent> =
         Api::namespaced(ctx.client.clone(), &event.namespace().unwrap_or_default());
@@ -130,8 +272,10 @@ async fn write_exports(
     for _ in 0..2 {
         let mut status = read.status.clone().unwrap_or_default();
         status.exports.extend(exports.clone());
+        status.required_sinks = required.to_vec();
         let written_part = HealingEventStatus {
             exports: status.exports.clone(),
+            required_sinks: status.required_sinks.clone(),
             ..Default::default()
         };
         let written = apply_status(

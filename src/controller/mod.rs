@@ -56,6 +56,9 @@ pub struct Config {
     /// A heal whose HealingEvent has stayed Pending this long lost its actor (a crash); another
     /// reconcile carries it through. The action's precondition keeps that from acting twice.
     pub abandoned_heal_after: Duration,
+    /// A deleted HealingEvent that has not reached every sink it must reach is held back this
+    /// long, then let go (its record logged), so a namespace's deletion never hangs for ever.
+    pub export_finalizer_timeout: Duration,
     /// Asked to consolidate each batch the controller completes; None: not asked.
     pub consolidation: Option<Consolidation>,
     /// HealingEvents are exported to this Firestore collection when a Firestore project is
@@ -79,6 +82,7 @@ impl Default for Config {
             namespace: None,
             instance: None,
             abandoned_heal_after: Duration::from_secs(30),
+            export_finalizer_timeout: Duration::from_secs(600),
             consolidation: None,
             events_collection: None,
             bigquery: None,
@@ -168,6 +172,11 @@ impl Context {
     /// [`Config::abandoned_heal_after`] as the decisions measure it.
     pub fn abandoned_heal_after(&self) -> jiff::SignedDuration {
         jiff::SignedDuration::try_from(self.config.abandoned_heal_after).unwrap_or_default()
+    }
+
+    /// [`Config::export_finalizer_timeout`] as the decisions measure it.
+    pub fn export_finalizer_timeout(&self) -> jiff::SignedDuration {
+        jiff::SignedDuration::try_from(self.config.export_finalizer_timeout).unwrap_or_default()
     }
 
     /// How long each actor may leave its intent without an outcome.

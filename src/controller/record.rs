@@ -9,18 +9,21 @@ use tracing::info;
 
 use super::Context;
 use crate::api::HealingEvent;
-use crate::api::event::{HealingEventStatus, OUTCOME_IS_FINAL, Outcome};
+use crate::api::event::{EXPORT_FINALIZER, HealingEventStatus, OUTCOME_IS_FINAL, Outcome};
 use crate::error::{Error, KubeResultExt};
 use crate::runtime::MANAGER;
 use crate::runtime::status::{Precondition, apply_status};
 
 /// Creates the HealingEvent `event`, intent first. False: it exists already (an earlier
 /// attempt at the same action recorded it).
+/// It carries the export finalizer from the start, so no deletion loses it unexported.
 pub async fn intent(ctx: &Context, event: &HealingEvent) -> Result<bool, Error> {
     let events: Api<HealingEvent> =
         Api::namespaced(ctx.client.clone(), &event.namespace().unwrap_or_default());
+    let mut event = event.clone();
+    event.finalizers_mut().push(EXPORT_FINALIZER.to_owned());
     let created = events
-        .create(&PostParams::default(), event)
+        .create(&PostParams::default(), &event)
         .await
         .unless_conflict("recording the action's intent")?;
     Ok(created.is_some())
@@ -38,6 +41,11 @@ pub async fn outcome(
     status: &HealingEventStatus,
 ) -> Result<bool, Error> {
     let events: Api<HealingEvent> = Api::namespaced(ctx.client.clone(), namespace);
+    // The sinks a final record must reach are fixed now, whatever a later process's flags.
+    let status = &HealingEventStatus {
+        required_sinks: ctx.sinks.names().into_iter().map(str::to_owned).collect(),
+        ..status.clone()
+    };
     let written = apply_status(
         &events,
         id,

@@ -56,7 +56,8 @@ pub fn is_due(export: Option<&SinkExport>, now: Timestamp) -> bool {
         None => true,
         Some(e) => match e.state {
             ExportState::Exported => false,
-            ExportState::Pending => true,
+            // Configured again (the plan only asks about configured sinks).
+            ExportState::Pending | ExportState::Unconfigured => true,
             ExportState::Failing => e.next_attempt_at.as_ref().is_none_or(|t| t.0 <= now),
         },
     }
@@ -116,58 +117,138 @@ pub fn after_attempt(
     }
 }
 
+/// How long an event whose sink was removed on purpose is kept past its retention, for
+/// the sink to be configured again (or someone to copy the events) before they are deleted.
+pub const REMOVED_SINK_GRACE: SignedDuration = SignedDuration::from_hours(7 * 24);
+
+/// The operator's settings the outbox works by.
+#[derive(Clone, Copy, Debug)]
+pub struct Outbox<'a> {
+    /// The sinks configured now.
+    pub sinks: &'a [&'a str],
+    /// How long an exported event is kept (the namespace's policy).
+    pub retention: SignedDuration,
+    /// How long a deleted event that has not reached its sinks is held back
+    /// (`--export-finalizer-timeout`).
+    pub release_after: SignedDuration,
+}
+
+/// Why the outbox lets a deleted event go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// Every sink it must reach has it (or a removed sink's grace period is over).
+    Exported,
+    /// `--export-finalizer-timeout` passed first: it goes without reaching every sink (its
+    /// whole record is logged).
+    TimedOut,
+}
+
 /// What to do with one event now.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExportPlan<'a> {
+pub struct ExportPlan {
     /// Sinks to export to now.
-    pub due: Vec<&'a str>,
-    /// Delete the event: it is past retention and every sink has it.
+    pub due: Vec<String>,
+    /// The sinks the event must reach, as its status should list them.
+    pub required: Vec<String>,
+    /// Of those, the ones this process runs without (shown as Unconfigured).
+    pub removed: Vec<String>,
+    /// Delete the event: it is past retention and every sink it must reach has it (a
+    /// removed sink: past retention and the grace period).
     pub delete: bool,
-    /// When to look again (the earliest retry or the retention instant), if ever.
+    /// The event is being deleted and may go now.
+    pub release: Option<Release>,
+    /// When to look again (the earliest retry, the retention instant, the release
+    /// deadline), if ever.
     pub wake_at: Option<Timestamp>,
 }
 
-/// The plan for an event recorded at `recorded`, kept for `retention`, with `sinks`
-/// configured. An event whose action has not finished waits: its outcome arrives as a change,
-/// which wakes the reconciler anyway.
-pub fn plan<'a>(
+/// The plan for an event recorded at `recorded`, deleted at `deleting` (None: not deleted).
+/// An event whose action has not finished exports nothing (its outcome arrives as a change,
+/// and `decide::unfinished` bounds the wait); deleted, it waits at most `release_after`.
+pub fn plan(
     status: Option<&HealingEventStatus>,
-    sinks: &[&'a str],
+    outbox: &Outbox,
     recorded: Timestamp,
-    retention: SignedDuration,
+    deleting: Option<Timestamp>,
     now: Timestamp,
-) -> ExportPlan<'a> {
+) -> ExportPlan {
+    let deadline = deleting.map(|d| {
+        d.saturating_add(outbox.release_after)
+            .unwrap_or(Timestamp::MAX)
+    });
+    let timed_out = deadline.is_some_and(|d| now >= d);
+    let export_of = |sink: &str| status.and_then(|s| s.exports.get(sink));
     if !is_final(status) {
         return ExportPlan {
             due: Vec::new(),
+            required: Vec::new(),
+            removed: Vec::new(),
             delete: false,
-            wake_at: None,
+            release: timed_out.then_some(Release::TimedOut),
+            wake_at: deadline,
         };
     }
-    let export_of = |sink: &str| status.and_then(|s| s.exports.get(sink));
-    let due: Vec<&str> = sinks
+    let configured = |sink: &str| outbox.sinks.contains(&sink);
+    // Fixed when the outcome became final; older events list the sinks they were tried on.
+    let mut required: Vec<String> = status
+        .map(|s| {
+            s.required_sinks
+                .iter()
+                .chain(s.exports.keys())
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    required.extend(outbox.sinks.iter().map(|s| (*s).to_owned()));
+    required.sort();
+    required.dedup();
+    let removed: Vec<String> = required
         .iter()
-        .copied()
-        .filter(|s| is_due(export_of(s), now))
+        .filter(|s| !configured(s))
+        .cloned()
         .collect();
-    let all_exported = sinks
+    let due: Vec<String> = outbox
+        .sinks
         .iter()
-        .all(|s| export_of(s).is_some_and(|e| e.state == ExportState::Exported));
-    let expires = recorded.saturating_add(retention).unwrap_or(Timestamp::MAX);
-    let next_retry = sinks
+        .filter(|s| is_due(export_of(s), now))
+        .map(|s| (*s).to_owned())
+        .collect();
+    let exported = |sink: &str| export_of(sink).is_some_and(|e| e.state == ExportState::Exported);
+    let configured_done = outbox.sinks.iter().all(|s| exported(s));
+    let all_done = configured_done && removed.iter().all(|s| exported(s));
+    let grace = if all_done {
+        SignedDuration::ZERO
+    } else {
+        REMOVED_SINK_GRACE
+    };
+    let expires = recorded
+        .saturating_add(outbox.retention)
+        .and_then(|t| t.checked_add(grace))
+        .unwrap_or(Timestamp::MAX);
+    let may_go = configured_done && (all_done || now >= expires);
+    let next_retry = outbox
+        .sinks
         .iter()
         .filter_map(|s| export_of(s))
         .filter(|e| e.state == ExportState::Failing)
         .filter_map(|e| e.next_attempt_at.as_ref().map(|t| t.0))
         .filter(|t| *t > now)
         .min();
-    let wake_at = match (all_exported, next_retry) {
-        (true, _) => Some(expires),
-        (false, retry) => retry,
+    let release = match deleting {
+        Some(_) if may_go => Some(Release::Exported),
+        Some(_) if timed_out => Some(Release::TimedOut),
+        _ => None,
     };
+    let wake_at = [configured_done.then_some(expires), next_retry, deadline]
+        .into_iter()
+        .flatten()
+        .min();
     ExportPlan {
-        delete: all_exported && now >= expires,
+        delete: deleting.is_none() && configured_done && now >= expires,
         due,
+        required,
+        removed,
+        release,
         wake_at,
     }
 }
@@ -240,11 +321,25 @@ mod tests {
         assert_eq!(b.delay(3, "k"), b.delay(3, "k"));
     }
 
+    const HOUR: SignedDuration = SignedDuration::from_hours(1);
+
+    fn outbox<'a>(sinks: &'a [&'a str]) -> Outbox<'a> {
+        Outbox {
+            sinks,
+            retention: DAY,
+            release_after: HOUR,
+        }
+    }
+
+    fn due(p: &ExportPlan) -> Vec<&str> {
+        p.due.iter().map(String::as_str).collect()
+    }
+
     #[test]
     fn nothing_is_exported_before_the_outcome() {
         let now = at("2026-11-25T10:00:00Z");
         for st in [None, Some(status(Outcome::Pending, &[]))] {
-            let p = plan(st.as_ref(), &SINKS, now, DAY, now);
+            let p = plan(st.as_ref(), &outbox(&SINKS), now, None, now);
             assert!(p.due.is_empty());
             assert!(!p.delete);
             assert_eq!(p.wake_at, None);
@@ -254,9 +349,11 @@ mod tests {
             Outcome::Failed,
             Outcome::Superseded,
             Outcome::Skipped,
+            Outcome::Abandoned,
         ] {
-            let p = plan(Some(&status(outcome, &[])), &SINKS, now, DAY, now);
-            assert_eq!(p.due, SINKS.to_vec(), "{outcome:?}");
+            let p = plan(Some(&status(outcome, &[])), &outbox(&SINKS), now, None, now);
+            assert_eq!(due(&p), SINKS.to_vec(), "{outcome:?}");
+            assert_eq!(p.required, SINKS.to_vec(), "{outcome:?}");
         }
     }
 
@@ -267,30 +364,35 @@ mod tests {
             Outcome::Succeeded,
             &[("bigquery", failing(3, "2026-11-25T10:00:08Z"))],
         );
-        let p = plan(Some(&st), &SINKS, now, DAY, now);
-        assert_eq!(p.due, vec!["firestore"]);
+        let p = plan(Some(&st), &outbox(&SINKS), now, None, now);
+        assert_eq!(due(&p), vec!["firestore"]);
         assert_eq!(p.wake_at, Some(at("2026-11-25T10:00:08Z")));
         assert!(!p.delete);
         let later = at("2026-11-25T10:00:08Z");
-        assert_eq!(plan(Some(&st), &SINKS, now, DAY, later).due, SINKS.to_vec());
+        let p = plan(Some(&st), &outbox(&SINKS), now, None, later);
+        assert_eq!(due(&p), SINKS.to_vec());
     }
 
-    #[test]
-    fn deleted_after_retention_only_once_every_sink_has_it() {
-        let recorded = at("2026-11-24T10:00:00Z");
-        let both = status(
+    fn both_exported() -> HealingEventStatus {
+        status(
             Outcome::Succeeded,
             &[
                 ("bigquery", exported("2026-11-24T10:00:01Z")),
                 ("firestore", exported("2026-11-24T10:00:01Z")),
             ],
-        );
+        )
+    }
+
+    #[test]
+    fn deleted_after_retention_only_once_every_sink_has_it() {
+        let recorded = at("2026-11-24T10:00:00Z");
+        let both = both_exported();
         let before = at("2026-11-25T09:59:59Z");
-        let p = plan(Some(&both), &SINKS, recorded, DAY, before);
+        let p = plan(Some(&both), &outbox(&SINKS), recorded, None, before);
         assert!(p.due.is_empty() && !p.delete);
         assert_eq!(p.wake_at, Some(at("2026-11-25T10:00:00Z")));
         let expired = at("2026-11-25T10:00:00Z");
-        assert!(plan(Some(&both), &SINKS, recorded, DAY, expired).delete);
+        assert!(plan(Some(&both), &outbox(&SINKS), recorded, None, expired).delete);
 
         let one = status(
             Outcome::Succeeded,
@@ -299,18 +401,116 @@ mod tests {
                 ("firestore", exported("2026-11-24T10:00:01Z")),
             ],
         );
-        let p = plan(Some(&one), &SINKS, recorded, DAY, expired);
+        let p = plan(Some(&one), &outbox(&SINKS), recorded, None, expired);
         assert!(!p.delete, "deleted before BigQuery had it");
         assert_eq!(p.wake_at, Some(at("2026-11-25T10:05:00Z")));
-        // With no sinks configured, events live in Kubernetes only, for the retention period.
+        // With no sinks configured ever, events live in Kubernetes only, for the retention.
+        let failed = status(Outcome::Failed, &[]);
+        let p = plan(Some(&failed), &outbox(&[]), recorded, None, expired);
+        assert!(p.delete && p.due.is_empty() && p.required.is_empty());
+    }
+
+    #[test]
+    fn a_sink_removed_from_the_flags_is_still_required_and_waited_for_past_a_grace_period() {
+        let recorded = at("2026-11-24T10:00:00Z");
+        // Final while both were configured; BigQuery never got it; restarted without BigQuery.
+        let mut st = status(
+            Outcome::Succeeded,
+            &[("firestore", exported("2026-11-24T10:00:01Z"))],
+        );
+        st.required_sinks = SINKS.iter().map(|s| (*s).to_owned()).collect();
+        let firestore_only = ["firestore"];
+        let expired = at("2026-11-25T10:00:00Z");
+        let p = plan(Some(&st), &outbox(&firestore_only), recorded, None, expired);
+        assert_eq!(
+            p.required,
+            SINKS.to_vec(),
+            "the flags do not shorten the list"
+        );
+        assert_eq!(p.removed, vec!["bigquery"]);
+        assert!(!p.delete, "deleted though BigQuery never had it");
+        let kept_until = expired + REMOVED_SINK_GRACE;
+        assert_eq!(p.wake_at, Some(kept_until));
+        assert!(
+            plan(
+                Some(&st),
+                &outbox(&firestore_only),
+                recorded,
+                None,
+                kept_until
+            )
+            .delete
+        );
+        // An event that was tried on BigQuery before the list existed counts it too.
+        let mut older = st.clone();
+        older.required_sinks.clear();
+        older
+            .exports
+            .insert("bigquery".into(), failing(2, "2026-11-24T10:00:09Z"));
         let p = plan(
-            Some(&status(Outcome::Failed, &[])),
-            &[],
+            Some(&older),
+            &outbox(&firestore_only),
             recorded,
-            DAY,
+            None,
             expired,
         );
-        assert!(p.delete && p.due.is_empty());
+        assert_eq!(
+            (p.removed.clone(), p.delete),
+            (vec!["bigquery".to_owned()], false)
+        );
+        // Configured again, it is due again.
+        let p = plan(Some(&st), &outbox(&SINKS), recorded, None, expired);
+        assert_eq!((due(&p), p.removed.is_empty()), (vec!["bigquery"], true));
+    }
+
+    #[test]
+    fn a_deleted_event_goes_once_exported_or_when_its_wait_is_over() {
+        let recorded = at("2026-11-24T10:00:00Z");
+        let deleted = at("2026-11-24T11:00:00Z");
+        let now = at("2026-11-24T11:00:05Z");
+        let p = plan(
+            Some(&both_exported()),
+            &outbox(&SINKS),
+            recorded,
+            Some(deleted),
+            now,
+        );
+        assert_eq!((p.release, p.delete), (Some(Release::Exported), false));
+
+        let one = status(
+            Outcome::Succeeded,
+            &[
+                ("bigquery", failing(4, "2026-11-24T11:00:30Z")),
+                ("firestore", exported("2026-11-24T10:00:01Z")),
+            ],
+        );
+        let p = plan(Some(&one), &outbox(&SINKS), recorded, Some(deleted), now);
+        assert_eq!(p.release, None, "released before BigQuery had it");
+        assert_eq!(p.wake_at, Some(at("2026-11-24T11:00:30Z")));
+        let later = at("2026-11-24T11:59:00Z");
+        let p = plan(Some(&one), &outbox(&SINKS), recorded, Some(deleted), later);
+        assert_eq!(p.wake_at, Some(at("2026-11-24T12:00:00Z")), "the deadline");
+        let over = at("2026-11-24T12:00:00Z");
+        let p = plan(Some(&one), &outbox(&SINKS), recorded, Some(deleted), over);
+        assert_eq!(p.release, Some(Release::TimedOut));
+        // An event without an outcome is held to the same deadline.
+        let pending = status(Outcome::Pending, &[]);
+        let p = plan(
+            Some(&pending),
+            &outbox(&SINKS),
+            recorded,
+            Some(deleted),
+            now,
+        );
+        assert_eq!((p.release, p.wake_at), (None, Some(over)));
+        let p = plan(
+            Some(&pending),
+            &outbox(&SINKS),
+            recorded,
+            Some(deleted),
+            over,
+        );
+        assert_eq!(p.release, Some(Release::TimedOut));
     }
 
     #[test]

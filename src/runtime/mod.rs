@@ -7,6 +7,7 @@ pub mod batcher;
 pub mod bookkeeping;
 pub mod cache;
 pub mod decode;
+pub mod finalizer;
 pub mod leader;
 pub mod policies;
 pub mod status;

@@ -35,6 +35,13 @@ impl Sinks {
         self.args_via(&super::emulators().bigquery)
     }
 
+    /// `run` flags exporting to Firestore only (the process runs without BigQuery).
+    pub fn firestore_args(&self) -> Vec<String> {
+        let mut args = self.args();
+        args.truncate(4);
+        args
+    }
+
     /// The same, reaching BigQuery at `bigquery_host` (a proxy).
     pub fn args_via(&self, bigquery_host: &str) -> Vec<String> {
         let flags = [
