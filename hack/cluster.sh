@@ -8,6 +8,10 @@
 #                                print `export KUBECONFIG=<path>` as the last line
 #   hack/cluster.sh down [DIR]   stop the cluster in DIR (default: the one $KUBECONFIG names)
 #                                and remove DIR
+#   hack/cluster.sh stop-apiserver [DIR]   stop only its kube-apiserver (fault drills)
+#   hack/cluster.sh start-apiserver [DIR]  start it again on the same port, etcd kept
+#   hack/cluster.sh pause-apiserver|resume-apiserver [DIR]  SIGSTOP/SIGCONT it: connections
+#                                are accepted and never answered, as by a hung server
 #
 # Several clusters may run at once; each lives in its own temporary directory.
 # With PH_OWNER_PID set, `up` also tears the cluster down when that process exits (test
@@ -85,6 +89,44 @@ make_serving_cert() {
     -CAcreateserial -out "$pki/apiserver.crt" -days 30 -extfile "$pki/apiserver.ext" 2>/dev/null
 }
 
+# Starts kube-apiserver for the cluster in $1 (its etcd kept) and waits until it is ready;
+# its pid goes to $1/apiserver.pid as well as $1/pids (which `down` stops).
+start_apiserver() {
+  local dir=$1 ep sp token
+  # shellcheck disable=SC1091
+  . "$dir/apiserver.env"
+  "$BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ep" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$sp" \
+    --tls-cert-file="$dir/pki/apiserver.crt" --tls-private-key-file="$dir/pki/apiserver.key" \
+    --endpoint-reconciler-type=none \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-account-key-file="$dir/sa.key" --service-account-signing-key-file="$dir/sa.key" \
+    --service-account-issuer=https://kubernetes.default.svc \
+    --authorization-mode=RBAC --token-auth-file="$dir/tokens.csv" \
+    --disable-admission-plugins=ServiceAccount >>"$dir/kube-apiserver.log" 2>&1 &
+  echo $! >>"$dir/pids"
+  echo $! >"$dir/apiserver.pid"
+  wait_alive "kube-apiserver" 60 "$dir/kube-apiserver.log" "$!" \
+    curl -sfk -H "Authorization: Bearer $token" "https://127.0.0.1:$sp/readyz"
+}
+
+# Stops the cluster's kube-apiserver (a fault drill), leaving etcd and everything else up.
+stop_apiserver() {
+  local dir=$1 pid
+  pid=$(cat "$dir/apiserver.pid")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
+cluster_dir() {
+  local dir=${1:-}
+  [ -n "$dir" ] || { [ -n "${KUBECONFIG:-}" ] && dir=$(dirname "$KUBECONFIG"); }
+  [ -n "$dir" ] || die "name the cluster directory or set KUBECONFIG"
+  case "$(basename "$dir")" in ph-cluster.*) ;; *) die "$dir is not a directory made by 'up'";; esac
+  echo "$dir"
+}
+
 up() {
   build
   local dir; dir=$(mktemp -d "${TMPDIR:-/tmp}/ph-cluster.XXXXXX")
@@ -105,18 +147,8 @@ up() {
   openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
   make_serving_cert "$dir/pki"
   echo "$token,admin,admin-uid,system:masters" >"$dir/tokens.csv"
-  "$BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ep" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$sp" \
-    --tls-cert-file="$dir/pki/apiserver.crt" --tls-private-key-file="$dir/pki/apiserver.key" \
-    --endpoint-reconciler-type=none \
-    --service-cluster-ip-range=10.0.0.0/24 \
-    --service-account-key-file="$dir/sa.key" --service-account-signing-key-file="$dir/sa.key" \
-    --service-account-issuer=https://kubernetes.default.svc \
-    --authorization-mode=RBAC --token-auth-file="$dir/tokens.csv" \
-    --disable-admission-plugins=ServiceAccount >"$dir/kube-apiserver.log" 2>&1 &
-  echo $! >>"$dir/pids"
-  wait_for "kube-apiserver" 60 "$dir/kube-apiserver.log" \
-    curl -sfk -H "Authorization: Bearer $token" "https://127.0.0.1:$sp/readyz"
+  printf 'ep=%s\nsp=%s\ntoken=%s\n' "$ep" "$sp" "$token" >"$dir/apiserver.env"
+  start_apiserver "$dir"
 
   cat >"$dir/kubeconfig" <<EOF
 apiVersion: v1
@@ -154,10 +186,7 @@ EOF
 }
 
 down() {
-  local dir=${1:-}
-  [ -n "$dir" ] || { [ -n "${KUBECONFIG:-}" ] && dir=$(dirname "$KUBECONFIG"); }
-  [ -n "$dir" ] || die "down: name the cluster directory or set KUBECONFIG"
-  case "$(basename "$dir")" in ph-cluster.*) ;; *) die "down: $dir is not a directory made by 'up'";; esac
+  local dir; dir=$(cluster_dir "${1:-}")
   stop_pids "$dir"
   rm -rf "$dir"
   log "cluster in $dir stopped"
@@ -167,5 +196,9 @@ case "${1:-}" in
   build) build ;;
   up) up ;;
   down) down "${2:-}" ;;
-  *) echo "usage: $0 build|up|down [DIR]" >&2; exit 2 ;;
+  stop-apiserver) stop_apiserver "$(cluster_dir "${2:-}")" ;;
+  start-apiserver) start_apiserver "$(cluster_dir "${2:-}")" ;;
+  pause-apiserver) kill -STOP "$(cat "$(cluster_dir "${2:-}")/apiserver.pid")" ;;
+  resume-apiserver) kill -CONT "$(cat "$(cluster_dir "${2:-}")/apiserver.pid")" ;;
+  *) echo "usage: $0 build|up|down|stop-apiserver|start-apiserver|pause-apiserver|resume-apiserver [DIR]" >&2; exit 2 ;;
 esac

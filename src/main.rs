@@ -139,6 +139,11 @@ struct RunArgs {
         default_value = "10m"
     )]
     export_finalizer_timeout: PositiveDuration,
+    /// After SIGTERM, the longest the controller takes to stop (reconciles in flight finish,
+    /// the lease is released); past it the process exits anyway, whatever it waits on (a
+    /// gone API server). Keep it under the pod's termination grace period (the chart's 30 s).
+    #[arg(long, env = "PIPELINE_HEALER_SHUTDOWN_TIMEOUT", default_value = "10s")]
+    shutdown_timeout: PositiveDuration,
     /// Google Cloud project whose BigQuery holds the PhaseRun tables (`dataset.table` names
     /// belong to it); default: --bigquery-project, else --firestore-project.
     #[arg(long, env = "PIPELINE_HEALER_PHASE_PROJECT")]
@@ -341,6 +346,7 @@ fn main() -> ExitCode {
                 lease_duration,
                 abandoned_heal_after,
                 export_finalizer_timeout,
+                shutdown_timeout,
                 phase_project,
                 phase_allowed_projects,
                 trigger_allowed_url_prefixes,
@@ -411,7 +417,13 @@ fn main() -> ExitCode {
                 abandoned_heal_after: abandoned_heal_after.as_std(),
                 export_finalizer_timeout: export_finalizer_timeout.as_std(),
             };
-            run(config, mirror, metrics_addr, election)
+            run(
+                config,
+                mirror,
+                metrics_addr,
+                election,
+                shutdown_timeout.as_std(),
+            )
         }
         Command::Analyze(args) => analyze(*args),
         Command::CreatePhaserun(args) => create_phase_run(args),
@@ -466,6 +478,7 @@ fn run(
     mirror: Option<(String, MirrorConfig)>,
     metrics_addr: std::net::SocketAddr,
     election: Option<LeaseConfig>,
+    shutdown_timeout: std::time::Duration,
 ) -> ExitCode {
     with_kubernetes(|client| async move {
         let firestore = match mirror {
@@ -493,9 +506,23 @@ fn run(
         tokio::spawn(async move {
             shutdown_signal().await;
             stop_tx.send_replace(true);
+            // The bound holds on a thread of its own, so no stuck task or busy runtime can
+            // hold it back.
+            std::thread::spawn(move || {
+                std::thread::sleep(shutdown_timeout);
+                tracing::error!(
+                    ?shutdown_timeout,
+                    "shutdown did not finish within --shutdown-timeout; exiting now"
+                );
+                std::process::exit(EXIT_SHUTDOWN_TIMED_OUT.into());
+            });
         });
+        // Resolves once `rx` says stop; a channel whose sender is gone (no election, so no
+        // lease to lose) never does.
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
+            if rx.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
         };
 
         // The health server runs for the whole process: a standby answers probes too.
@@ -511,49 +538,65 @@ fn run(
         ));
 
         let election = election.map(|c| Arc::new(LeaderElection::new(client.clone(), c)));
-        if let Some(election) = &election {
-            // A standby is healthy and ready: it only waits.
-            telemetry.ready.send_replace(true);
-            tokio::select! {
-                () = election.acquire() => {}
-                () = stopped(stop_rx.clone()) => return ExitCode::SUCCESS,
-            }
-            telemetry.ready.send_replace(false);
-        }
-        // Renewing runs on its own task; losing the lease stops the controllers.
-        let (lost_tx, lost_rx) = tokio::sync::watch::channel(false);
-        if let Some(election) = election.clone() {
-            tokio::spawn(async move {
-                election.hold().await;
-                lost_tx.send_replace(true);
-            });
-        }
-        let stop = {
-            let (stop_rx, lost_rx) = (stop_rx.clone(), lost_rx.clone());
-            async move {
+        // Leads, stops acting when the lease is lost (the API server gone past the lease, or
+        // another replica holding it), and stands by in this process to compete again, so a
+        // returning API server is answered within a lease instead of after the kubelet's
+        // crash-loop backoff. Each term starts afresh: every cache is listed again before
+        // anything is decided, so nothing acts on what it saw before the loss.
+        let code = loop {
+            if let Some(election) = &election {
+                // A standby is healthy and ready: it only waits.
+                telemetry.ready.send_replace(true);
                 tokio::select! {
-                    () = stopped(stop_rx) => {}
-                    () = stopped(lost_rx) => {}
+                    () = election.acquire() => {}
+                    () = stopped(stop_rx.clone()) => break ExitCode::SUCCESS,
                 }
+                telemetry.ready.send_replace(false);
             }
-        };
-        let result = controller::run(client, config, firestore, telemetry, stop).await;
-        let code = match result {
-            Ok(()) if *lost_rx.borrow() => {
-                tracing::error!(
-                    "lost the lease: stopped acting; exiting so a fresh start can compete again"
-                );
-                ExitCode::FAILURE
-            }
-            Ok(()) => {
-                if let Some(election) = &election {
-                    election.release().await;
+            // Renewing runs on its own task; losing the lease stops the controllers.
+            let (lost_tx, lost_rx) = tokio::sync::watch::channel(false);
+            let holding = election.clone().map(|election| {
+                tokio::spawn(async move {
+                    election.hold().await;
+                    lost_tx.send_replace(true);
+                })
+            });
+            let stop = {
+                let (stop_rx, lost_rx) = (stop_rx.clone(), lost_rx.clone());
+                async move {
+                    tokio::select! {
+                        () = stopped(stop_rx) => {}
+                        () = stopped(lost_rx) => {}
+                    }
                 }
-                ExitCode::SUCCESS
+            };
+            let result = controller::run(
+                client.clone(),
+                config.clone(),
+                firestore.clone(),
+                telemetry.clone(),
+                stop,
+            )
+            .await;
+            if let Some(holding) = holding {
+                holding.abort();
             }
-            Err(e) => {
-                tracing::error!(error = %e, "the controller stopped");
-                ExitCode::FAILURE
+            match result {
+                Ok(()) if *lost_rx.borrow() && !*stop_rx.borrow() => {
+                    tracing::warn!(
+                        "lost the lease: stopped acting; standing by to lead again with fresh caches"
+                    );
+                }
+                Ok(()) => {
+                    if let Some(election) = &election {
+                        election.release().await;
+                    }
+                    break ExitCode::SUCCESS;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the controller stopped");
+                    break ExitCode::FAILURE;
+                }
             }
         };
         server.abort();
@@ -625,6 +668,9 @@ async fn shutdown_signal() {
 
 /// Bad arguments exit 2, as clap's own errors do.
 const EXIT_BAD_ARGUMENTS: u8 = 2;
+
+/// A shutdown cut short by --shutdown-timeout.
+const EXIT_SHUTDOWN_TIMED_OUT: u8 = 3;
 
 fn analyze(args: AnalyzeArgs) -> ExitCode {
     let window = match window::window(

@@ -49,6 +49,7 @@ pub struct Metrics {
 
 /// What the controller reports to the process's health server: its metrics, and whether
 /// it is ready (its caches are filled, or it is a standby waiting to lead).
+#[derive(Clone)]
 pub struct Telemetry {
     pub metrics: Arc<Metrics>,
     pub ready: tokio::sync::watch::Sender<bool>,

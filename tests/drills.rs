@@ -1,237 +1,12 @@
-//! Fault drills: a burst of stalled Firestore batches healed through crashes and outages, on
-//! the real API server and both emulators. Each drill ends by checking all three stores:
-//! exactly one HealingEvent per stall, final and succeeded; every healed document naming its
-//! event's healing id; each id once in Firestore and (by distinct id) in BigQuery. A failing
-//! drill prints its seed (`PH_DRILL_SEED` replays it) and the ids that diverge.
+//! Fault drills on the real API server and both emulators (see `support::drill`): a burst of
+//! stalled batches healed through crashes and sink outages.
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
-use kube::api::ListParams;
-use pipeline_healer::api::HealingEvent;
-use pipeline_healer::api::event::{ExportState, Outcome};
-use pipeline_healer::decide::naming::object_name_for_document;
-use support::firestore_batch::{BatchDoc, doc, put};
-use support::sinks::Sinks;
-use support::{ControllerProcess, TestNamespace, firestore_db};
-
-/// Stalls per drill (the issue asks for at least 200).
-const STALLS: usize = 200;
-
-/// A small seeded generator (splitmix64): the drill's random moments, replayable by seed.
-struct Moments(u64);
-
-impl Moments {
-    /// Seeded from `PH_DRILL_SEED`, else from the clock; the seed is printed either way.
-    fn seeded() -> Self {
-        let seed = std::env::var("PH_DRILL_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| Timestamp::now().as_nanosecond() as u64);
-        eprintln!("drill seed: {seed} (PH_DRILL_SEED={seed} replays it)");
-        Self(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A duration in [low, high).
-    fn between(&mut self, low: Duration, high: Duration) -> Duration {
-        let span = (high - low).as_millis() as u64;
-        low + Duration::from_millis(self.next() % span.max(1))
-    }
-}
-
-/// One drill's namespace, sinks and stalled documents.
-struct Drill {
-    ns: TestNamespace,
-    sinks: Sinks,
-    docs: Vec<String>,
-    seed_note: String,
-}
-
-impl Drill {
-    /// A namespace, its sinks (dataset and table created), and `STALLS` documents stalled
-    /// half an hour ago at 46 of 50.
-    async fn prepare(name: &str, seed: u64) -> Self {
-        let ns = support::namespace(name).await;
-        let sinks = Sinks::for_namespace(&ns);
-        sinks.create_dataset().await;
-        sinks.create_table(support::events_table_schema()).await;
-        let db = firestore_db().await;
-        let stalled = Timestamp::now() - SignedDuration::from_mins(30);
-        let docs: Vec<String> = (0..STALLS)
-            .map(|i| format!("batch_2026-11-24_{i:03}"))
-            .collect();
-        for id in &docs {
-            put(&db, &sinks.batch_collection, id, &doc(id, 46, stalled)).await;
-        }
-        Self {
-            ns,
-            sinks,
-            docs,
-            seed_note: format!("drill seed {seed}"),
-        }
-    }
-
-    /// `run` flags: both sinks, and a short bound on abandoned heals so the drill settles
-    /// what a crash left open within seconds.
-    fn args(&self) -> Vec<String> {
-        let mut args = self.sinks.args();
-        args.extend(["--abandoned-heal-after".into(), "3s".into()]);
-        args
-    }
-
-    fn start(&self, instance: &str) -> ControllerProcess {
-        ControllerProcess::start_with(&self.ns.name, instance, &self.args(), &[])
-    }
-
-    async fn events(&self) -> Vec<HealingEvent> {
-        self.ns
-            .api::<HealingEvent>()
-            .list(&ListParams::default())
-            .await
-            .expect("list events")
-            .items
-    }
-
-    /// Waits until every stall has a final event exported to both sinks.
-    async fn settled(&self, secs: u64) -> Vec<HealingEvent> {
-        let exported = |e: &HealingEvent, sink: &str| {
-            e.status
-                .as_ref()
-                .and_then(|s| s.exports.get(sink))
-                .is_some_and(|x| x.state == ExportState::Exported)
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            let events = self.events().await;
-            let open: Vec<&str> = events
-                .iter()
-                .filter(|e| !(exported(e, "firestore") && exported(e, "bigquery")))
-                .map(|e| e.spec.healing_id.as_str())
-                .collect();
-            if events.len() >= self.docs.len() && open.is_empty() {
-                return events;
-            }
-            if tokio::time::Instant::now() > deadline {
-                let pending: Vec<String> = events
-                    .iter()
-                    .filter(|e| outcome(e) == Outcome::Pending)
-                    .map(|e| e.spec.healing_id.clone())
-                    .collect();
-                panic!(
-                    "{}: not settled after {secs} s: {} events for {} stalls; unexported: \
-                     {open:?}; without an outcome: {pending:?}",
-                    self.seed_note,
-                    events.len(),
-                    self.docs.len()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-
-    /// The end state in all three stores.
-    async fn assert_end_state(&self, events: &[HealingEvent]) {
-        let note = &self.seed_note;
-        // Kubernetes: one event per stall, final and succeeded.
-        let mut by_batch: BTreeMap<&str, Vec<&HealingEvent>> = BTreeMap::new();
-        for event in events {
-            by_batch
-                .entry(event.spec.target.name.as_str())
-                .or_default()
-                .push(event);
-        }
-        let not_one: Vec<(&str, Vec<&str>)> = by_batch
-            .iter()
-            .filter(|(_, evs)| evs.len() != 1)
-            .map(|(b, evs)| (*b, evs.iter().map(|e| e.spec.healing_id.as_str()).collect()))
-            .collect();
-        assert!(
-            not_one.is_empty(),
-            "{note}: batches without exactly one event: {not_one:?}"
-        );
-        let unsucceeded: Vec<(&str, Outcome)> = events
-            .iter()
-            .filter(|e| outcome(e) != Outcome::Succeeded)
-            .map(|e| (e.spec.healing_id.as_str(), outcome(e)))
-            .collect();
-        assert!(
-            unsucceeded.is_empty(),
-            "{note}: events not Succeeded: {unsucceeded:?}"
-        );
-
-        // Firestore: every document healed, naming its batch's event.
-        let db = firestore_db().await;
-        let mut diverging = Vec::new();
-        for id in &self.docs {
-            let stored: BatchDoc =
-                support::firestore_batch::get(&db, &self.sinks.batch_collection, id).await;
-            let object = object_name_for_document(id);
-            let event = by_batch.get(object.as_str()).and_then(|e| e.first());
-            let named = stored.auto_completion_healing_id.as_deref();
-            if !stored.is_complete
-                || named.is_none()
-                || named != event.map(|e| e.spec.healing_id.as_str())
-            {
-                diverging.push((
-                    id.clone(),
-                    named.map(str::to_owned),
-                    event.map(|e| e.spec.healing_id.clone()),
-                ));
-            }
-        }
-        assert!(
-            diverging.is_empty(),
-            "{note}: documents (id, healed by, event): {diverging:?}"
-        );
-
-        // The sinks: each id once in Firestore, each id in BigQuery.
-        let ids: BTreeSet<String> = events.iter().map(|e| e.spec.healing_id.clone()).collect();
-        let documents = self.sinks.firestore_documents().await;
-        let in_firestore: BTreeSet<String> =
-            documents.iter().map(|d| d.healing_id.clone()).collect();
-        assert_eq!(
-            documents.len(),
-            in_firestore.len(),
-            "{note}: an id twice in Firestore"
-        );
-        assert_eq!(
-            in_firestore.symmetric_difference(&ids).collect::<Vec<_>>(),
-            Vec::<&String>::new(),
-            "{note}: Firestore and Kubernetes differ"
-        );
-        let in_bigquery: BTreeSet<String> = self
-            .sinks
-            .bigquery_rows()
-            .await
-            .into_iter()
-            .map(|r| r.healing_id)
-            .collect();
-        assert_eq!(
-            in_bigquery.symmetric_difference(&ids).collect::<Vec<_>>(),
-            Vec::<&String>::new(),
-            "{note}: BigQuery and Kubernetes differ"
-        );
-    }
-}
-
-fn outcome(event: &HealingEvent) -> Outcome {
-    event
-        .status
-        .as_ref()
-        .and_then(|s| s.outcome)
-        .unwrap_or(Outcome::Pending)
-}
+use support::drill::{Drill, Moments};
+use support::proxy::TcpProxy;
 
 /// The controller killed with SIGKILL six times at random moments of its first seconds,
 /// while it mirrors and heals the burst, and started again each time.
@@ -247,6 +22,31 @@ async fn a_burst_healed_through_six_kills_loses_no_record() {
         eprintln!("kill {kill} after {after:?}");
     }
     let _last = drill.start("survivor");
+    let events = drill.settled(240).await;
+    drill.assert_end_state(&events).await;
+}
+
+/// BigQuery unreachable (a stopped proxy) from before the burst until well after every stall
+/// is healed: the heals and the Firestore export go on, and BigQuery gets every record once
+/// it is back.
+#[tokio::test]
+async fn a_bigquery_outage_over_the_whole_burst_delays_its_records_and_loses_none() {
+    let moments = Moments::seeded();
+    let drill = Drill::prepare("drill-bigquery", moments.0).await;
+    let bigquery = TcpProxy::start(&support::emulators().bigquery).await;
+    bigquery.stop();
+    let _controller = drill.start_with("exporter", &bigquery.host(), &[]);
+    let healed = support::eventually(120, "every stall healed and in Firestore", || async {
+        let events = drill.events().await;
+        let in_firestore = events.iter().filter(|e| {
+            support::drill::exported(e, "firestore") && !support::drill::exported(e, "bigquery")
+        });
+        (in_firestore.count() == drill.docs.len()).then_some(events.len())
+    })
+    .await;
+    assert_eq!(healed, drill.docs.len());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    bigquery.resume().await;
     let events = drill.settled(240).await;
     drill.assert_end_state(&events).await;
 }

@@ -4,6 +4,7 @@
 use jiff::{SignedDuration, Timestamp};
 
 use super::conditions::Desired;
+use super::heal::HealRetry;
 use super::stall::Verdict;
 use crate::api::PredictionBatch;
 use crate::api::batch::{BatchSource, BatchState};
@@ -35,6 +36,27 @@ const PROGRESSING: &str = "Progressing";
 const STALLED: &str = "Stalled";
 const COMPLETE: &str = "Complete";
 const AUTO_COMPLETED: &str = "AutoCompleted";
+/// True while a stall's heal waits to try again after failed attempts.
+pub const HEAL_FAILED: &str = "HealFailed";
+
+/// The HealFailed condition: true with the failures and the next attempt's time while
+/// `retry` waits; false once nothing waits, when the batch shows it (`shown`); None for a
+/// batch that never had a failed heal.
+pub fn heal_failed(retry: Option<&HealRetry>, shown: bool) -> Option<Desired> {
+    match retry {
+        Some(r) => Some(Desired::new(
+            HEAL_FAILED,
+            true,
+            "ActionFailed",
+            format!(
+                "{} attempt(s) failed, the last: {}; the next attempt is at {}",
+                r.failures, r.last_error, r.due
+            ),
+        )),
+        None if shown => Some(Desired::new(HEAL_FAILED, false, "NoRetryWaiting", "")),
+        None => None,
+    }
+}
 
 /// When a batch in `state` finished: kept from an earlier reconcile, else now; None while
 /// it has not finished.

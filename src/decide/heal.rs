@@ -15,9 +15,61 @@ use crate::api::batch::BatchSource;
 use crate::api::event::{BATCH_CLEANUP, HealingEventSpec, HealingEventStatus, Outcome, TargetRef};
 use crate::api::{HealingEvent, PredictionBatch};
 
-/// Attempts at healing one stall whose action fails (Firestore or the API server
-/// unreachable), each recorded under its own healing id; then the stall is left showing.
+/// Attempts in a round at healing one stall whose action fails (Firestore or the API server
+/// unreachable), each recorded under its own healing id. After a round the batch waits its
+/// policy's `stallAfter` and a new round begins, so a stall is never left for good.
 pub const HEAL_ATTEMPTS: u32 = 3;
+
+/// The wait after a round's first failed attempt; it doubles after the second, so a round's
+/// three attempts span a minute (20 s, then 40 s) and a blip of seconds does not spend them.
+pub const HEAL_RETRY_FIRST: SignedDuration = SignedDuration::from_secs(20);
+
+/// The most attempts counted at one stall (about 3,000 rounds: years at any `stallAfter`).
+const ATTEMPTS_COUNTED: u32 = 10_000;
+
+/// The wait after the `failures`-th failed attempt in a row at one stall: within a round
+/// [`HEAL_RETRY_FIRST`] doubling, after a round's last attempt `stall_after`.
+pub fn retry_after(failures: u32, stall_after: SignedDuration) -> SignedDuration {
+    let in_round = failures.saturating_sub(1) % HEAL_ATTEMPTS;
+    if in_round + 1 == HEAL_ATTEMPTS {
+        stall_after
+    } else {
+        HEAL_RETRY_FIRST * (1i32 << in_round)
+    }
+}
+
+/// A heal waiting to try again after failed attempts: shown as the batch's HealFailed
+/// condition, and when the batch reconciler looks again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealRetry {
+    /// Attempts that failed so far.
+    pub failures: u32,
+    /// What the last one recorded.
+    pub last_error: String,
+    /// When the next attempt is due.
+    pub due: Timestamp,
+}
+
+/// Whether `attempt` must wait: `previous` is attempt `attempt - 1`'s event (failed, as
+/// [`next_attempt`] found it). None: it may go now (a first attempt, or its time has come).
+pub fn retry_wait(
+    attempt: u32,
+    previous: Option<&HealingEvent>,
+    stall_after: SignedDuration,
+    now: Timestamp,
+) -> Option<HealRetry> {
+    let failures = attempt.checked_sub(1).filter(|f| *f > 0)?;
+    let status = previous?.status.as_ref()?;
+    let failed_at = status.finished_at.as_ref()?.0;
+    let due = failed_at
+        .saturating_add(retry_after(failures, stall_after))
+        .unwrap_or(Timestamp::MAX);
+    (now < due).then(|| HealRetry {
+        failures,
+        last_error: status.message.clone().unwrap_or_default(),
+        due,
+    })
+}
 
 /// What a HealingEvent records of a stall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +131,7 @@ pub fn healing_id_of(
 }
 
 /// The attempt to make now: after attempts whose action failed (as `known` shows the
-/// events, by healing id), the next one, up to [`HEAL_ATTEMPTS`]. Dry-runs and skips are
+/// events, by healing id), the next one ([`retry_wait`] says when). Dry-runs and skips are
 /// recorded once.
 pub fn next_attempt(
     batch: &PredictionBatch,
@@ -90,11 +142,11 @@ pub fn next_attempt(
     if recording != Recording::Act {
         return 1;
     }
-    (1..HEAL_ATTEMPTS)
+    (1..ATTEMPTS_COUNTED)
         .find(|attempt| {
             known(&healing_id_of(batch, stall, recording, *attempt)) != Some(Outcome::Failed)
         })
-        .unwrap_or(HEAL_ATTEMPTS)
+        .unwrap_or(ATTEMPTS_COUNTED)
 }
 
 /// The HealingEvent recording `recording` of `stall`, at `attempt` (from 1).
@@ -188,14 +240,11 @@ pub enum Existing {
 pub fn existing_heal(
     existing: &HealingEvent,
     recording: Recording,
-    attempt: u32,
     abandoned_after: SignedDuration,
     now: Timestamp,
 ) -> Existing {
     match outcome_of(existing) {
-        Outcome::Failed if recording == Recording::Act && attempt < HEAL_ATTEMPTS => {
-            Existing::RetryAfterFailure
-        }
+        Outcome::Failed if recording == Recording::Act => Existing::RetryAfterFailure,
         Outcome::Pending if has_live_actor(existing, abandoned_after, now) => {
             Existing::InProgressElsewhere
         }
@@ -205,19 +254,34 @@ pub fn existing_heal(
 }
 
 /// Whether `fresh` (the batch as it is now, observed as `observed`) still calls for the heal
-/// named `id`: it is still stalled in the episode that id names.
+/// named `id` (its attempt `attempt`): it is still stalled in the episode that id names.
 pub fn still_calls_for(
     fresh: &PredictionBatch,
     observed: Option<&BatchObservation>,
     policy: &StallPolicy,
     id: &str,
+    attempt: u32,
     now: Timestamp,
 ) -> bool {
     match observed.map(|o| decide(o, policy, now)) {
-        Some(Verdict::Stalled(stall)) => (1..=HEAL_ATTEMPTS)
-            .any(|attempt| healing_id_of(fresh, &stall, Recording::Act, attempt) == id),
+        Some(Verdict::Stalled(stall)) => {
+            healing_id_of(fresh, &stall, Recording::Act, attempt) == id
+        }
         _ => false,
     }
+}
+
+/// The attempt an event of this module's intent records (`details.attempt`; 1 for events
+/// recorded before attempts were counted).
+pub fn attempt_of(event: &HealingEvent) -> u32 {
+    event
+        .spec
+        .details
+        .as_ref()
+        .and_then(|d| d.get("attempt"))
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|a| u32::try_from(a).ok())
+        .unwrap_or(1)
 }
 
 /// How the action ended.
@@ -393,7 +457,7 @@ pub fn unfinished_heal(
     };
     if super::batch_status::healed_by(batch).as_deref() == Some(id.as_str()) {
         Unfinished::Applied
-    } else if still_calls_for(batch, observed, policy, &id, now) {
+    } else if still_calls_for(batch, observed, policy, &id, attempt_of(event), now) {
         Unfinished::StillCalledFor
     } else {
         Unfinished::Superseded
@@ -547,7 +611,7 @@ mod tests {
     }
 
     #[test]
-    fn attempts_follow_failures_up_to_the_limit() {
+    fn attempts_follow_failures_round_after_round() {
         let b = batch();
         let s = stall(&b, t(NOW));
         let ids: Vec<String> = (1..=5)
@@ -566,8 +630,9 @@ mod tests {
         assert_eq!(next_attempt(&b, &s, Recording::Act, known(0)), 1);
         assert_eq!(next_attempt(&b, &s, Recording::Act, known(1)), 2);
         assert_eq!(
-            next_attempt(&b, &s, Recording::Act, known(5)),
-            HEAL_ATTEMPTS
+            next_attempt(&b, &s, Recording::Act, known(4)),
+            5,
+            "a second round"
         );
         // A succeeded first attempt is the heal: no second.
         let succeeded = |c: &str| (c == ids[0]).then_some(Outcome::Succeeded);
@@ -619,43 +684,61 @@ mod tests {
         let abandoned = SignedDuration::from_secs(30);
         let now = t(NOW);
         let cases = [
-            (Some(Outcome::Succeeded), 1, NOW, Existing::Finished),
-            (Some(Outcome::Skipped), 1, NOW, Existing::Finished),
-            (Some(Outcome::Failed), 1, NOW, Existing::RetryAfterFailure),
-            (
-                Some(Outcome::Failed),
-                HEAL_ATTEMPTS,
-                NOW,
-                Existing::Finished,
-            ),
-            (
-                None,
-                1,
-                "2026-11-24T10:19:50Z",
-                Existing::InProgressElsewhere,
-            ),
+            (Some(Outcome::Succeeded), NOW, Existing::Finished),
+            (Some(Outcome::Skipped), NOW, Existing::Finished),
+            (Some(Outcome::Abandoned), NOW, Existing::Finished),
+            // Every failed attempt is followed by another (rounds never end for good).
+            (Some(Outcome::Failed), NOW, Existing::RetryAfterFailure),
+            (None, "2026-11-24T10:19:50Z", Existing::InProgressElsewhere),
             (
                 Some(Outcome::Pending),
-                1,
                 "2026-11-24T10:19:50Z",
                 Existing::InProgressElsewhere,
             ),
-            (None, 1, "2026-11-24T10:19:00Z", Existing::TakeOver),
+            (None, "2026-11-24T10:19:00Z", Existing::TakeOver),
         ];
-        for (outcome, attempt, created, expected) in cases {
+        for (outcome, created, expected) in cases {
             let event = event_with(outcome, created);
-            let got = existing_heal(&event, Recording::Act, attempt, abandoned, now);
-            assert_eq!(
-                got, expected,
-                "{outcome:?} attempt {attempt} created {created}"
-            );
+            let got = existing_heal(&event, Recording::Act, abandoned, now);
+            assert_eq!(got, expected, "{outcome:?} created {created}");
         }
         // A failed dry-run is not retried.
         let failed = event_with(Some(Outcome::Failed), NOW);
         assert_eq!(
-            existing_heal(&failed, Recording::DryRun, 1, abandoned, now),
+            existing_heal(&failed, Recording::DryRun, abandoned, now),
             Existing::Finished
         );
+    }
+
+    #[test]
+    fn three_attempts_span_a_minute_and_a_new_round_waits_the_stall_threshold() {
+        let stall_after = SignedDuration::from_mins(15);
+        let waits: Vec<i64> = (1..=7)
+            .map(|f| retry_after(f, stall_after).as_secs())
+            .collect();
+        assert_eq!(waits, [20, 40, 900, 20, 40, 900, 20]);
+        assert!(
+            waits[..2].iter().sum::<i64>() >= 60,
+            "a round spans a minute"
+        );
+
+        let failed_at = t("2026-11-24T10:20:00Z");
+        let mut previous = event_with(Some(Outcome::Failed), NOW);
+        let status = previous.status.as_mut().unwrap();
+        status.finished_at = Some(Time(failed_at));
+        status.message = Some("completing the batch failed: unavailable".into());
+        let wait = |attempt, now: &str| retry_wait(attempt, Some(&previous), stall_after, t(now));
+        let retry = wait(2, "2026-11-24T10:20:05Z").unwrap();
+        assert_eq!(retry.due, t("2026-11-24T10:20:20Z"));
+        assert_eq!(retry.failures, 1);
+        assert!(retry.last_error.ends_with("unavailable"));
+        assert_eq!(wait(2, "2026-11-24T10:20:20Z"), None, "due");
+        assert_eq!(
+            wait(4, "2026-11-24T10:21:00Z").map(|r| r.due),
+            Some(t("2026-11-24T10:35:00Z")),
+            "after a round, the stall threshold"
+        );
+        assert_eq!(retry_wait(1, None, stall_after, failed_at), None);
     }
 
     #[test]
@@ -719,12 +802,18 @@ mod tests {
         let b = batch();
         let now = t(NOW);
         let id = healing_id_of(&b, &stall(&b, now), Recording::Act, 1);
+        let calls_at = |attempt: u32| {
+            let observed = crate::source::report::observe(&b);
+            still_calls_for(&b, observed.as_ref(), &policy(), &id, attempt, now)
+        };
+        assert!(calls_at(1));
         let calls = |fresh: &PredictionBatch| {
             still_calls_for(
                 fresh,
                 crate::source::report::observe(fresh).as_ref(),
                 &policy(),
                 &id,
+                1,
                 now,
             )
         };
@@ -746,7 +835,8 @@ mod tests {
             .unwrap()
             .completed = 50;
         assert!(!calls(&done));
-        assert!(!still_calls_for(&b, None, &policy(), &id, now));
+        assert!(!still_calls_for(&b, None, &policy(), &id, 1, now));
+        assert!(!calls_at(2), "another attempt's id is another heal");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Every test gets a namespace of its own.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod drill;
 pub mod events;
 pub mod firestore_batch;
 pub mod http;
@@ -107,6 +108,39 @@ impl Cluster {
             .await
             .expect("kubeconfig");
         Client::try_from(config).expect("client")
+    }
+
+    /// Stops this cluster's kube-apiserver (etcd and the rest keep running). Only for a test
+    /// binary of its own: every test of the binary shares the cluster.
+    pub fn stop_apiserver(&self) {
+        self.script("stop-apiserver");
+    }
+
+    /// Starts the kube-apiserver again on its port; returns once it is ready.
+    pub fn start_apiserver(&self) {
+        self.script("start-apiserver");
+    }
+
+    /// Freezes this cluster's kube-apiserver (SIGSTOP): it accepts connections and answers
+    /// nothing, as a hung server would. Only for a test binary of its own.
+    pub fn pause_apiserver(&self) {
+        self.script("pause-apiserver");
+    }
+
+    /// Lets a paused kube-apiserver run again.
+    pub fn resume_apiserver(&self) {
+        self.script("resume-apiserver");
+    }
+
+    fn script(&self, command: &str) {
+        let status = Command::new("bash")
+            .arg(project_root().join("hack").join("cluster.sh"))
+            .arg(command)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("hack/cluster.sh {command}: {e}"));
+        assert!(status.success(), "hack/cluster.sh {command}: {status}");
     }
 
     /// `kubectl` against this cluster.

@@ -27,18 +27,18 @@ use firestore::errors::FirestoreError;
 /// (the controller's own status writes, a label) before it gives up for this reconcile.
 const ACT_ATTEMPTS: usize = 5;
 
-/// Completes `batch` where its source keeps it.
+/// Completes `batch` where its source keeps it, as the heal `id` (its attempt `attempt`).
 pub async fn complete(
     ctx: &Context,
     batch: &PredictionBatch,
     stall: &Stall,
-    id: &str,
+    (id, attempt): (&str, u32),
     policy: &StallPolicy,
     now: Timestamp,
 ) -> Result<Acted, Error> {
     match batch.spec.source {
-        BatchSource::Status => on_status(ctx, batch, id, policy).await,
-        BatchSource::Firestore => on_firestore(ctx, batch, stall, id, policy, now).await,
+        BatchSource::Status => on_status(ctx, batch, (id, attempt), policy).await,
+        BatchSource::Firestore => on_firestore(ctx, batch, stall, (id, attempt), policy, now).await,
     }
 }
 
@@ -101,7 +101,7 @@ async fn consolidate(
 async fn on_status(
     ctx: &Context,
     batch: &PredictionBatch,
-    id: &str,
+    (id, attempt): (&str, u32),
     policy: &StallPolicy,
 ) -> Result<Acted, Error> {
     let batches: Api<PredictionBatch> =
@@ -143,6 +143,7 @@ async fn on_status(
                     observe(&current).as_ref(),
                     policy,
                     id,
+                    attempt,
                     Timestamp::now(),
                 ) {
                     return Ok(Acted::Superseded);
@@ -160,7 +161,7 @@ async fn on_firestore(
     ctx: &Context,
     batch: &PredictionBatch,
     stall: &Stall,
-    id: &str,
+    (id, attempt): (&str, u32),
     policy: &StallPolicy,
     now: Timestamp,
 ) -> Result<Acted, Error> {
@@ -238,6 +239,7 @@ async fn on_firestore(
                             observe(&fresh).as_ref(),
                             policy,
                             id,
+                            attempt,
                             Timestamp::now(),
                         ) =>
                     {

@@ -13,8 +13,8 @@ use crate::api::event::{BATCH_CLEANUP, Outcome};
 use crate::api::{HealingEvent, PredictionBatch};
 use crate::controller::{Context, health, record};
 use crate::decide::heal::{
-    self, Acted, Existing, OutcomeRecord, Recording, Unfinished, existing_heal, intent,
-    next_attempt, outcome_of, recording_for, unfinished_heal,
+    self, Acted, Existing, HealRetry, OutcomeRecord, Recording, Unfinished, existing_heal, intent,
+    next_attempt, outcome_of, recording_for, retry_wait, unfinished_heal,
 };
 use crate::decide::health::Gate;
 use crate::decide::stall::{Stall, StallPolicy};
@@ -23,7 +23,7 @@ use crate::error::{Error, KubeResultExt};
 use crate::source::report::observe;
 
 /// Where a heal stands after [`heal`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HealProgress {
     /// This call recorded the outcome.
     Finished(Outcome),
@@ -34,8 +34,10 @@ pub enum HealProgress {
     /// Recorded as skipped (paused type, open circuit); look again at `until`, or on a
     /// change when None.
     Skipped { until: Option<Timestamp> },
-    /// This attempt failed earlier; the next attempt is due.
+    /// This attempt failed earlier than the cache shows: look again once it does.
     RetryAfterFailure,
+    /// Earlier attempts failed; the next one waits until `due`.
+    Waiting(HealRetry),
 }
 
 /// Intent, action, outcome for `batch`, observed stalled as `stall`.
@@ -66,13 +68,22 @@ pub async fn heal(
             .get(&ObjectRef::new(id).within(&ns))
             .map(|e| outcome_of(&e))
     });
+    if recording == Recording::Act {
+        let previous = attempt.checked_sub(1).and_then(|failed| {
+            let id = heal::healing_id_of(batch, stall, recording, failed);
+            ctx.events.get(&ObjectRef::new(&id).within(&ns))
+        });
+        if let Some(retry) = retry_wait(attempt, previous.as_deref(), policy.stall_after, now) {
+            return Ok(HealProgress::Waiting(retry));
+        }
+    }
     let event = intent(batch, stall, recording, attempt, now);
     let id = event.name_any();
     if gate == Gate::Trial && !health::claim_trial(ctx, &ns, BATCH_CLEANUP, &id, now).await? {
         info!(batch = %batch.name_any(), healing_id = %id, "another heal claimed the circuit's trial");
         return Ok(HealProgress::InProgressElsewhere);
     }
-    if let Some(earlier) = record_intent(ctx, &event, recording, attempt, now).await? {
+    if let Some(earlier) = record_intent(ctx, &event, recording, now).await? {
         return Ok(match earlier {
             Existing::RetryAfterFailure => HealProgress::RetryAfterFailure,
             Existing::InProgressElsewhere => HealProgress::InProgressElsewhere,
@@ -86,7 +97,7 @@ pub async fn heal(
         record_outcome(ctx, batch, &id, record).await?;
         return Ok(skipped.unwrap_or(HealProgress::Finished(Outcome::Skipped)));
     }
-    let acted = act::complete(ctx, batch, stall, &id, policy, now).await;
+    let acted = act::complete(ctx, batch, stall, (&id, attempt), policy, now).await;
     let record = match &acted {
         Ok(Acted::Applied) => {
             let after = act::follow_up(ctx, batch, &id, heal::after_state(stall)).await?;
@@ -106,7 +117,6 @@ async fn record_intent(
     ctx: &Context,
     event: &HealingEvent,
     recording: Recording<'_>,
-    attempt: u32,
     now: Timestamp,
 ) -> Result<Option<Existing>, Error> {
     let ns = event.namespace().unwrap_or_default();
@@ -120,13 +130,7 @@ async fn record_intent(
         .get(&id)
         .await
         .at("reading the heal's existing HealingEvent")?;
-    match existing_heal(
-        &existing,
-        recording,
-        attempt,
-        ctx.abandoned_heal_after(),
-        now,
-    ) {
+    match existing_heal(&existing, recording, ctx.abandoned_heal_after(), now) {
         Existing::TakeOver => {
             info!(namespace = %ns, healing_id = %id, "taking over an abandoned heal");
             Ok(None)

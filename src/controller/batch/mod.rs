@@ -36,7 +36,9 @@ use crate::Error;
 use crate::api::PredictionBatch;
 use crate::api::batch::BatchSource;
 use crate::api::event::Outcome;
-use crate::decide::batch_status::{awaiting_report, cleanup_at, finished_at, healed_by, summarize};
+use crate::decide::batch_status::{
+    HEAL_FAILED, awaiting_report, cleanup_at, finished_at, heal_failed, healed_by, summarize,
+};
 use crate::decide::stall::{StallPolicy, Verdict, decide};
 use crate::source::report::observe;
 pub use heal::{HealProgress, heal, resolve_unfinished};
@@ -67,6 +69,7 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
     let verdict = decide(&observation, &policy, now);
     let healed_by = healed_by(&batch);
     let mut look_again_at = None;
+    let mut retry = None;
     if let Verdict::Stalled(stall) = &verdict {
         match heal::heal(&ctx, &batch, stall, &policy, policy_spec.dry_run, now).await? {
             // The batch changed (completed, or progressed first): its watch event reconciles.
@@ -77,13 +80,21 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
             HealProgress::InProgressElsewhere => {
                 return Ok(Action::requeue(ctx.config.abandoned_heal_after));
             }
-            HealProgress::RetryAfterFailure => return Ok(Action::requeue(HEAL_RETRY_AFTER)),
+            HealProgress::RetryAfterFailure => return Ok(Action::requeue(CACHE_CATCH_UP)),
+            HealProgress::Waiting(waiting) => {
+                look_again_at = Some(waiting.due);
+                retry = Some(waiting);
+            }
             HealProgress::Skipped { until } => look_again_at = until,
             // Dry-run, or a heal that ended earlier: show the stall.
             HealProgress::Finished(_) | HealProgress::FinishedEarlier => {}
         }
     }
-    let summary = summarize(&verdict, healed_by.as_deref());
+    let mut summary = summarize(&verdict, healed_by.as_deref());
+    let shown = status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == HEAL_FAILED));
+    summary
+        .conditions
+        .extend(heal_failed(retry.as_ref(), shown));
     let previous_finish = status.and_then(|s| s.finished_at.as_ref()).map(|t| t.0);
     let finished = finished_at(summary.state, previous_finish, now);
     let cleanup = cleanup_at(batch.spec.source, finished, policy_spec.retention.as_span());
@@ -96,8 +107,9 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
     Ok(requeue_for(next.into_iter().flatten().min(), now))
 }
 
-/// How soon the next attempt follows a failed one.
-const HEAL_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How soon a heal whose last attempt failed before the events cache showed it looks again
+/// (the cache then has the failure, and the attempt's spacing decides).
+const CACHE_CATCH_UP: Duration = Duration::from_secs(1);
 
 /// Wake exactly when the verdict can next change (plus a hair, so the decision sees the
 /// threshold crossed); otherwise only on a change to the batch or its policy.
