@@ -13,7 +13,13 @@
 //!   patches, applies) of the controller's kinds and of Events during the Firestore burst,
 //!   divided by the heals; a figure no machine's noise moves.
 //!
-//! Sizes: PH_BENCH_BURST (default 1000), PH_BENCH_BATCHES (default 10000).
+//! - turnover: 10,000 batches mirrored and completed (their objects removed after a 1 s
+//!   retention), then 10,000 more: the controller's RSS after each round
+//!   (`steady_rss_after_turnover_mib` is the second, held to 10 % above the first), since
+//!   what the mirror keeps per document must go with the batch.
+//!
+//! Sizes: PH_BENCH_BURST (default 1000), PH_BENCH_BATCHES (default 10000),
+//! PH_BENCH_TURNOVER (default 10000).
 
 mod common;
 #[path = "../tests/support/mod.rs"]
@@ -55,6 +61,17 @@ impl Usage {
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+
+    /// Resident set size now (VmRSS), MiB.
+    fn rss_mib(&self) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.0)).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             .map_or(f64::NAN, |kb| kb / 1024.0)
     }
@@ -465,6 +482,101 @@ async fn steady(n: usize) {
     );
 }
 
+/// One round of turnover: `ids` mirrored while incomplete, then completed, until their
+/// objects are removed and the mirror's sweep has run.
+async fn turnover_round(
+    ns: &support::TestNamespace,
+    db: &FirestoreDb,
+    collection: &str,
+    ids: &[String],
+) {
+    let live = ids.iter().map(|id| {
+        (
+            id.clone(),
+            batch_doc(id, EXPECTED * 70 / 100, Timestamp::now()),
+        )
+    });
+    write_all(db, collection, live.collect()).await;
+    let batches = ns.api::<PredictionBatch>();
+    let names: std::collections::BTreeSet<String> =
+        ids.iter().map(|id| object_name_for_document(id)).collect();
+    let mirrored = |b: &PredictionBatch| has_state(b);
+    let seen = watch_until(
+        batches.clone(),
+        ids.len(),
+        Duration::from_secs(900),
+        mirrored,
+    )
+    .await;
+    assert!(
+        seen.iter()
+            .filter(|(b, _)| names.contains(&b.name_any()))
+            .count()
+            >= ids.len() / 2
+    );
+    let complete = ids.iter().map(|id| {
+        let mut doc = batch_doc(id, EXPECTED, Timestamp::now());
+        doc["is_complete"] = json!(true);
+        (id.clone(), doc)
+    });
+    write_all(db, collection, complete.collect()).await;
+    // Every object of the round removed after the 1 s retention.
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let left = batches
+            .list_metadata(&Default::default())
+            .await
+            .expect("list batches")
+            .items
+            .iter()
+            .filter(|b| names.contains(&b.name_any()))
+            .count();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} objects of the round left"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    // The mirror's sweep runs every minute.
+    tokio::time::sleep(Duration::from_secs(75)).await;
+}
+
+async fn turnover(n: usize) {
+    let ns = namespace("bench-turnover").await;
+    let policy: pipeline_healer::api::HealingPolicy = serde_json::from_value(json!({
+        "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "HealingPolicy",
+        "metadata": {"name": "default"}, "spec": {"retention": "1s"}
+    }))
+    .unwrap();
+    ns.api::<pipeline_healer::api::HealingPolicy>()
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("create the policy");
+    let db = firestore_db().await;
+    let collection = ns.own_name("turnover");
+    let process = ControllerProcess::start(&ns.name, &collection, "bench-turnover");
+    let controller = Usage(process.0.id());
+    let round = |r: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| format!("batch_2026-11-24_r{r}_{i:06}"))
+            .collect()
+    };
+    turnover_round(&ns, &db, &collection, &round(1)).await;
+    let first = controller.rss_mib();
+    bench("turnover_rss_after_first_round_mib", first, "MiB");
+    turnover_round(&ns, &db, &collection, &round(2)).await;
+    let second = controller.rss_mib();
+    bench("steady_rss_after_turnover_mib", second, "MiB");
+    bench(
+        "steady_rss_turnover_growth",
+        (second / first - 1.0) * 100.0,
+        "percent",
+    );
+}
+
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
@@ -472,4 +584,5 @@ async fn main() {
     burst(burst_size).await;
     burst_status(burst_size).await;
     steady(size("PH_BENCH_BATCHES", 10_000)).await;
+    turnover(size("PH_BENCH_TURNOVER", 10_000)).await;
 }

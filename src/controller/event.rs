@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, error, info, warn};
 
@@ -137,19 +136,7 @@ async fn tell_removed(ctx: &Context, event: &HealingEvent, removed: &BTreeMap<St
     for (sink, state) in removed {
         let note = state.last_error.clone().unwrap_or_default();
         warn!(healing_id = %id, sink = %sink, "{note}");
-        let regarding = event.object_ref(&());
-        if let Err(error) = record::publish(
-            ctx,
-            &regarding,
-            EventType::Warning,
-            "SinkRemoved",
-            "Export",
-            note,
-        )
-        .await
-        {
-            warn!(healing_id = %id, %error, "could not publish the SinkRemoved Event");
-        }
+        record::warn_on(ctx, event, "SinkRemoved", "Export", note).await;
     }
 }
 
@@ -171,19 +158,7 @@ async fn release(
             "deleted, and released after {timeout:?} (--export-finalizer-timeout) before \
              reaching every sink; the controller's log holds its whole record"
         );
-        let regarding = event.object_ref(&());
-        if let Err(error) = record::publish(
-            ctx,
-            &regarding,
-            EventType::Warning,
-            "ReleasedUnexported",
-            "Export",
-            note,
-        )
-        .await
-        {
-            warn!(healing_id = %id, %error, "could not publish the ReleasedUnexported Event");
-        }
+        record::warn_on(ctx, event, "ReleasedUnexported", "Export", note).await;
     }
     let step = "removing the export finalizer";
     if !finalizer::remove(api, event, EXPORT_FINALIZER, step).await? {

@@ -103,19 +103,22 @@ pub async fn abandon(ctx: &Context, event: &HealingEvent, reason: &str) -> Resul
         return Ok(());
     }
     tracing::warn!(namespace = %ns, healing_id = %id, healing_type = %event.spec.healing_type, reason, "an unfinished action recorded as abandoned");
-    let regarding = kube::Resource::object_ref(event, &());
     let note = format!("recorded as abandoned: {reason}");
-    if let Err(error) = publish(
-        ctx,
-        &regarding,
-        EventType::Warning,
-        "Abandoned",
-        "Settle",
-        note,
-    )
-    .await
-    {
-        tracing::warn!(healing_id = %id, %error, "could not publish the Abandoned Event");
-    }
+    warn_on(ctx, event, "Abandoned", "Settle", note).await;
     Ok(())
+}
+
+/// Publishes a Warning Event on the HealingEvent `event`. A failure is logged, not returned:
+/// the record is what must not be lost, and a terminating namespace refuses new Events.
+pub async fn warn_on(
+    ctx: &Context,
+    event: &HealingEvent,
+    reason: &'static str,
+    action: &'static str,
+    note: String,
+) {
+    let regarding = kube::Resource::object_ref(event, &());
+    if let Err(error) = publish(ctx, &regarding, EventType::Warning, reason, action, note).await {
+        tracing::warn!(healing_id = %event.name_any(), reason, %error, "could not publish a Warning Event");
+    }
 }

@@ -61,6 +61,17 @@ pub struct Mirroring {
     pub snapshot_read: tokio::sync::watch::Receiver<bool>,
 }
 
+/// A document as last applied.
+#[derive(Clone, Copy, Debug)]
+struct Applied {
+    update_time: Timestamp,
+    /// When; an entry younger than a sweep is kept even while its new object is not cached.
+    at: std::time::Instant,
+}
+
+/// How often the record of applied documents drops those whose object is gone.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 struct Mirror {
     client: Client,
     config: MirrorConfig,
@@ -69,10 +80,12 @@ struct Mirror {
     batches: Store<PredictionBatch>,
     /// True once `batches` holds every batch.
     batches_ready: tokio::sync::watch::Receiver<bool>,
-    /// The update time of each document as last applied. Firestore may resend a target's
-    /// whole initial state (the emulator does after every write); an unchanged document then
-    /// costs no API call.
-    applied: Mutex<HashMap<String, Timestamp>>,
+    /// The update time of each mirrored document as last applied. Firestore may resend a
+    /// target's whole initial state (the emulator does after every write); an unchanged
+    /// document then costs no API call. Bounded by the live batches: only documents with an
+    /// object are kept, an entry goes when its document is removed, and [`Mirror::sweep`]
+    /// drops those whose object is gone (a finished batch cleaned up after retention).
+    applied: Mutex<HashMap<String, Applied>>,
     /// The report of a complete document cannot lead to a heal: it takes its turn.
     bookkeeping: Bookkeeping,
 }
@@ -121,8 +134,12 @@ pub async fn start(
                 return Ok(());
             }
             match mirror.apply(&change).await {
-                Ok(()) => {
-                    mirror.remember(&change);
+                Ok(mirrored) => {
+                    // An unmirrored document (complete, or too old) keeps no entry: the
+                    // record is of live batches only.
+                    if mirrored {
+                        mirror.remember(&change);
+                    }
                     Ok(())
                 }
                 Err(e) if !matches!(e, Error::Invalid { .. }) => {
@@ -134,6 +151,19 @@ pub async fn start(
                     mirror.remember(&change);
                     Ok(())
                 }
+            }
+        }
+    });
+    // The sweeper holds the mirror weakly: it ends with the mirror.
+    let swept = Arc::downgrade(&mirror);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            match swept.upgrade() {
+                Some(mirror) => mirror.sweep(),
+                None => return,
             }
         }
     });
@@ -164,6 +194,8 @@ pub async fn start(
                         queue.push(change.name.clone(), change);
                     }
                 }
+                FirestoreListenEvent::DocumentDelete(gone) => mirror.forget(&gone.document),
+                FirestoreListenEvent::DocumentRemove(gone) => mirror.forget(&gone.document),
                 _ => {}
             }
             async { Ok(()) }
@@ -218,17 +250,45 @@ impl DocChange {
 impl Mirror {
     fn already_applied(&self, name: &str, update_time: Option<Timestamp>) -> bool {
         let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        matches!((applied.get(name), update_time), (Some(seen), Some(t)) if t <= *seen)
+        matches!((applied.get(name), update_time), (Some(seen), Some(t)) if t <= seen.update_time)
     }
 
     fn remember(&self, change: &DocChange) {
-        if let Some(t) = change.update_time {
+        if let Some(update_time) = change.update_time {
             let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-            applied.insert(change.name.clone(), t);
+            let at = std::time::Instant::now();
+            applied.insert(change.name.clone(), Applied { update_time, at });
         }
     }
 
-    async fn apply(&self, change: &DocChange) -> Result<(), Error> {
+    fn forget(&self, name: &str) {
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        applied.remove(name);
+    }
+
+    /// Drops the entries of documents whose object is gone (cleaned up after retention, or
+    /// deleted by hand), unless applied within the last sweep period (a new object the cache
+    /// does not show yet). A later resend of such a document is applied again, which finds
+    /// it complete and mirrors nothing.
+    fn sweep(&self) {
+        let namespace = &self.config.namespace;
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let before = applied.len();
+        applied.retain(|name, entry| {
+            let doc_id = name.rsplit('/').next().unwrap_or_default();
+            let object = ObjectRef::new(&object_name_for_document(doc_id)).within(namespace);
+            entry.at.elapsed() < SWEEP_EVERY || self.batches.get(&object).is_some()
+        });
+        debug!(
+            kept = applied.len(),
+            dropped = before - applied.len(),
+            "applied documents swept"
+        );
+    }
+
+    /// Mirrors the document; whether it has an object (false: complete, or too old, and
+    /// not mirrored).
+    async fn apply(&self, change: &DocChange) -> Result<bool, Error> {
         // Until the cache holds every batch, "not cached" does not mean "does not exist".
         // It fails only once the controller has stopped, and then nothing is to be mirrored.
         if self
@@ -238,7 +298,7 @@ impl Mirror {
             .await
             .is_err()
         {
-            return Ok(());
+            return Ok(false);
         }
         // Whether a document is mirrored at all depends on its namespace's policy (max age).
         self.policies.synced().await?;
@@ -248,7 +308,7 @@ impl Mirror {
         let api: Api<PredictionBatch> =
             Api::namespaced(self.client.clone(), &self.config.namespace);
         if !self.ensure_object(&api, &name, change).await? {
-            return Ok(());
+            return Ok(false);
         }
         // The mirror's two fields: the report, or why there is none.
         let status = match &change.parsed {
@@ -279,7 +339,7 @@ impl Mirror {
             "writing the mirrored report",
         )
         .await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Makes sure the document's object exists, creating it for an incomplete document within

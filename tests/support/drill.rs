@@ -58,20 +58,39 @@ pub struct Drill {
 }
 
 impl Drill {
-    /// A namespace, its sinks (dataset and table created), and `STALLS` documents stalled
-    /// half an hour ago at 46 of 50.
+    /// A namespace, its sinks (dataset and table created), and `STALLS` documents at 46 of
+    /// 50, stalled half an hour ago.
     pub async fn prepare(name: &str, seed: u64) -> Self {
+        Self::prepare_spread(name, seed, Duration::ZERO).await
+    }
+
+    /// As [`Drill::prepare`], the documents crossing their stall thresholds (the default
+    /// policy's 15 minutes) one after another over `spread`, from 5 s after this returns;
+    /// all at once, long ago, when `spread` is zero.
+    pub async fn prepare_spread(name: &str, seed: u64, spread: Duration) -> Self {
         let ns = super::namespace(name).await;
         let sinks = Sinks::for_namespace(&ns);
         sinks.create_dataset().await;
         sinks.create_table(super::events_table_schema()).await;
         let db = firestore_db().await;
-        let stalled = Timestamp::now() - SignedDuration::from_mins(30);
         let docs: Vec<String> = (0..STALLS)
             .map(|i| format!("batch_2026-11-24_{i:03}"))
             .collect();
-        for id in &docs {
-            put(&db, &sinks.batch_collection, id, &doc(id, 46, stalled)).await;
+        let first = Timestamp::now() - SignedDuration::from_mins(15) + SignedDuration::from_secs(5);
+        for (i, id) in docs.iter().enumerate() {
+            let last_progress = if spread.is_zero() {
+                Timestamp::now() - SignedDuration::from_mins(30)
+            } else {
+                let offset = spread.mul_f64(i as f64 / STALLS as f64);
+                first + SignedDuration::try_from(offset).expect("a short spread")
+            };
+            put(
+                &db,
+                &sinks.batch_collection,
+                id,
+                &doc(id, 46, last_progress),
+            )
+            .await;
         }
         Self {
             ns,
