@@ -14,7 +14,7 @@
 //!   divided by the heals; a figure no machine's noise moves.
 //!
 //! - turnover: 10,000 batches mirrored and completed (their objects removed after a 1 s
-//!   retention), then 10,000 more: the controller's RSS after each round
+//!   retention, then their documents), then 10,000 more: the controller's RSS after each round
 //!   (`steady_rss_after_turnover_mib` is the second, held to 10 % above the first), since
 //!   what the mirror keeps per document must go with the batch.
 //!
@@ -539,6 +539,21 @@ async fn turnover_round(
             "{left} objects of the round left"
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    // The round's documents go too, so each round's collection is the same size: the
+    // emulator resends the whole listened collection after every write, and a collection
+    // twice as large would be measured instead of what the controller keeps.
+    for chunk in ids.chunks(500) {
+        let deleted = commit_each(db, chunk, |id, writes| {
+            db.fluent()
+                .delete()
+                .from(collection)
+                .document_id(id)
+                .add_to_transaction(writes)
+                .map(|_| ())
+        })
+        .await;
+        assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
     }
     // The mirror's sweep runs every minute.
     tokio::time::sleep(Duration::from_secs(75)).await;

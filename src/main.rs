@@ -122,8 +122,8 @@ struct RunArgs {
     #[arg(long, env = "PIPELINE_HEALER_LEASE_DURATION", default_value = "15s")]
     lease_duration: PositiveDuration,
     /// A heal whose HealingEvent has had no outcome this long lost its actor (a crash): the
-    /// heal is taken over while the batch still calls for it, else its record is settled by
-    /// what the batch shows. Every intent is final within this bound.
+    /// heal is taken over while the batch still calls for it; at twice this, a record still
+    /// open is settled by what the batch shows.
     #[arg(
         long,
         env = "PIPELINE_HEALER_ABANDONED_HEAL_AFTER",
@@ -132,7 +132,8 @@ struct RunArgs {
     abandoned_heal_after: PositiveDuration,
     /// A deleted HealingEvent (by hand, or its namespace deleted) is exported first; one
     /// that has not reached every sink after this long is let go anyway, with a Warning
-    /// Event and its whole record in the log, so namespace deletion never hangs for ever.
+    /// Event and its whole record in the log, so a namespace's deletion does not hang on a
+    /// sink that is gone (it does wait for a controller that watches the namespace).
     #[arg(
         long,
         env = "PIPELINE_HEALER_EXPORT_FINALIZER_TIMEOUT",

@@ -636,6 +636,9 @@ async fn a_healing_event_spec_never_changes_nor_a_final_outcome() {
     for status in [
         json!({"status": {"outcome": "Abandoned"}}),
         json!({"status": {"outcome": null}}),
+        json!({"status": null}),
+        // A second actor's record of the same outcome, at its own time.
+        json!({"status": {"outcome": "Succeeded", "finishedAt": "2026-11-24T23:59:00Z"}}),
     ] {
         refused(
             api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))

@@ -32,6 +32,14 @@ async fn sigterm_ends_the_process_within_the_shutdown_timeout_whatever_it_waits_
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cluster = support::cluster();
     cluster.pause_apiserver();
+    // Resumed however the test ends: a frozen API server would hang what runs after.
+    struct Resume(&'static support::Cluster);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            self.0.resume_apiserver();
+        }
+    }
+    let _resume = Resume(cluster);
     // The threshold passes: the heal's first write goes out and gets no answer.
     tokio::time::sleep_until((stalls_at + Duration::from_secs(2)).into()).await;
     let pid = controller.0.id().to_string();
@@ -46,7 +54,6 @@ async fn sigterm_ends_the_process_within_the_shutdown_timeout_whatever_it_waits_
             break status;
         }
         if sent.elapsed() > Duration::from_secs(30) {
-            cluster.resume_apiserver();
             panic!(
                 "still running {:?} after SIGTERM (--shutdown-timeout 2s)",
                 sent.elapsed()
@@ -55,7 +62,6 @@ async fn sigterm_ends_the_process_within_the_shutdown_timeout_whatever_it_waits_
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let took = sent.elapsed();
-    cluster.resume_apiserver();
     eprintln!("exited {exit} {took:?} after SIGTERM");
     assert!(took < Duration::from_secs(5), "took {took:?}");
     assert_eq!(

@@ -40,6 +40,10 @@ pub const EXPORT_FINALIZER: &str = "healing.pipeline.dev/export";
     doc = "The audit record of one healing action, exported to Firestore and BigQuery",
     validation = Rule::new("self.metadata.name == self.spec.healingId")
         .message("metadata.name must equal spec.healingId"),
+    // On the object, not its status: a rule on the status is skipped when the new object
+    // has none (a patch of `status: null`). Final means the outcome and its time stay, so of
+    // two actors finishing one action only the first records (and tells, and counts) it.
+    validation = Rule::new(FINAL_OUTCOME_RULE).message(OUTCOME_IS_FINAL),
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.healingType"),
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.target.name"),
     printcolumn(name = "Root-Cause", type_ = "string", json_path = ".spec.rootCause"),
@@ -129,6 +133,14 @@ impl TargetRef {
 /// The API server's answer to a write that would change a final outcome.
 pub const OUTCOME_IS_FINAL: &str = "an outcome is final: once recorded it does not change";
 
+/// Once the outcome is other than Pending, the status keeps it and its `finishedAt`.
+const FINAL_OUTCOME_RULE: &str = "!has(oldSelf.status) || !has(oldSelf.status.outcome) \
+    || oldSelf.status.outcome == 'Pending' \
+    || (has(self.status) && has(self.status.outcome) \
+        && self.status.outcome == oldSelf.status.outcome \
+        && has(self.status.finishedAt) == has(oldSelf.status.finishedAt) \
+        && (!has(oldSelf.status.finishedAt) || self.status.finishedAt == oldSelf.status.finishedAt))";
+
 /// How the action ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Outcome {
@@ -177,13 +189,11 @@ pub struct SinkExport {
 /// The action's outcome and each sink's export state.
 ///
 /// An outcome other than Pending is final: the API server refuses a write that changes or
-/// removes it, so of two actors that finish one action (a slow actor and the one that took
-/// its heal over) the first one's record stands, and what was exported stays true.
-#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// removes it or its `finishedAt`, so of two actors that finish one action (a slow actor and
+/// the one that took its heal over) the first one's record stands, and what was exported
+/// stays true.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new(
-    "!has(oldSelf.outcome) || oldSelf.outcome == 'Pending' || (has(self.outcome) && self.outcome == oldSelf.outcome)"
-).message(OUTCOME_IS_FINAL))]
 pub struct HealingEventStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,

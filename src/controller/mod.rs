@@ -183,8 +183,10 @@ impl Context {
     pub fn settle_bounds(&self) -> crate::decide::unfinished::Bounds {
         crate::decide::unfinished::Bounds {
             abandoned_heal_after: self.abandoned_heal_after(),
-            trigger_request: jiff::SignedDuration::try_from(crate::timeouts::TRIGGER_REQUEST)
-                .unwrap_or_default(),
+            trigger_request: jiff::SignedDuration::try_from(
+                crate::timeouts::METADATA_TOKEN + crate::timeouts::TRIGGER_REQUEST,
+            )
+            .unwrap_or_default(),
         }
     }
 
@@ -422,7 +424,7 @@ pub async fn run(
         None => None,
     };
     let mirror_snapshot_read = mirroring.as_ref().map(|m| m.snapshot_read.clone());
-    let listener = mirroring.map(|m| m.listener);
+
     let ctx = Arc::new(Context {
         row_counter,
         mirror_snapshot_read,
@@ -530,10 +532,8 @@ pub async fn run(
         health_maps_watch,
         signal
     );
-    if let Some(mut listener) = listener
-        && let Err(e) = listener.shutdown_with_timeout(Duration::from_secs(5)).await
-    {
-        warn!(error = %e, "the Firestore listener stopped uncleanly");
+    if let Some(mirroring) = mirroring {
+        mirroring.stop().await;
     }
     info!("controller stopped");
     Ok(())

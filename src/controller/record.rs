@@ -108,8 +108,7 @@ pub async fn abandon(ctx: &Context, event: &HealingEvent, reason: &str) -> Resul
     Ok(())
 }
 
-/// Publishes a Warning Event on the HealingEvent `event`. A failure is logged, not returned:
-/// the record is what must not be lost, and a terminating namespace refuses new Events.
+/// Publishes a Warning Event on the HealingEvent `event` (see [`warn_about`]).
 pub async fn warn_on(
     ctx: &Context,
     event: &HealingEvent,
@@ -117,8 +116,26 @@ pub async fn warn_on(
     action: &'static str,
     note: String,
 ) {
-    let regarding = kube::Resource::object_ref(event, &());
-    if let Err(error) = publish(ctx, &regarding, EventType::Warning, reason, action, note).await {
-        tracing::warn!(healing_id = %event.name_any(), reason, %error, "could not publish a Warning Event");
+    warn_about(
+        ctx,
+        &kube::Resource::object_ref(event, &()),
+        reason,
+        action,
+        note,
+    )
+    .await;
+}
+
+/// Publishes a Warning Event on `regarding`. A failure is logged, not returned: the record
+/// is what must not be lost, and a terminating namespace refuses new Events.
+pub async fn warn_about(
+    ctx: &Context,
+    regarding: &ObjectReference,
+    reason: &'static str,
+    action: &'static str,
+    note: String,
+) {
+    if let Err(error) = publish(ctx, regarding, EventType::Warning, reason, action, note).await {
+        tracing::warn!(object = ?regarding.name, reason, %error, "could not publish a Warning Event");
     }
 }

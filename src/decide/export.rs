@@ -189,16 +189,10 @@ pub fn plan(
         };
     }
     let configured = |sink: &str| outbox.sinks.contains(&sink);
-    // Fixed when the outcome became final; older events list the sinks they were tried on.
-    let mut required: Vec<String> = status
-        .map(|s| {
-            s.required_sinks
-                .iter()
-                .chain(s.exports.keys())
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
+    // Fixed when the outcome became final (an event final before the list existed gets it
+    // now). Not the keys of `exports`: a producer may write those, and a sink name it made up
+    // would hold its event for ever.
+    let mut required: Vec<String> = status.map(|s| s.required_sinks.clone()).unwrap_or_default();
     required.extend(outbox.sinks.iter().map(|s| (*s).to_owned()));
     required.sort();
     required.dedup();
@@ -441,22 +435,22 @@ mod tests {
             )
             .delete
         );
-        // An event that was tried on BigQuery before the list existed counts it too.
-        let mut older = st.clone();
-        older.required_sinks.clear();
-        older
+        // A sink name only `exports` mentions (a producer may write it) is not required.
+        let mut made_up = st.clone();
+        made_up.required_sinks = vec!["firestore".into()];
+        made_up
             .exports
-            .insert("bigquery".into(), failing(2, "2026-11-24T10:00:09Z"));
+            .insert("elsewhere".into(), failing(2, "2026-11-24T10:00:09Z"));
         let p = plan(
-            Some(&older),
+            Some(&made_up),
             &outbox(&firestore_only),
             recorded,
             None,
             expired,
         );
         assert_eq!(
-            (p.removed.clone(), p.delete),
-            (vec!["bigquery".to_owned()], false)
+            (p.required.clone(), p.delete),
+            (vec!["firestore".to_owned()], true)
         );
         // Configured again, it is due again.
         let p = plan(Some(&st), &outbox(&SINKS), recorded, None, expired);

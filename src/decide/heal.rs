@@ -438,15 +438,25 @@ pub enum Unfinished {
     Superseded,
     /// The batch is gone, or its name belongs to a new object: nothing can tell.
     Gone,
+    /// The batch still calls for the heal, but no take-over came within
+    /// [`TAKE_OVER_WAIT`] bounds (the policy turned dry-run, the type was paused or its
+    /// circuit opened since): the intent is closed, and the next heal records its own.
+    NotTakenOver,
 }
 
+/// How many abandonment periods an intent whose batch still calls for it waits for the
+/// batch reconciler to take it over before it is closed as abandoned.
+pub const TAKE_OVER_WAIT: i32 = 6;
+
 /// What `batch` (the object named by the event's target, read now, and `observed` of it)
-/// says of the unfinished heal `event`.
+/// says of the unfinished heal `event`, whose actor counts as stopped after
+/// `abandoned_after`.
 pub fn unfinished_heal(
     event: &HealingEvent,
     batch: Option<&PredictionBatch>,
     observed: Option<&BatchObservation>,
     policy: &StallPolicy,
+    abandoned_after: SignedDuration,
     now: Timestamp,
 ) -> Unfinished {
     let id = event.name_any();
@@ -458,7 +468,12 @@ pub fn unfinished_heal(
     if super::batch_status::healed_by(batch).as_deref() == Some(id.as_str()) {
         Unfinished::Applied
     } else if still_calls_for(batch, observed, policy, &id, attempt_of(event), now) {
-        Unfinished::StillCalledFor
+        let waited = has_live_actor(event, abandoned_after * TAKE_OVER_WAIT, now);
+        if waited {
+            Unfinished::StillCalledFor
+        } else {
+            Unfinished::NotTakenOver
+        }
     } else {
         Unfinished::Superseded
     }
@@ -864,11 +879,34 @@ mod tests {
         let now = t(NOW);
         let intent_of = |b: &PredictionBatch| intent(b, &stall(b, now), Recording::Act, 1, now);
         let event = intent_of(&b);
-        let judge = |fresh: Option<&PredictionBatch>| {
+        let abandoned = SignedDuration::from_secs(30);
+        let judge_at = |fresh: Option<&PredictionBatch>, at: Timestamp| {
             let observed = fresh.and_then(crate::source::report::observe);
-            unfinished_heal(&event, fresh, observed.as_ref(), &policy(), now)
+            unfinished_heal(&event, fresh, observed.as_ref(), &policy(), abandoned, at)
         };
+        let judge = |fresh: Option<&PredictionBatch>| judge_at(fresh, now);
         assert_eq!(judge(Some(&b)), Unfinished::StillCalledFor);
+        // Not taken over within six abandonment periods of its creation: closed.
+        let created = t("2026-11-24T10:20:00Z");
+        let mut event = event.clone();
+        event.metadata.creation_timestamp = Some(Time(created));
+        let late = created + SignedDuration::from_secs(180);
+        let observed = crate::source::report::observe(&b);
+        let judged = |at| {
+            unfinished_heal(
+                &event,
+                Some(&b),
+                observed.as_ref(),
+                &policy(),
+                abandoned,
+                at,
+            )
+        };
+        assert_eq!(
+            judged(late - SignedDuration::from_secs(1)),
+            Unfinished::StillCalledFor
+        );
+        assert_eq!(judged(late), Unfinished::NotTakenOver);
         let mut healed = b.clone();
         healed.status.as_mut().unwrap().last_healing_event = Some(event.name_any());
         assert_eq!(judge(Some(&healed)), Unfinished::Applied);

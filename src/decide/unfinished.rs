@@ -20,19 +20,20 @@ pub const EXTERNAL_OUTCOME_WITHIN: SignedDuration = SignedDuration::from_hours(1
 pub struct Bounds {
     /// The controller's heal of a batch (`--abandoned-heal-after`).
     pub abandoned_heal_after: SignedDuration,
-    /// The longest a processor's trigger may take to answer (an http trigger's timeout).
+    /// The longest a processor's trigger may take to answer (its ID token and the request).
     pub trigger_request: SignedDuration,
 }
 
 impl Bounds {
-    /// How long an intent of `healing_type` may stay without an outcome. A re-run's trigger
-    /// may take its whole timeout to answer, so its actor is given that on top.
+    /// How long an intent of `healing_type` may stay without an outcome: twice the time
+    /// after which a heal is taken over, so a take-over (or a slow actor) finishes first and
+    /// settling finds the batch as it left it; a re-run's trigger may take its whole timeout
+    /// to answer, so its actor is given that on top.
     pub fn settle_after(&self, healing_type: &str) -> SignedDuration {
+        let twice = self.abandoned_heal_after * 2;
         match healing_type {
-            BATCH_CLEANUP => self.abandoned_heal_after,
-            PHASE_RERUN => self
-                .abandoned_heal_after
-                .saturating_add(self.trigger_request),
+            BATCH_CLEANUP => twice,
+            PHASE_RERUN => twice.saturating_add(self.trigger_request),
             _ => EXTERNAL_OUTCOME_WITHIN,
         }
     }
@@ -121,11 +122,11 @@ mod tests {
         let created = "2026-11-24T10:00:00Z";
         assert_eq!(
             bounds.settle_at(&event(BATCH_CLEANUP, created)),
-            at("2026-11-24T10:00:30Z")
+            at("2026-11-24T10:01:00Z")
         );
         assert_eq!(
             bounds.settle_at(&event(PHASE_RERUN, created)),
-            at("2026-11-24T10:05:30Z")
+            at("2026-11-24T10:06:00Z")
         );
         assert_eq!(
             bounds.settle_at(&event("retry", created)),
@@ -133,7 +134,7 @@ mod tests {
         );
         let mut undated = event(BATCH_CLEANUP, created);
         undated.metadata.creation_timestamp = None;
-        assert_eq!(bounds.settle_at(&undated), at("2026-11-24T09:00:30Z"));
+        assert_eq!(bounds.settle_at(&undated), at("2026-11-24T09:01:00Z"));
     }
 
     #[test]

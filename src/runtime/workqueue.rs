@@ -32,6 +32,8 @@ struct State<K, V> {
 pub struct WorkQueue<K, V> {
     state: Arc<Mutex<State<K, V>>>,
     ready: mpsc::UnboundedSender<K>,
+    /// Set by [`WorkQueue::stop`]: the workers end, and no retry is queued any more.
+    stopped: tokio::sync::watch::Sender<bool>,
 }
 
 impl<K, V> Clone for WorkQueue<K, V> {
@@ -39,6 +41,7 @@ impl<K, V> Clone for WorkQueue<K, V> {
         Self {
             state: self.state.clone(),
             ready: self.ready.clone(),
+            stopped: self.stopped.clone(),
         }
     }
 }
@@ -66,14 +69,21 @@ where
                 pushes: 0,
             })),
             ready,
+            stopped: tokio::sync::watch::Sender::new(false),
         };
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         let work = Arc::new(work);
         for _ in 0..workers.max(1) {
             let (queue, receiver, work) = (queue.clone(), receiver.clone(), work.clone());
+            let mut stopped = queue.stopped.subscribe();
             tokio::spawn(async move {
                 loop {
-                    let Some(key) = receiver.lock().await.recv().await else {
+                    let next = async { receiver.lock().await.recv().await };
+                    let key = tokio::select! {
+                        key = next => key,
+                        _ = stopped.wait_for(|stop| *stop) => None,
+                    };
+                    let Some(key) = key else {
                         return;
                     };
                     let Some(item) = queue.take(&key) else {
@@ -85,6 +95,17 @@ where
             });
         }
         queue
+    }
+
+    /// Stops the workers (each after the item it is working on) and the retries: the queue's
+    /// owner is done with it (a controller's term ended), and nothing queued is applied.
+    pub fn stop(&self) {
+        self.stopped.send_replace(true);
+    }
+
+    /// Whether [`WorkQueue::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        *self.stopped.borrow()
     }
 
     /// Queues `item` for `key`, replacing any not yet taken.
@@ -140,6 +161,9 @@ where
         let queue = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
+            if queue.is_stopped() {
+                return;
+            }
             let mut state = queue.lock();
             // Only if nothing newer came in the meantime.
             let unchanged = state.generation.get(&key).copied() == generation;
@@ -155,6 +179,29 @@ where
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_stopped_queue_applies_nothing_more_and_retries_nothing() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let queue = WorkQueue::start(2, move |_: u32| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>("fails, so it is retried")
+            }
+        });
+        queue.push("a", 1);
+        until(|| runs.load(Ordering::SeqCst) >= 1).await;
+        queue.stop();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let after_stop = runs.load(Ordering::SeqCst);
+        queue.push("b", 2);
+        // The retry of "a" would come after 500 ms.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), after_stop);
+        assert!(queue.is_stopped());
+    }
 
     async fn until(mut check: impl FnMut() -> bool) {
         for _ in 0..200 {

@@ -55,11 +55,27 @@ pub type Listener = FirestoreListener<FirestoreDb, FirestoreMemListenStateStorag
 /// A running mirror.
 pub struct Mirroring {
     /// Shut down by the caller.
-    pub listener: Listener,
+    listener: Listener,
     /// True while the listen stream has sent the whole collection since it last connected:
     /// false from its (re)connection until Firestore says the target is current.
     pub snapshot_read: tokio::sync::watch::Receiver<bool>,
+    /// The workers that apply changes; stopped with the listener (see [`Mirroring::stop`]).
+    queue: WorkQueue<String, DocChange>,
 }
+
+impl Mirroring {
+    /// Stops mirroring: the listener, then the workers and their retries (a term that ended
+    /// must not apply what it queued from its stale cache while another replica leads).
+    pub async fn stop(mut self) {
+        if let Err(e) = self.listener.shutdown_with_timeout(LISTENER_STOP).await {
+            warn!(error = %e, "the Firestore listener stopped uncleanly");
+        }
+        self.queue.stop();
+    }
+}
+
+/// How long stopping the listener may take.
+const LISTENER_STOP: Duration = Duration::from_secs(5);
 
 /// A document as last applied.
 #[derive(Clone, Copy, Debug)]
@@ -154,20 +170,22 @@ pub async fn start(
             }
         }
     });
-    // The sweeper holds the mirror weakly: it ends with the mirror.
+    // The sweeper holds the mirror weakly, and ends with it or with the queue.
     let swept = Arc::downgrade(&mirror);
+    let sweeping = queue.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(SWEEP_EVERY);
         every.tick().await;
         loop {
             every.tick().await;
             match swept.upgrade() {
-                Some(mirror) => mirror.sweep(),
-                None => return,
+                Some(mirror) if !sweeping.is_stopped() => mirror.sweep(),
+                _ => return,
             }
         }
     });
     let (snapshot, snapshot_read) = tokio::sync::watch::channel(false);
+    let pushing = queue.clone();
     listener
         .start(move |event| {
             match event {
@@ -191,7 +209,7 @@ pub async fn start(
                         && !mirror.already_applied(&doc.name, DocChange::update_time_of(&doc))
                     {
                         let change = DocChange::read(&mirror.config.collection, &doc);
-                        queue.push(change.name.clone(), change);
+                        pushing.push(change.name.clone(), change);
                     }
                 }
                 FirestoreListenEvent::DocumentDelete(gone) => mirror.forget(&gone.document),
@@ -205,6 +223,7 @@ pub async fn start(
     Ok(Mirroring {
         listener,
         snapshot_read,
+        queue,
     })
 }
 

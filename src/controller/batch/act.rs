@@ -4,7 +4,6 @@
 
 use jiff::Timestamp;
 use kube::api::Api;
-use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::warn;
@@ -82,15 +81,7 @@ async fn consolidate(
                 "the batch was completed but consolidating it failed: {error} (HealingEvent {id})"
             );
             let regarding = batch.object_ref(&());
-            record::publish(
-                ctx,
-                &regarding,
-                EventType::Warning,
-                "ConsolidationFailed",
-                "Consolidate",
-                note,
-            )
-            .await?;
+            record::warn_about(ctx, &regarding, "ConsolidationFailed", "Consolidate", note).await;
             Ok(json!({"requested": false, "error": error.to_string()}))
         }
     }

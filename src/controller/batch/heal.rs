@@ -194,7 +194,16 @@ pub async fn resolve_unfinished(
     let policy = StallPolicy::from(&ctx.policies.spec_for(&ns));
     let observed = batch.as_ref().and_then(observe);
     let now = Timestamp::now();
-    let record = match unfinished_heal(event, batch.as_ref(), observed.as_ref(), &policy, now) {
+    let abandoned_after = ctx.abandoned_heal_after();
+    let judged = unfinished_heal(
+        event,
+        batch.as_ref(),
+        observed.as_ref(),
+        &policy,
+        abandoned_after,
+        now,
+    );
+    let record = match judged {
         Unfinished::StillCalledFor => {
             return Ok(now.checked_add(ctx.abandoned_heal_after()).ok());
         }
@@ -205,8 +214,14 @@ pub async fn resolve_unfinished(
         }
         Unfinished::Superseded => heal::superseded_unfinished(event, now),
         Unfinished::Gone => {
-            let reason = abandoned_reason(BATCH_CLEANUP, ctx.abandoned_heal_after());
+            let reason = abandoned_reason(BATCH_CLEANUP, abandoned_after);
             record::abandon(ctx, event, &reason).await?;
+            return Ok(None);
+        }
+        Unfinished::NotTakenOver => {
+            let reason = "its actor stopped before acting, and no take-over came (the policy \
+                          turned dry-run, the type was paused or its circuit opened since)";
+            record::abandon(ctx, event, reason).await?;
             return Ok(None);
         }
     };

@@ -33,8 +33,8 @@ use store::{Holder, save};
 
 /// Events arriving together are evaluated together, once.
 const BATCHING: Duration = Duration::from_secs(1);
-/// A failed evaluation (an API error, a write conflict) is tried again after this.
-const RETRY: Duration = Duration::from_secs(2);
+/// An evaluation whose write met a newer stored health is redone after this.
+const CONFLICT_RETRY: Duration = Duration::from_secs(2);
 
 /// Asks for a namespace's health to be evaluated. Cheap to clone.
 #[derive(Clone)]
@@ -68,6 +68,10 @@ pub async fn run(
 ) {
     let mut due = std::pin::pin!(scheduler(requests));
     let mut shutdown = std::pin::pin!(shutdown);
+    // Failures in a row per namespace: a failing evaluation backs off (1 s doubling to 5 min,
+    // jittered), as reconciles do, instead of retrying every namespace every 2 s in an outage.
+    let mut failures: std::collections::HashMap<String, u32> = Default::default();
+    let backoff = crate::decide::export::Backoff::default();
     loop {
         let namespace = tokio::select! {
             next = due.next() => match next {
@@ -77,12 +81,18 @@ pub async fn run(
             () = &mut shutdown => return,
         };
         let next = match reconcile(&ctx, &namespace).await {
-            Ok(wake_at) => wake_at.map(|at| instant_of(at, Timestamp::now())),
+            Ok(wake_at) => {
+                failures.remove(&namespace);
+                wake_at.map(|at| instant_of(at, Timestamp::now()))
+            }
             Err(error) => {
-                warn!(namespace, %error, category = error.category().as_str(), "evaluating healing health failed; retrying");
+                let count = failures.entry(namespace.clone()).or_default();
+                *count = count.saturating_add(1);
+                let retry_in = backoff.delay(*count, &format!("health/{namespace}"));
+                warn!(namespace, %error, category = error.category().as_str(), failures = *count, ?retry_in, "evaluating healing health failed; retrying");
                 ctx.metrics
                     .reconcile_failed("NamespaceHealth", error.category());
-                Some(Instant::now() + RETRY)
+                Some(Instant::now() + retry_in)
             }
         };
         if let Some(at) = next {
@@ -170,7 +180,7 @@ pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Option<Timestam
             "the stored health changed since it was read; evaluating again"
         );
         return Ok(Some(
-            now + jiff::SignedDuration::try_from(RETRY).unwrap_or_default(),
+            now + jiff::SignedDuration::try_from(CONFLICT_RETRY).unwrap_or_default(),
         ));
     };
     for change in &evaluation.changes {
