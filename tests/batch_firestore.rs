@@ -398,13 +398,8 @@ async fn a_counter_mode_document_is_healed_too() {
 }
 
 async fn get_value(db: &FirestoreDb, collection: &str, id: &str) -> serde_json::Value {
-    db.fluent()
-        .select()
-        .by_id_in(collection)
-        .obj()
-        .one(id)
+    support::firestore_batch::read(db, collection, id)
         .await
-        .unwrap()
         .unwrap_or_default()
 }
 

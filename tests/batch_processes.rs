@@ -18,13 +18,8 @@ use support::proxy::TcpProxy;
 use support::{ControllerProcess, emulators, eventually, firestore_db, healing_events, namespace};
 
 async fn document(db: &FirestoreDb, collection: &str, id: &str) -> Value {
-    db.fluent()
-        .select()
-        .by_id_in(collection)
-        .obj()
-        .one(id)
+    support::firestore_batch::read(db, collection, id)
         .await
-        .unwrap()
         .unwrap_or_default()
 }
 

@@ -552,6 +552,14 @@ mod tests {
         StallPolicy::from(&HealingPolicySpec::default())
     }
 
+    /// `batch` with every player done.
+    fn completed(batch: &PredictionBatch) -> PredictionBatch {
+        let mut done = batch.clone();
+        let status = done.status.as_mut().unwrap();
+        status.report.as_mut().unwrap().completed = 50;
+        done
+    }
+
     fn observation(batch: &PredictionBatch) -> BatchObservation {
         crate::source::report::observe(batch).unwrap()
     }
@@ -841,14 +849,7 @@ mod tests {
             !calls(&progressed),
             "a new episode (or no stall) is another heal"
         );
-        let mut done = b.clone();
-        done.status
-            .as_mut()
-            .unwrap()
-            .report
-            .as_mut()
-            .unwrap()
-            .completed = 50;
+        let done = completed(&b);
         assert!(!calls(&done));
         assert!(!still_calls_for(&b, None, &policy(), &id, 1, now));
         assert!(!calls_at(2), "another attempt's id is another heal");
@@ -910,14 +911,7 @@ mod tests {
         let mut healed = b.clone();
         healed.status.as_mut().unwrap().last_healing_event = Some(event.name_any());
         assert_eq!(judge(Some(&healed)), Unfinished::Applied);
-        let mut done = b.clone();
-        done.status
-            .as_mut()
-            .unwrap()
-            .report
-            .as_mut()
-            .unwrap()
-            .completed = 50;
+        let done = completed(&b);
         assert_eq!(judge(Some(&done)), Unfinished::Superseded);
         assert_eq!(judge(None), Unfinished::Gone);
         let mut replaced = b.clone();

@@ -58,13 +58,21 @@ where
         .unwrap_or_else(|e| panic!("writing {id}: {e}"));
 }
 
+/// The batch document `id`, which must exist.
 pub async fn get(db: &FirestoreDb, collection: &str, id: &str) -> BatchDoc {
+    read(db, collection, id).await.expect("document")
+}
+
+/// The document `id` as `T`, if it exists.
+pub async fn read<T>(db: &FirestoreDb, collection: &str, id: &str) -> Option<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+{
     db.fluent()
         .select()
         .by_id_in(collection)
         .obj()
         .one(id)
         .await
-        .unwrap()
-        .expect("document")
+        .unwrap_or_else(|e| panic!("reading {id}: {e}"))
 }
