@@ -50,3 +50,37 @@ async fn a_bigquery_outage_over_the_whole_burst_delays_its_records_and_loses_non
     let events = drill.settled(240).await;
     drill.assert_end_state(&events).await;
 }
+
+/// The Firestore sink unreachable (a stopped proxy in front of the emulator) over a whole
+/// burst of `source: status` stalls, whose heals need only the API server: they go on, and
+/// BigQuery has them; Firestore gets every record once it is back.
+#[tokio::test]
+async fn a_firestore_outage_over_the_whole_burst_delays_its_records_and_loses_none() {
+    let moments = Moments::seeded();
+    let drill = Drill::prepare_status("drill-firestore", moments.0).await;
+    let firestore = TcpProxy::start(&support::emulators().firestore).await;
+    let bigquery = support::emulators().bigquery.clone();
+    let host = firestore.host();
+    let _controller = support::ControllerProcess::start_with(
+        &drill.ns.name,
+        "exporter",
+        &drill.args(&bigquery, &[]),
+        &[("FIRESTORE_EMULATOR_HOST", host.as_str())],
+    );
+    // Connected while Firestore is up, then cut for the whole burst.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    firestore.stop();
+    drill.stall_status_batches().await;
+    support::eventually(120, "every stall healed and in BigQuery", || async {
+        let events = drill.events().await;
+        let in_bigquery = events.iter().filter(|e| {
+            support::drill::exported(e, "bigquery") && !support::drill::exported(e, "firestore")
+        });
+        (in_bigquery.count() == drill.docs.len()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    firestore.resume().await;
+    let events = drill.settled(240).await;
+    drill.assert_end_state(&events).await;
+}

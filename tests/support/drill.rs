@@ -49,11 +49,21 @@ impl Moments {
     }
 }
 
-/// One drill's namespace, sinks and stalled documents.
+/// Where a drill's batches keep their progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Batches {
+    /// Firestore documents, mirrored (`docs` are document ids).
+    Firestore,
+    /// The objects' status (`docs` are object names).
+    Status,
+}
+
+/// One drill's namespace, sinks and stalled batches.
 pub struct Drill {
     pub ns: TestNamespace,
     pub sinks: Sinks,
     pub docs: Vec<String>,
+    batches: Batches,
     seed_note: String,
 }
 
@@ -96,7 +106,61 @@ impl Drill {
             ns,
             sinks,
             docs,
+            batches: Batches::Firestore,
             seed_note: format!("drill seed {seed}"),
+        }
+    }
+
+    /// A namespace and its sinks, ready for `STALLS` `source: status` batches, which
+    /// [`Drill::stall_status_batches`] creates (the burst).
+    pub async fn prepare_status(name: &str, seed: u64) -> Self {
+        let ns = super::namespace(name).await;
+        let sinks = Sinks::for_namespace(&ns);
+        sinks.create_dataset().await;
+        sinks.create_table(super::events_table_schema()).await;
+        let docs = (0..STALLS).map(|i| format!("b{i:03}")).collect();
+        Self {
+            ns,
+            sinks,
+            docs,
+            batches: Batches::Status,
+            seed_note: format!("drill seed {seed}"),
+        }
+    }
+
+    /// Creates the status batches, each stalled half an hour ago at 9 of 10.
+    pub async fn stall_status_batches(&self) {
+        use futures::StreamExt;
+        let last = Timestamp::now() - SignedDuration::from_mins(30);
+        futures::stream::iter(&self.docs)
+            .for_each_concurrent(16, |name| async move {
+                super::status_batch::batch(&self.ns, name, last).await;
+            })
+            .await;
+    }
+
+    /// Whether batch `id` is complete, the healing id it names, and its object's name.
+    async fn healed_by(&self, id: &str) -> (bool, Option<String>, String) {
+        match self.batches {
+            Batches::Firestore => {
+                let db = firestore_db().await;
+                let stored: BatchDoc =
+                    super::firestore_batch::get(&db, &self.sinks.batch_collection, id).await;
+                let named = stored.auto_completion_healing_id;
+                (stored.is_complete, named, object_name_for_document(id))
+            }
+            Batches::Status => {
+                let batch = self
+                    .ns
+                    .api::<pipeline_healer::api::PredictionBatch>()
+                    .get(id)
+                    .await
+                    .expect("read the batch");
+                let status = batch.status.unwrap_or_default();
+                let complete =
+                    status.state == Some(pipeline_healer::api::batch::BatchState::AutoCompleted);
+                (complete, status.last_healing_event, id.to_owned())
+            }
         }
     }
 
@@ -199,29 +263,21 @@ impl Drill {
             "{note}: events not Succeeded: {unsucceeded:?}"
         );
 
-        // Firestore: every document healed, naming its batch's event.
-        let db = firestore_db().await;
+        // The batches: every one healed, naming its event.
         let mut diverging = Vec::new();
         for id in &self.docs {
-            let stored: BatchDoc =
-                super::firestore_batch::get(&db, &self.sinks.batch_collection, id).await;
-            let object = object_name_for_document(id);
+            let (complete, named, object) = self.healed_by(id).await;
             let event = by_batch.get(object.as_str()).and_then(|e| e.first());
-            let named = stored.auto_completion_healing_id.as_deref();
-            if !stored.is_complete
+            if !complete
                 || named.is_none()
-                || named != event.map(|e| e.spec.healing_id.as_str())
+                || named.as_deref() != event.map(|e| e.spec.healing_id.as_str())
             {
-                diverging.push((
-                    id.clone(),
-                    named.map(str::to_owned),
-                    event.map(|e| e.spec.healing_id.clone()),
-                ));
+                diverging.push((id.clone(), named, event.map(|e| e.spec.healing_id.clone())));
             }
         }
         assert!(
             diverging.is_empty(),
-            "{note}: documents (id, healed by, event): {diverging:?}"
+            "{note}: batches (id, healed by, event): {diverging:?}"
         );
 
         // The sinks: each id once in Firestore, each id in BigQuery.
