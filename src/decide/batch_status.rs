@@ -337,4 +337,29 @@ mod tests {
         assert_eq!(s.state, BatchState::Pending);
         assert_eq!(condition(&s, PROGRESSING).reason, "AwaitingReport");
     }
+
+    #[test]
+    fn heal_failed_says_when_the_next_attempt_is_and_clears_once_shown() {
+        let retry = HealRetry {
+            failures: 2,
+            last_error: "completing the batch failed: unavailable".into(),
+            due: "2026-11-24T10:21:00Z".parse().unwrap(),
+        };
+        let shown = heal_failed(Some(&retry), false).unwrap();
+        assert!(shown.status);
+        assert_eq!(shown.type_, HEAL_FAILED);
+        assert!(
+            shown.message.contains("2 attempt(s) failed"),
+            "{}",
+            shown.message
+        );
+        assert!(
+            shown.message.contains("2026-11-24T10:21:00Z"),
+            "{}",
+            shown.message
+        );
+        let cleared = heal_failed(None, true).unwrap();
+        assert!(!cleared.status);
+        assert_eq!(heal_failed(None, false), None, "never failed: no condition");
+    }
 }
