@@ -23,9 +23,7 @@ use crate::api::HealingEvent;
 use crate::api::event::{
     BATCH_CLEANUP, EXPORT_FINALIZER, ExportState, HealingEventStatus, SinkExport,
 };
-use crate::decide::export::{
-    Backoff, Outbox, REMOVED_SINK_GRACE, Release, after_attempt, is_final, plan,
-};
+use crate::decide::export::{Backoff, Outbox, Release, after_attempt, is_final, plan};
 use crate::decide::unfinished::abandoned_reason;
 use crate::error::{Error, KubeResultExt};
 use crate::runtime::batcher::ItemResult;
@@ -72,7 +70,7 @@ pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Ac
         return Ok(Action::await_change());
     }
     let mut exports = export_due(&ctx, &event, &next.due).await;
-    let removed = newly_removed(&event, &next.removed, outbox.retention);
+    let removed = newly_removed(&event, &next.removed, next.kept_until);
     let required_changed = event
         .status
         .as_ref()
@@ -97,16 +95,10 @@ pub async fn reconcile(event: Arc<HealingEvent>, ctx: Arc<Context>) -> Result<Ac
 fn newly_removed(
     event: &HealingEvent,
     removed: &[String],
-    retention: jiff::SignedDuration,
+    kept_until: Option<Timestamp>,
 ) -> BTreeMap<String, SinkExport> {
     let previous = |sink: &str| event.status.as_ref().and_then(|s| s.exports.get(sink));
-    let kept_until = event
-        .spec
-        .timestamp
-        .0
-        .saturating_add(retention)
-        .and_then(|t| t.checked_add(REMOVED_SINK_GRACE))
-        .unwrap_or(Timestamp::MAX);
+    let kept_until = kept_until.unwrap_or(Timestamp::MAX);
     removed
         .iter()
         .filter(|sink| previous(sink).is_none_or(|e| e.state != ExportState::Unconfigured))

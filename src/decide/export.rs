@@ -150,8 +150,11 @@ pub struct ExportPlan {
     pub due: Vec<String>,
     /// The sinks the event must reach, as its status should list them.
     pub required: Vec<String>,
-    /// Of those, the ones this process runs without (shown as Unconfigured).
+    /// Of those, the ones this process runs without and that do not have the event yet
+    /// (shown as Unconfigured).
     pub removed: Vec<String>,
+    /// With sinks removed: how long the event is kept for them (retention plus the grace).
+    pub kept_until: Option<Timestamp>,
     /// Delete the event: it is past retention and every sink it must reach has it (a
     /// removed sink: past retention and the grace period).
     pub delete: bool,
@@ -183,6 +186,7 @@ pub fn plan(
             due: Vec::new(),
             required: Vec::new(),
             removed: Vec::new(),
+            kept_until: None,
             delete: false,
             release: timed_out.then_some(Release::TimedOut),
             wake_at: deadline,
@@ -196,9 +200,10 @@ pub fn plan(
     required.extend(outbox.sinks.iter().map(|s| (*s).to_owned()));
     required.sort();
     required.dedup();
+    let exported = |sink: &str| export_of(sink).is_some_and(|e| e.state == ExportState::Exported);
     let removed: Vec<String> = required
         .iter()
-        .filter(|s| !configured(s))
+        .filter(|s| !configured(s) && !exported(s))
         .cloned()
         .collect();
     let due: Vec<String> = outbox
@@ -207,9 +212,8 @@ pub fn plan(
         .filter(|s| is_due(export_of(s), now))
         .map(|s| (*s).to_owned())
         .collect();
-    let exported = |sink: &str| export_of(sink).is_some_and(|e| e.state == ExportState::Exported);
     let configured_done = outbox.sinks.iter().all(|s| exported(s));
-    let all_done = configured_done && removed.iter().all(|s| exported(s));
+    let all_done = configured_done && removed.is_empty();
     let grace = if all_done {
         SignedDuration::ZERO
     } else {
@@ -241,6 +245,7 @@ pub fn plan(
         delete: deleting.is_none() && configured_done && now >= expires,
         due,
         required,
+        kept_until: (!removed.is_empty()).then_some(expires),
         removed,
         release,
         wake_at,
@@ -434,6 +439,23 @@ mod tests {
                 kept_until
             )
             .delete
+        );
+        assert_eq!(p.kept_until, Some(kept_until));
+        // A removed sink that has the event already is neither waited for nor flagged.
+        let mut had_it = st.clone();
+        had_it
+            .exports
+            .insert("bigquery".into(), exported("2026-11-24T10:00:02Z"));
+        let p = plan(
+            Some(&had_it),
+            &outbox(&firestore_only),
+            recorded,
+            None,
+            expired,
+        );
+        assert_eq!(
+            (p.removed.is_empty(), p.kept_until, p.delete),
+            (true, None, true)
         );
         // A sink name only `exports` mentions (a producer may write it) is not required.
         let mut made_up = st.clone();
