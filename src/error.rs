@@ -181,6 +181,11 @@ impl Error {
         self.category().is_transient()
     }
 
+    /// Whether the Kubernetes object the call named does not exist (a 404).
+    pub fn is_gone(&self) -> bool {
+        matches!(self, Error::Kube { source: kube::Error::Api(status), .. } if status.code == 404)
+    }
+
     /// Whether the API server refused the write as invalid (422) for the reason `rule`
     /// names: a CRD validation rule's message, such as an outcome being final.
     pub fn is_refused_by(&self, rule: &str) -> bool {

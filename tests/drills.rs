@@ -36,15 +36,7 @@ async fn a_bigquery_outage_over_the_whole_burst_delays_its_records_and_loses_non
     let bigquery = TcpProxy::start(&support::emulators().bigquery).await;
     bigquery.stop();
     let _controller = drill.start_with("exporter", &bigquery.host(), &[]);
-    let healed = support::eventually(120, "every stall healed and in Firestore", || async {
-        let events = drill.events().await;
-        let in_firestore = events.iter().filter(|e| {
-            support::drill::exported(e, "firestore") && !support::drill::exported(e, "bigquery")
-        });
-        (in_firestore.count() == drill.docs.len()).then_some(events.len())
-    })
-    .await;
-    assert_eq!(healed, drill.docs.len());
+    drill.only_in("firestore", "bigquery", 120).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     bigquery.resume().await;
     let events = drill.settled(240).await;
@@ -71,14 +63,7 @@ async fn a_firestore_outage_over_the_whole_burst_delays_its_records_and_loses_no
     tokio::time::sleep(Duration::from_secs(2)).await;
     firestore.stop();
     drill.stall_status_batches().await;
-    support::eventually(120, "every stall healed and in BigQuery", || async {
-        let events = drill.events().await;
-        let in_bigquery = events.iter().filter(|e| {
-            support::drill::exported(e, "bigquery") && !support::drill::exported(e, "firestore")
-        });
-        (in_bigquery.count() == drill.docs.len()).then_some(())
-    })
-    .await;
+    drill.only_in("bigquery", "firestore", 120).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     firestore.resume().await;
     let events = drill.settled(240).await;

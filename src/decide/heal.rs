@@ -444,6 +444,14 @@ pub enum Unfinished {
     NotTakenOver,
 }
 
+/// Why a heal judged [`Unfinished::Gone`] is closed as abandoned.
+pub const BATCH_GONE: &str =
+    "its actor stopped before recording the outcome, and the batch is gone";
+
+/// Why a heal judged [`Unfinished::NotTakenOver`] is closed as abandoned.
+pub const NOT_TAKEN_OVER: &str = "its actor stopped before acting, and no take-over came (the \
+    policy turned dry-run, the type was paused or its circuit opened since)";
+
 /// How many abandonment periods an intent whose batch still calls for it waits for the
 /// batch reconciler to take it over before it is closed as abandoned.
 pub const TAKE_OVER_WAIT: i32 = 6;

@@ -50,16 +50,14 @@ impl Bounds {
 }
 
 /// Why an unfinished event of `healing_type` is closed as abandoned, when nothing can tell
-/// what its action did (a batch's heal is judged by its batch first: `decide::heal`).
+/// what its action did (a batch's heal is judged by its batch instead, with the reasons of
+/// `decide::heal`).
 pub fn abandoned_reason(healing_type: &str, bound: SignedDuration) -> String {
     match healing_type {
         PHASE_RERUN => "its actor stopped before recording the trigger's answer (the trigger \
                         may or may not have been sent); the phase's own observation decides \
                         whether the processor runs again"
             .to_owned(),
-        BATCH_CLEANUP => {
-            "its actor stopped before recording the outcome, and the batch is gone".to_owned()
-        }
         _ => format!(
             "no outcome from its producer within {}",
             jiff::fmt::friendly::SpanPrinter::new().duration_to_string(&bound)

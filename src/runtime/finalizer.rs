@@ -69,10 +69,7 @@ where
         .unless_conflict(step);
     match written {
         // Gone already: nothing is held back.
-        Err(Error::Kube {
-            source: kube::Error::Api(status),
-            ..
-        }) if status.code == 404 => Ok(true),
+        Err(e) if e.is_gone() => Ok(true),
         other => Ok(other?.is_some()),
     }
 }

@@ -11,6 +11,7 @@ use jiff::{SignedDuration, Timestamp};
 use kube::api::ListParams;
 use pipeline_healer::api::HealingEvent;
 use pipeline_healer::api::event::{ExportState, Outcome};
+use pipeline_healer::decide::heal::outcome_of;
 use pipeline_healer::decide::naming::object_name_for_document;
 
 use super::firestore_batch::{BatchDoc, doc, put};
@@ -202,6 +203,28 @@ impl Drill {
             .items
     }
 
+    /// Waits until every stall has an event that `up` has and `down` does not (`down`'s
+    /// outage covers the whole burst); the events, one per stall.
+    pub async fn only_in(&self, up: &str, down: &str, secs: u64) -> Vec<HealingEvent> {
+        let what = format!("every stall healed and in {up} only");
+        let events = super::eventually(secs, &what, || async {
+            let events = self.events().await;
+            let in_up_only = events
+                .iter()
+                .filter(|e| exported(e, up) && !exported(e, down))
+                .count();
+            (in_up_only == self.docs.len()).then_some(events)
+        })
+        .await;
+        assert_eq!(
+            events.len(),
+            self.docs.len(),
+            "{}: one event per stall",
+            self.seed_note
+        );
+        events
+    }
+
     /// Waits until every stall has a final event exported to both sinks.
     pub async fn settled(&self, secs: u64) -> Vec<HealingEvent> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
@@ -218,7 +241,7 @@ impl Drill {
             if tokio::time::Instant::now() > deadline {
                 let pending: Vec<String> = events
                     .iter()
-                    .filter(|e| outcome(e) == Outcome::Pending)
+                    .filter(|e| outcome_of(e) == Outcome::Pending)
                     .map(|e| e.spec.healing_id.clone())
                     .collect();
                 panic!(
@@ -255,8 +278,8 @@ impl Drill {
         );
         let unsucceeded: Vec<(&str, Outcome)> = events
             .iter()
-            .filter(|e| outcome(e) != Outcome::Succeeded)
-            .map(|e| (e.spec.healing_id.as_str(), outcome(e)))
+            .filter(|e| outcome_of(e) != Outcome::Succeeded)
+            .map(|e| (e.spec.healing_id.as_str(), outcome_of(e)))
             .collect();
         assert!(
             unsucceeded.is_empty(),
@@ -317,12 +340,4 @@ pub fn exported(event: &HealingEvent, sink: &str) -> bool {
         .as_ref()
         .and_then(|s| s.exports.get(sink))
         .is_some_and(|x| x.state == ExportState::Exported)
-}
-
-pub fn outcome(event: &HealingEvent) -> Outcome {
-    event
-        .status
-        .as_ref()
-        .and_then(|s| s.outcome)
-        .unwrap_or(Outcome::Pending)
 }

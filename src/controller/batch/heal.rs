@@ -18,7 +18,6 @@ use crate::decide::heal::{
 };
 use crate::decide::health::Gate;
 use crate::decide::stall::{Stall, StallPolicy};
-use crate::decide::unfinished::abandoned_reason;
 use crate::error::{Error, KubeResultExt};
 use crate::source::report::observe;
 
@@ -204,9 +203,7 @@ pub async fn resolve_unfinished(
         now,
     );
     let record = match judged {
-        Unfinished::StillCalledFor => {
-            return Ok(now.checked_add(ctx.abandoned_heal_after()).ok());
-        }
+        Unfinished::StillCalledFor => return Ok(now.checked_add(abandoned_after).ok()),
         Unfinished::Applied => {
             let Some(batch) = &batch else { return Ok(None) };
             let after = act::follow_up(ctx, batch, &id, heal::recovered_after_state(event)).await?;
@@ -214,14 +211,11 @@ pub async fn resolve_unfinished(
         }
         Unfinished::Superseded => heal::superseded_unfinished(event, now),
         Unfinished::Gone => {
-            let reason = abandoned_reason(BATCH_CLEANUP, abandoned_after);
-            record::abandon(ctx, event, &reason).await?;
+            record::abandon(ctx, event, heal::BATCH_GONE).await?;
             return Ok(None);
         }
         Unfinished::NotTakenOver => {
-            let reason = "its actor stopped before acting, and no take-over came (the policy \
-                          turned dry-run, the type was paused or its circuit opened since)";
-            record::abandon(ctx, event, reason).await?;
+            record::abandon(ctx, event, heal::NOT_TAKEN_OVER).await?;
             return Ok(None);
         }
     };
