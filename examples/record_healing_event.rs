@@ -25,9 +25,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The id is derived from what is healed and which attempt this is: the same inputs give
     // the same id, whoever computes it.
     let id = healing_id("retry", &player, &["attempt-2"]);
+    // When the problem began (the first attempt's start) and was noticed (its timeout): the
+    // records' time to detect and time to heal run from these.
+    let detected = Timestamp::now();
+    let onset = detected - jiff::SignedDuration::from_secs(30);
     let spec = HealingEventSpec {
         healing_id: id.clone(),
-        timestamp: MicroTime(Timestamp::now()),
+        timestamp: MicroTime(detected),
         healing_type: "retry".into(),
         trigger_reason: format!("{player}: the feature store timed out after 30 s"),
         action_taken: "retried the prediction once".into(),
@@ -42,6 +46,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         dry_run: false,
         threshold_time: None,
+        onset_time: Some(MicroTime(onset)),
+        detected_time: Some(MicroTime(detected)),
         before_state: Some(json!({"attempt": 1})),
         details: None,
     };
@@ -60,12 +66,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // ... act here ...
 
-    // The outcome makes the event final; only then is it exported.
+    // The outcome makes the event final; only then is it exported. A success says when the
+    // target was seen healthy, and the times that follow from it.
+    let healed = Timestamp::now();
     let outcome = json!({"status": {
         "outcome": "Succeeded",
         "success": true,
         "afterState": {"attempt": 2},
-        "finishedAt": Timestamp::now(),
+        "finishedAt": healed,
+        "healedTime": MicroTime(healed),
+        "timeToDetectSeconds": 0.0,
+        "timeToHealSeconds": healed.duration_since(onset).as_secs_f64(),
     }});
     events
         .patch_status(&id, &PatchParams::default(), &Patch::Merge(&outcome))

@@ -41,6 +41,7 @@ pub struct Metrics {
     reconcile_errors: Family<ErrorLabels, Counter>,
     healings: Family<HealingLabels, Counter>,
     heal_latency: Family<TypeLabels, Histogram>,
+    time_to_heal: Family<TypeLabels, Histogram>,
     alert_level: Family<NamespaceTypeLabels, Gauge>,
     circuit_state: Family<NamespaceTypeLabels, Gauge>,
     slack_messages: Family<SlackLabels, Counter>,
@@ -116,6 +117,10 @@ impl Default for Metrics {
             heal_latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.05, 2.0, 15))
             }),
+            // From 1 s to about 18 h: onset to verified runs from a stall's last progress.
+            time_to_heal: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(1.0, 2.0, 17))
+            }),
             alert_level: Family::default(),
             circuit_state: Family::default(),
             slack_messages: Family::default(),
@@ -141,6 +146,11 @@ impl Default for Metrics {
             "heal_latency_seconds",
             "Seconds from the threshold instant to the heal's recorded outcome",
             metrics.heal_latency.clone(),
+        );
+        registry.register(
+            "time_to_heal_seconds",
+            "Seconds from a problem's onset (a batch's last progress, a phase's first observation of the missing rows) to its target seen healthy, by type",
+            metrics.time_to_heal.clone(),
         );
         registry.register(
             "alert_level",
@@ -185,7 +195,15 @@ impl Metrics {
             .inc();
     }
 
-    pub fn healed(&self, healing_type: &str, result: &str, latency_seconds: Option<f64>) {
+    /// Counts a finished action; a success observes its latency (threshold to outcome) and,
+    /// when known, its time to heal (onset to verified).
+    pub fn healed(
+        &self,
+        healing_type: &str,
+        result: &str,
+        latency_seconds: Option<f64>,
+        time_to_heal_seconds: Option<f64>,
+    ) {
         self.healings
             .get_or_create(&HealingLabels {
                 healing_type: healing_type.into(),
@@ -194,6 +212,13 @@ impl Metrics {
             .inc();
         if let Some(seconds) = latency_seconds {
             self.heal_latency
+                .get_or_create(&TypeLabels {
+                    healing_type: healing_type.into(),
+                })
+                .observe(seconds);
+        }
+        if let Some(seconds) = time_to_heal_seconds {
+            self.time_to_heal
                 .get_or_create(&TypeLabels {
                     healing_type: healing_type.into(),
                 })

@@ -120,6 +120,8 @@ fn action(
         },
         dry_run,
         threshold_time: None,
+        onset_time: None,
+        detected_time: None,
         before_state: Some(json!({"completed": 46, "expected": 50})),
         details: None,
     };

@@ -96,6 +96,11 @@ async fn bigquery_parameterised_query(project: &str) {
         dry_run: Some(false),
         outcome: Some("Succeeded".into()),
         heal_latency_seconds: Some(0.42),
+        onset_time: Some("2026-11-24T23:25:07.000001Z".into()),
+        detected_time: Some("2026-11-24T23:40:07.000002Z".into()),
+        healed_time: Some("2026-11-24T23:41:07.523456Z".into()),
+        time_to_detect_seconds: Some(0.000001),
+        time_to_heal_seconds: Some(960.523455),
     };
     let mut insert = TableDataInsertAllRequest::new();
     insert

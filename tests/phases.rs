@@ -15,6 +15,7 @@ use gcp_bigquery_client::model::table_schema::TableSchema;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use pipeline_healer::api::HealingPolicy;
+use pipeline_healer::api::event::Outcome;
 use pipeline_healer::api::phase::{PhaseRun, PhaseState};
 use pipeline_healer::source::bigquery::RowCounter;
 use serde_json::{Value, json};
@@ -281,6 +282,36 @@ async fn an_empty_daily_cache_reruns_exactly_it_and_what_depends_on_it_in_order(
     assert!(events.iter().all(|e| e.spec.healing_type == "phase_rerun"
         && e.spec.correlation_id.as_deref() == Some(correlation.as_str())
         && e.status.as_ref().and_then(|s| s.success) == Some(true)));
+    // Each re-run is a success because its table was seen with its rows, not because its
+    // endpoint answered; its time to heal runs from the first sight of the missing rows.
+    let cache = events
+        .iter()
+        .find(|e| e.spec.root_cause.starts_with("missing_rows:"))
+        .unwrap();
+    let cache_status = cache.status.as_ref().unwrap();
+    assert_eq!(cache_status.outcome, Some(Outcome::Succeeded));
+    assert_eq!(
+        cache_status.after_state,
+        Some(json!({"triggered": true, "rows_before": 0, "rows_after": 3}))
+    );
+    let onset = cache.spec.onset_time.as_ref().unwrap().0;
+    let detected = cache.spec.detected_time.as_ref().unwrap().0;
+    let healed = cache_status.healed_time.as_ref().unwrap().0;
+    assert!(
+        onset <= detected && detected < healed,
+        "{onset} {detected} {healed}"
+    );
+    let to_heal = cache_status.time_to_heal_seconds.unwrap();
+    assert!(
+        (to_heal - healed.duration_since(onset).as_secs_f64()).abs() < 1e-3,
+        "{to_heal}"
+    );
+    assert!(to_heal > 0.0);
+    for event in &events {
+        let status = event.status.as_ref().unwrap();
+        assert!(status.healed_time.is_some(), "{}", event.spec.healing_id);
+        assert!(status.time_to_heal_seconds.is_some());
+    }
 
     // The original's history document, for its queries.
     let id = format!("{DATE}_phase4_{}", &correlation[..8]);
@@ -300,6 +331,73 @@ async fn an_empty_daily_cache_reruns_exactly_it_and_what_depends_on_it_in_order(
         json!(["PlayerDailyCache"])
     );
     assert_eq!(doc["correlation_id"], correlation.as_str());
+}
+
+#[tokio::test]
+async fn an_endpoint_that_answers_200_and_writes_nothing_fails_as_ineffective_and_turns_critical() {
+    let ns = namespace("phase-ineffective").await;
+    let hp: HealingPolicy = serde_json::from_value(json!({
+        "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "HealingPolicy",
+        "metadata": {"name": "default"},
+        "spec": {
+            "phaseHealing": {"initialBackoff": "1s", "maxBackoff": "2s", "maxAttempts": 2},
+            "alerts": {"critical": {"minEvents": 2, "failureRatePercent": 50, "window": "1h"}},
+        }
+    }))
+    .unwrap();
+    ns.api::<HealingPolicy>()
+        .create(&PostParams::default(), &hp)
+        .await
+        .unwrap();
+    let tables = Tables::create(&ns, &[("player_daily_cache", "game_date")]).await;
+    // A processor that answers 200 and writes nothing.
+    let server = RecordingServer::start(200).await;
+    create_phase(
+        &ns,
+        "phase4",
+        json!({"phase": "phase4", "date": DATE, "processors": [{
+            "name": "PlayerDailyCache", "table": tables.name("player_daily_cache"),
+            "dateColumn": "game_date", "minRows": 2,
+            "trigger": {"http": {"url": format!("{}/{{processor}}", server.url)}},
+        }]}),
+    )
+    .await;
+    let _controller = start_controller(&ns, &[&format!("{}/", server.url)], &[]);
+
+    state_becomes(&ns, "phase4", PhaseState::GaveUp).await;
+    assert_eq!(
+        server.requests().len(),
+        2,
+        "both attempts were sent and answered 200"
+    );
+    let table = tables.name("player_daily_cache");
+    let events = final_events(&ns, 2).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    for (cause, outcome, message) in &events {
+        assert_eq!(cause, &format!("rerun_ineffective:{table}"));
+        assert_eq!(outcome, "Failed");
+        assert!(message.contains("has 0 of its 2 rows"), "{message}");
+    }
+    let records = healing_events(&ns).await;
+    for event in &records {
+        let status = event.status.as_ref().unwrap();
+        assert_eq!(status.success, Some(false));
+        assert_eq!(status.healed_time, None);
+        assert_eq!(status.after_state.as_ref().unwrap()["rows_after"], 0);
+        assert_eq!(
+            event.spec.root_cause,
+            format!("missing_rows:{table}"),
+            "the intent keeps what was seen before the action"
+        );
+    }
+    // The verified failures count: two of two re-runs failed, so phase_rerun is critical.
+    let policies = ns.api::<HealingPolicy>();
+    eventually(30, "phase_rerun turns critical", || async {
+        let status = policies.get("default").await.ok()?.status?;
+        let level = status.healing_types.get("phase_rerun")?.alert.level;
+        (level == pipeline_healer::api::health::AlertLevel::Critical).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -504,9 +602,9 @@ async fn final_events(ns: &TestNamespace, count: usize) -> Vec<(String, String, 
             .filter_map(|e| {
                 let status = e.status.as_ref()?;
                 let outcome = status.outcome?;
-                (outcome != pipeline_healer::api::event::Outcome::Pending).then(|| {
+                outcome.is_final().then(|| {
                     (
-                        e.spec.root_cause.clone(),
+                        e.root_cause().to_owned(),
                         format!("{outcome:?}"),
                         status.message.clone().unwrap_or_default(),
                     )

@@ -4,7 +4,6 @@
 use jiff::Timestamp;
 
 use crate::api::HealingEvent;
-use crate::api::event::Outcome;
 use crate::sink::row::HealingEventRow;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -52,7 +51,7 @@ impl Record {
     /// which is neither exported nor analysed.
     pub fn from_event(event: &HealingEvent) -> Option<Self> {
         let outcome = event.status.as_ref().and_then(|s| s.outcome)?;
-        if outcome == Outcome::Pending {
+        if !outcome.is_final() {
             return None;
         }
         let row = HealingEventRow::from_event(event);

@@ -47,9 +47,10 @@ pub const EXPORT_FINALIZER: &str = "healing.pipeline.dev/export";
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.healingType"),
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.target.name"),
     printcolumn(name = "Root-Cause", type_ = "string", json_path = ".spec.rootCause"),
+    printcolumn(name = "Outcome", type_ = "string", json_path = ".status.outcome"),
     printcolumn(name = "Success", type_ = "boolean", json_path = ".status.success"),
     printcolumn(name = "Dry-Run", type_ = "boolean", json_path = ".spec.dryRun"),
-    printcolumn(name = "Outcome", type_ = "string", json_path = ".status.outcome", priority = 1),
+    printcolumn(name = "Time-To-Heal", type_ = "number", json_path = ".status.timeToHealSeconds", priority = 1),
     printcolumn(name = "Firestore", type_ = "string", json_path = ".status.exports.firestore.state", priority = 1),
     printcolumn(name = "BigQuery", type_ = "string", json_path = ".status.exports.bigquery.state", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -90,6 +91,15 @@ pub struct HealingEventSpec {
     /// heal latency is measured from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold_time: Option<MicroTime>,
+    /// When the problem began: a batch's last progress, a phase's first observation of the
+    /// missing table. Time to heal runs from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onset_time: Option<MicroTime>,
+    /// When the problem was noticed: the observation the action was decided on. Time to
+    /// detect runs to here, from the instant the problem became detectable (the threshold
+    /// instant where there is one, else the onset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_time: Option<MicroTime>,
     /// The target's state before the action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_object")]
@@ -130,12 +140,23 @@ impl TargetRef {
     }
 }
 
+impl HealingEvent {
+    /// The root cause the record is grouped by: the outcome's, else the intent's.
+    pub fn root_cause(&self) -> &str {
+        self.status
+            .as_ref()
+            .and_then(|s| s.root_cause.as_deref())
+            .unwrap_or(&self.spec.root_cause)
+    }
+}
+
 /// The API server's answer to a write that would change a final outcome.
 pub const OUTCOME_IS_FINAL: &str = "an outcome is final: once recorded it does not change";
 
-/// Once the outcome is other than Pending, the status keeps it and its `finishedAt`.
+/// Once the outcome is final (neither Pending nor Verifying), the status keeps it and its
+/// `finishedAt`.
 const FINAL_OUTCOME_RULE: &str = "!has(oldSelf.status) || !has(oldSelf.status.outcome) \
-    || oldSelf.status.outcome == 'Pending' \
+    || oldSelf.status.outcome == 'Pending' || oldSelf.status.outcome == 'Verifying' \
     || (has(self.status) && has(self.status.outcome) \
         && self.status.outcome == oldSelf.status.outcome \
         && has(self.status.finishedAt) == has(oldSelf.status.finishedAt) \
@@ -146,6 +167,11 @@ const FINAL_OUTCOME_RULE: &str = "!has(oldSelf.status) || !has(oldSelf.status.ou
 pub enum Outcome {
     /// Recorded; the action has not finished yet.
     Pending,
+    /// The action was carried out; the controller has not yet seen its target healthy
+    /// (a re-run processor's rows, a healed batch read back). Not final: it ends
+    /// Succeeded once the target is seen healthy, Failed when it is not in time.
+    Verifying,
+    /// The target was seen healthy after the action.
     Succeeded,
     Failed,
     /// The target changed before the action (a late completion won); nothing was done.
@@ -155,6 +181,14 @@ pub enum Outcome {
     /// Its actor stopped before recording how the action ended, and what the target shows
     /// now cannot tell (the message says why): recorded so that no intent stays open.
     Abandoned,
+}
+
+impl Outcome {
+    /// Whether the outcome is the action's last word: it no longer changes, and the event
+    /// is exported, counted and analysed.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Pending | Self::Verifying)
+    }
 }
 
 /// A sink's export state for this event.
@@ -207,9 +241,30 @@ pub struct HealingEventStatus {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
-    /// Seconds from `spec.thresholdTime` to the outcome being recorded.
+    /// Seconds from `spec.thresholdTime` to the outcome being recorded (the measure before
+    /// outcomes were verified; `timeToHealSeconds` is the one that says how long the
+    /// pipeline was broken).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heal_latency_seconds: Option<f64>,
+    /// While Verifying: by when the target must be seen healthy, or the action has failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_by: Option<MicroTime>,
+    /// When the target was seen healthy after the action (Succeeded only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healed_time: Option<MicroTime>,
+    /// Seconds from the problem becoming detectable (`spec.thresholdTime`, else
+    /// `spec.onsetTime`) to `spec.detectedTime`: how late it was noticed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_detect_seconds: Option<f64>,
+    /// Seconds from `spec.onsetTime` to `healedTime`: how long the target was broken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_heal_seconds: Option<f64>,
+    /// The root cause as the outcome showed it, where that differs from the intent's
+    /// `spec.rootCause` (a re-run that wrote no rows: `rerun_ineffective:<table>`; a heal
+    /// whose consolidation failed: `consolidation_failed`). Records group by this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 254), regex(pattern = ROOT_CAUSE_PATTERN))]
+    pub root_cause: Option<String>,
     /// Export state per sink (`firestore`, `bigquery`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub exports: BTreeMap<String, SinkExport>,

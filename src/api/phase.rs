@@ -162,6 +162,10 @@ pub struct PhaseRunStatus {
     pub record_counts: BTreeMap<String, i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_processors: Vec<String>,
+    /// When each processor now missing rows was first observed missing: the onset its
+    /// re-runs' time to heal runs from. A processor leaves the map once its rows are seen.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub missing_since: BTreeMap<String, Time>,
     /// The minimal re-run plan: waves of processors, each wave after the one before.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<Vec<String>>,

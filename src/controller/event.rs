@@ -177,7 +177,7 @@ async fn settle(
     let look_again = match healing_type {
         BATCH_CLEANUP => super::batch::resolve_unfinished(ctx, event).await?,
         _ => {
-            let reason = abandoned_reason(healing_type, bounds.settle_after(healing_type));
+            let reason = abandoned_reason(event, &bounds);
             record::abandon(ctx, event, &reason).await?;
             None
         }

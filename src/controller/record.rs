@@ -62,12 +62,16 @@ pub async fn outcome(
         }
         other => other?,
     };
+    // Counted once, as it ends: a Verifying record is the action's progress, not its result.
     let outcome = status.outcome.unwrap_or(Outcome::Pending);
-    let latency = status
-        .heal_latency_seconds
-        .filter(|_| outcome == Outcome::Succeeded);
-    ctx.metrics
-        .healed(healing_type, &format!("{outcome:?}"), latency);
+    if outcome.is_final() {
+        let latency = status
+            .heal_latency_seconds
+            .filter(|_| outcome == Outcome::Succeeded);
+        let healed = status.time_to_heal_seconds;
+        ctx.metrics
+            .healed(healing_type, &format!("{outcome:?}"), latency, healed);
+    }
     Ok(true)
 }
 
@@ -98,7 +102,7 @@ pub async fn publish(
 pub async fn abandon(ctx: &Context, event: &HealingEvent, reason: &str) -> Result<(), Error> {
     let ns = event.namespace().unwrap_or_default();
     let id = event.name_any();
-    let status = crate::decide::unfinished::abandoned(reason, jiff::Timestamp::now());
+    let status = crate::decide::unfinished::abandoned(event, reason, jiff::Timestamp::now());
     if !outcome(ctx, &ns, &id, &event.spec.healing_type, &status).await? {
         return Ok(());
     }

@@ -47,7 +47,7 @@ impl Backoff {
 pub fn is_final(status: Option<&HealingEventStatus>) -> bool {
     status
         .and_then(|s| s.outcome)
-        .is_some_and(|o| o != Outcome::Pending)
+        .is_some_and(Outcome::is_final)
 }
 
 /// Whether `sink` should be tried now.

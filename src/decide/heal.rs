@@ -4,13 +4,14 @@
 //! then the outcome.
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::ResourceExt;
 use serde_json::json;
 
 use super::health::Gate;
 use super::naming::healing_id;
 use super::stall::{BatchObservation, Stall, StallPolicy, Verdict, decide};
+use super::verify;
 use crate::api::batch::BatchSource;
 use crate::api::event::{BATCH_CLEANUP, HealingEventSpec, HealingEventStatus, Outcome, TargetRef};
 use crate::api::{HealingEvent, PredictionBatch};
@@ -179,6 +180,8 @@ pub fn intent(
         target: TargetRef::of(batch),
         dry_run: recording == Recording::DryRun,
         threshold_time: Some(MicroTime(stall.threshold_at)),
+        onset_time: Some(MicroTime(stall.progress.last_progress)),
+        detected_time: Some(MicroTime(now)),
         before_state: Some(json!({
             "batch_id": batch.spec.batch_id,
             "game_date": batch.spec.game_date,
@@ -329,26 +332,6 @@ pub struct OutcomeRecord {
     pub note: Option<Note>,
 }
 
-/// The status of a finished action. `now` is taken after the action: the latency is
-/// threshold to healed, not to decided.
-fn finished(
-    outcome: Outcome,
-    message: &str,
-    after: Option<serde_json::Value>,
-    threshold: Timestamp,
-    now: Timestamp,
-) -> HealingEventStatus {
-    HealingEventStatus {
-        outcome: Some(outcome),
-        success: Some(outcome == Outcome::Succeeded),
-        after_state: after,
-        message: Some(message.to_owned()),
-        finished_at: Some(Time(now)),
-        heal_latency_seconds: Some(now.duration_since(threshold).as_secs_f64().max(0.0)),
-        ..Default::default()
-    }
-}
-
 /// What the batch looks like after the heal (the original's fields).
 pub fn after_state(stall: &Stall) -> serde_json::Value {
     after_state_with(completion_reason(stall))
@@ -371,8 +354,16 @@ fn reason_text(percent: f64, minutes: i64) -> String {
     format!("Stalled at {percent:.1}% for {minutes} minutes")
 }
 
+/// The root cause of a heal whose batch was completed but whose consolidation request
+/// failed: the predictions were not consolidated.
+pub const CONSOLIDATION_FAILED: &str = "consolidation_failed";
+
 /// The outcome of a heal that does not act (dry-run, skipped); None for [`Recording::Act`].
-pub fn not_acting(recording: Recording, stall: &Stall, now: Timestamp) -> Option<OutcomeRecord> {
+pub fn not_acting(
+    recording: Recording,
+    spec: &HealingEventSpec,
+    now: Timestamp,
+) -> Option<OutcomeRecord> {
     let (message, note) = match recording {
         Recording::Act => return None,
         Recording::DryRun => ("dry-run: nothing changed".to_owned(), None),
@@ -385,40 +376,84 @@ pub fn not_acting(recording: Recording, stall: &Stall, now: Timestamp) -> Option
         ),
     };
     Some(OutcomeRecord {
-        status: finished(Outcome::Skipped, &message, None, stall.threshold_at, now),
+        status: verify::finished(spec, Outcome::Skipped, &message, None, now),
         note,
     })
 }
 
-/// The outcome of an action that applied; `after` is the batch's after_state (with the
-/// consolidation request's answer, when one was made).
-pub fn applied(stall: &Stall, after: serde_json::Value, now: Timestamp) -> OutcomeRecord {
+/// The status of a heal whose action applied, until the batch is read back: `after` is its
+/// after_state (with the consolidation request's answer, when one was made), kept for the
+/// verified outcome.
+pub fn applied(after: serde_json::Value, verify_by: Timestamp) -> HealingEventStatus {
+    verify::verifying("batch marked complete; reading it back", after, verify_by)
+}
+
+/// The outcome of a heal whose batch read back complete with its healing id at `seen`:
+/// Succeeded, unless the consolidation request that followed it failed (`after` says), which
+/// is the heal's failure: the batch is complete, its predictions are not consolidated.
+pub fn verified(
+    spec: &HealingEventSpec,
+    message: &str,
+    after: Option<serde_json::Value>,
+    seen: Timestamp,
+) -> OutcomeRecord {
+    let consolidation = after.as_ref().and_then(|a| a.get("consolidation"));
+    let refused = consolidation
+        .and_then(|c| c.get("requested"))
+        .and_then(serde_json::Value::as_bool)
+        == Some(false);
+    if refused {
+        let error = consolidation
+            .and_then(|c| c.get("error"))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("no answer");
+        let message =
+            format!("the batch was completed, but consolidating its predictions failed: {error}");
+        return OutcomeRecord {
+            status: verify::ineffective(
+                spec,
+                CONSOLIDATION_FAILED.to_owned(),
+                &message,
+                after,
+                seen,
+            ),
+            note: Some(Note::warning("ConsolidationFailed", message)),
+        };
+    }
     OutcomeRecord {
-        status: finished(
-            Outcome::Succeeded,
-            "batch marked complete",
-            Some(after),
-            stall.threshold_at,
-            now,
-        ),
-        note: Some(Note::normal("AutoCompleted", stall.trigger_reason.clone())),
+        status: verify::healed(spec, message, after, seen),
+        note: Some(Note::normal("AutoCompleted", spec.trigger_reason.clone())),
     }
 }
 
+/// The message of a heal verified by its own actor.
+pub const READ_BACK: &str = "batch marked complete, and read back complete with this heal's id";
+
 /// The outcome of an action the batch's own progress overtook.
-pub fn superseded(stall: &Stall, now: Timestamp) -> OutcomeRecord {
+pub fn superseded(spec: &HealingEventSpec, now: Timestamp) -> OutcomeRecord {
     let message = "the batch progressed before the heal (a late completion wins); nothing was done";
     OutcomeRecord {
-        status: finished(Outcome::Superseded, message, None, stall.threshold_at, now),
+        status: verify::finished(spec, Outcome::Superseded, message, None, now),
+        note: Some(Note::normal("HealSuperseded", message)),
+    }
+}
+
+/// The outcome of a heal that applied, whose batch read back without it: its workers wrote
+/// over the completion (their report wins), so the heal did not hold.
+pub fn not_held(spec: &HealingEventSpec, now: Timestamp) -> OutcomeRecord {
+    let message = "the batch was marked complete, but read back without this heal (its workers \
+                   wrote over it); their report stands";
+    OutcomeRecord {
+        status: verify::finished(spec, Outcome::Superseded, message, None, now),
         note: Some(Note::normal("HealSuperseded", message)),
     }
 }
 
 /// The outcome of an action that failed with `error`.
-pub fn action_failed(error: &str, stall: &Stall, now: Timestamp) -> OutcomeRecord {
+pub fn action_failed(error: &str, spec: &HealingEventSpec, now: Timestamp) -> OutcomeRecord {
     let message = format!("completing the batch failed: {error}");
     OutcomeRecord {
-        status: finished(Outcome::Failed, &message, None, stall.threshold_at, now),
+        status: verify::finished(spec, Outcome::Failed, &message, None, now),
         note: Some(Note::warning("HealFailed", message)),
     }
 }
@@ -487,9 +522,14 @@ pub fn unfinished_heal(
     }
 }
 
-/// The after_state of a heal whose actor stopped after acting, from what its intent saw (the
-/// batch as healed: the stall it had is in `before_state`).
-pub fn recovered_after_state(event: &HealingEvent) -> serde_json::Value {
+/// The after_state of a heal whose actor stopped after acting: what it recorded while
+/// verifying, else what its intent saw (the batch as healed: the stall it had is in
+/// `before_state`). Whether consolidation still has to be asked for: only when the actor
+/// recorded no after_state (it stopped before asking, or before recording the answer).
+pub fn recovered_after_state(event: &HealingEvent) -> (serde_json::Value, bool) {
+    if let Some(after) = event.status.as_ref().and_then(|s| s.after_state.clone()) {
+        return (after, false);
+    }
     let before = event.spec.before_state.as_ref();
     let field = |name: &str| before.and_then(|b| b.get(name));
     let percent = field("completion_percent")
@@ -498,36 +538,19 @@ pub fn recovered_after_state(event: &HealingEvent) -> serde_json::Value {
     let minutes = field("stall_minutes")
         .and_then(|v| v.as_i64())
         .unwrap_or_default();
-    after_state_with(reason_text(percent, minutes))
+    (after_state_with(reason_text(percent, minutes)), true)
 }
 
-/// The outcome recorded for a heal whose actor stopped after acting (the batch carries its
-/// healing id, the event still reads Pending): it succeeded, timed from its threshold.
-pub fn recovered(event: &HealingEvent, after: serde_json::Value, now: Timestamp) -> OutcomeRecord {
-    let threshold = event.spec.threshold_time.as_ref().map_or(now, |t| t.0);
-    OutcomeRecord {
-        status: finished(
-            Outcome::Succeeded,
-            "batch marked complete (its actor stopped before recording it)",
-            Some(after),
-            threshold,
-            now,
-        ),
-        note: Some(Note::normal(
-            "AutoCompleted",
-            "batch completed after a stall",
-        )),
-    }
-}
+/// The message of a heal verified by the outbox's settling (its actor stopped first).
+pub const RECOVERED: &str = "batch marked complete (its actor stopped before recording it)";
 
 /// The outcome of a heal whose actor stopped before acting, on a batch that then moved on
 /// without it.
 pub fn superseded_unfinished(event: &HealingEvent, now: Timestamp) -> OutcomeRecord {
-    let threshold = event.spec.threshold_time.as_ref().map_or(now, |t| t.0);
     let message = "its actor stopped before acting, and the batch then moved on without the \
                    heal (progressed or completed by its workers); nothing was done";
     OutcomeRecord {
-        status: finished(Outcome::Superseded, message, None, threshold, now),
+        status: verify::finished(&event.spec, Outcome::Superseded, message, None, now),
         note: Some(Note::normal("HealSuperseded", message)),
     }
 }
@@ -537,6 +560,7 @@ mod tests {
     use super::*;
     use crate::api::HealingPolicySpec;
     use crate::decide::stall::BatchObservation;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -776,30 +800,71 @@ mod tests {
     fn each_way_an_action_ends_records_its_outcome_and_its_event() {
         let b = batch();
         let s = stall(&b, t(NOW));
-        let healed_at = t("2026-11-24T10:15:02Z");
+        let spec = intent(&b, &s, Recording::Act, 1, t(NOW)).spec;
+        let seen = t("2026-11-24T10:20:02Z");
         let after = after_state(&s);
-        let cases = [
-            (
-                applied(&s, after.clone(), healed_at),
-                Outcome::Succeeded,
-                true,
-                "AutoCompleted",
-            ),
-            (
-                superseded(&s, healed_at),
-                Outcome::Superseded,
-                false,
-                "HealSuperseded",
-            ),
-        ];
-        for (record, outcome, success, reason) in cases {
-            assert_eq!(record.status.outcome, Some(outcome), "{outcome:?}");
-            assert_eq!(record.status.success, Some(success), "{outcome:?}");
-            assert_eq!(record.note.as_ref().map(|n| n.reason), Some(reason));
-            assert_eq!(record.status.heal_latency_seconds, Some(2.0), "{outcome:?}");
-            assert_eq!(record.status.after_state.is_some(), success, "{outcome:?}");
+
+        let verifying = applied(after.clone(), t("2026-11-24T10:20:30Z"));
+        assert_eq!(verifying.outcome, Some(Outcome::Verifying));
+        assert!(!Outcome::Verifying.is_final(), "verifying is not an end");
+        assert_eq!((verifying.success, verifying.finished_at), (None, None));
+        assert_eq!(
+            verifying.after_state.as_ref(),
+            Some(&after),
+            "kept for the end"
+        );
+
+        let ok = verified(&spec, READ_BACK, Some(after.clone()), seen);
+        assert_eq!(ok.status.outcome, Some(Outcome::Succeeded));
+        assert_eq!(ok.status.success, Some(true));
+        assert_eq!(ok.note.as_ref().map(|n| n.reason), Some("AutoCompleted"));
+        assert_eq!(ok.status.healed_time, Some(MicroTime(seen)));
+        // Last progress 10:00, threshold 10:15, detected 10:20, seen healthy 10:20:02.
+        assert_eq!(ok.status.time_to_heal_seconds, Some(1202.0));
+        assert_eq!(ok.status.time_to_detect_seconds, Some(300.0));
+        assert_eq!(ok.status.heal_latency_seconds, Some(302.0));
+        assert_eq!(ok.status.root_cause, None, "the intent's cause stands");
+
+        let mut unconsolidated = after.clone();
+        unconsolidated["consolidation"] = json!({"requested": false, "error": "HTTP 503"});
+        let failed = verified(&spec, READ_BACK, Some(unconsolidated), seen);
+        assert_eq!(failed.status.outcome, Some(Outcome::Failed));
+        assert_eq!(
+            failed.status.root_cause.as_deref(),
+            Some(CONSOLIDATION_FAILED)
+        );
+        assert_eq!(failed.status.healed_time, None);
+        assert!(
+            failed
+                .status
+                .message
+                .as_deref()
+                .unwrap()
+                .ends_with("HTTP 503")
+        );
+        assert_eq!(
+            failed.note.as_ref().map(|n| (n.warning, n.reason)),
+            Some((true, "ConsolidationFailed"))
+        );
+        let mut consolidated = after.clone();
+        consolidated["consolidation"] = json!({"requested": true, "status": 200});
+        let ok = verified(&spec, READ_BACK, Some(consolidated), seen);
+        assert_eq!(ok.status.outcome, Some(Outcome::Succeeded));
+
+        for record in [superseded(&spec, seen), not_held(&spec, seen)] {
+            assert_eq!(record.status.outcome, Some(Outcome::Superseded));
+            assert_eq!(record.status.success, Some(false));
+            assert_eq!(
+                record.note.as_ref().map(|n| n.reason),
+                Some("HealSuperseded")
+            );
+            assert_eq!(
+                record.status.time_to_heal_seconds, None,
+                "nothing was healed"
+            );
+            assert_eq!(record.status.time_to_detect_seconds, Some(300.0));
         }
-        let failed = action_failed("firestore: unavailable", &s, healed_at);
+        let failed = action_failed("firestore: unavailable", &spec, seen);
         assert_eq!(failed.status.outcome, Some(Outcome::Failed));
         assert_eq!(
             failed.note.as_ref().map(|n| (n.warning, n.reason)),
@@ -813,8 +878,8 @@ mod tests {
                 .ends_with("firestore: unavailable")
         );
 
-        assert!(not_acting(Recording::Act, &s, healed_at).is_none());
-        let dry = not_acting(Recording::DryRun, &s, healed_at).unwrap();
+        assert!(not_acting(Recording::Act, &spec, seen).is_none());
+        let dry = not_acting(Recording::DryRun, &spec, seen).unwrap();
         assert_eq!(
             (dry.status.outcome, dry.note),
             (Some(Outcome::Skipped), None)
@@ -823,7 +888,7 @@ mod tests {
             reason: "circuit_open",
             episode: "1",
         };
-        let skip = not_acting(skipped, &s, healed_at).unwrap();
+        let skip = not_acting(skipped, &spec, seen).unwrap();
         assert_eq!(skip.status.outcome, Some(Outcome::Skipped));
         assert_eq!(skip.note.map(|n| n.reason), Some("HealSkipped"));
     }
@@ -864,18 +929,44 @@ mod tests {
     }
 
     #[test]
-    fn an_outcome_recovered_after_a_restart_is_a_success_timed_from_the_threshold() {
+    fn an_outcome_recovered_after_a_restart_is_verified_from_what_its_actor_recorded() {
         let event = event_with(None, "2026-11-24T10:15:01Z");
-        let after = recovered_after_state(&event);
+        let (after, consolidate) = recovered_after_state(&event);
+        assert!(
+            consolidate,
+            "its actor recorded nothing: consolidation is still to ask"
+        );
         assert_eq!(
             after["auto_completion_reason"],
             "Stalled at 92.0% for 20 minutes"
         );
-        let record = recovered(&event, after, t("2026-11-24T10:16:00Z"));
+        let record = verified(
+            &event.spec,
+            RECOVERED,
+            Some(after),
+            t("2026-11-24T10:21:00Z"),
+        );
         assert_eq!(record.status.outcome, Some(Outcome::Succeeded));
-        assert_eq!(record.status.heal_latency_seconds, Some(60.0));
+        assert_eq!(record.status.heal_latency_seconds, Some(360.0));
+        assert_eq!(record.status.time_to_heal_seconds, Some(1260.0));
         assert_eq!(record.note.map(|n| n.reason), Some("AutoCompleted"));
-        assert!(record.status.after_state.is_some());
+
+        // An actor that stopped while verifying recorded the after_state, consolidation's
+        // answer included: that is what the outcome says, and nothing is asked again.
+        let mut verifying = event.clone();
+        let recorded = json!({"is_complete": true, "consolidation": {"requested": false, "error": "HTTP 500"}});
+        verifying.status = Some(applied(recorded.clone(), t("2026-11-24T10:20:30Z")));
+        assert_eq!(recovered_after_state(&verifying), (recorded.clone(), false));
+        let record = verified(
+            &verifying.spec,
+            RECOVERED,
+            Some(recorded),
+            t("2026-11-24T10:21:00Z"),
+        );
+        assert_eq!(
+            record.status.root_cause.as_deref(),
+            Some(CONSOLIDATION_FAILED)
+        );
 
         let gave_up = superseded_unfinished(&event, t("2026-11-24T10:16:00Z"));
         assert_eq!(gave_up.status.outcome, Some(Outcome::Superseded));

@@ -135,7 +135,11 @@ pub fn occurrence(event: &HealingEvent) -> Option<Occurrence> {
     let success = match status.outcome? {
         Outcome::Succeeded => true,
         Outcome::Failed => false,
-        Outcome::Pending | Outcome::Superseded | Outcome::Skipped | Outcome::Abandoned => {
+        Outcome::Pending
+        | Outcome::Verifying
+        | Outcome::Superseded
+        | Outcome::Skipped
+        | Outcome::Abandoned => {
             return None;
         }
     };
@@ -164,7 +168,7 @@ pub fn trial_verdict(
     let trial = health.circuit.trial.as_deref()?;
     match events.get(trial) {
         Some(event) => match event.status.as_ref().and_then(|s| s.outcome)? {
-            Outcome::Pending => None,
+            Outcome::Pending | Outcome::Verifying => None,
             // A trial that proved nothing leaves the circuit open.
             Outcome::Failed | Outcome::Abandoned => Some(false),
             Outcome::Succeeded | Outcome::Superseded | Outcome::Skipped => Some(true),

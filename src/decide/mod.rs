@@ -18,3 +18,4 @@ pub mod rerun;
 pub mod stall;
 pub mod trust;
 pub mod unfinished;
+pub mod verify;

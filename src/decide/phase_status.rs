@@ -133,6 +133,7 @@ pub fn status_after(
     let previous = run.status.clone().unwrap_or_default();
     let mut status = previous.clone();
     status.record_counts.extend(counts(run, observation));
+    status.missing_since = missing_since(run, observation, missing, now);
     status.missing_processors = missing.to_vec();
     status.last_observed_time = Some(Time(now));
     status.observed_generation = run.meta().generation;
@@ -272,6 +273,46 @@ pub fn status_after(
     (status, wake_at)
 }
 
+/// When each processor missing rows was first seen missing: kept from the status, `now` for
+/// one missing since this observation; a processor whose count is unknown keeps its entry
+/// (a failed query says nothing of the rows).
+fn missing_since(
+    run: &PhaseRun,
+    observation: &Observation,
+    missing: &[String],
+    now: Timestamp,
+) -> BTreeMap<String, Time> {
+    let previous = run.status.as_ref().map(|s| &s.missing_since);
+    let earlier = |name: &str| previous.and_then(|p| p.get(name)).cloned();
+    let unknown = observation
+        .rows
+        .iter()
+        .filter(|(_, c)| matches!(c, Count::Unknown(_)))
+        .filter_map(|(name, _)| Some((name.clone(), earlier(name)?)));
+    missing
+        .iter()
+        .map(|name| (name.clone(), earlier(name).unwrap_or(Time(now))))
+        .chain(unknown)
+        .collect()
+}
+
+/// The onset a re-run of `processor` heals: when its rows were first seen missing; for a
+/// processor re-run because what it depends on was (its own rows are there), the earliest
+/// such instant; `now` for a problem first seen now.
+pub fn onset_of(run: &PhaseRun, processor: &str, missing: &[String], now: Timestamp) -> Timestamp {
+    let since = run.status.as_ref().map(|s| &s.missing_since);
+    let seen = |name: &str| since.and_then(|m| m.get(name)).map(|t| t.0);
+    if missing.iter().any(|m| m == processor) {
+        return seen(processor).unwrap_or(now);
+    }
+    missing
+        .iter()
+        .filter_map(|m| seen(m))
+        .min()
+        .unwrap_or(now)
+        .min(now)
+}
+
 /// States that end a pass: nothing is triggered until the spec (or the rows) change.
 fn is_settled(state: PhaseState) -> bool {
     matches!(
@@ -296,6 +337,7 @@ pub fn rerun_intent(
     now: Timestamp,
 ) -> HealingEvent {
     let name = processor.name.as_str();
+    let onset = onset_of(run, name, missing, now);
     let date = run.spec.date.to_string();
     let subject = format!("{}-{date}-{name}", run.spec.phase);
     let id = healing_id(
@@ -338,6 +380,8 @@ pub fn rerun_intent(
         target: TargetRef::of(run),
         dry_run: false,
         threshold_time: None,
+        onset_time: Some(MicroTime(onset)),
+        detected_time: Some(MicroTime(now)),
         before_state: Some(
             json!({"phase": run.spec.phase, "date": date, "processor": name, "table": table, "missing_processors": missing}),
         ),
@@ -384,6 +428,8 @@ pub fn refusal_intent(
         target: TargetRef::of(run),
         dry_run: false,
         threshold_time: None,
+        onset_time: Some(MicroTime(now)),
+        detected_time: Some(MicroTime(now)),
         before_state: Some(json!({"phase": run.spec.phase, "date": run.spec.date.to_string()})),
         details: None,
     };
@@ -603,6 +649,39 @@ mod tests {
             (3, Some(PhaseState::Healing), Some(now))
         );
         assert_eq!(status.current_wave, Some(1), "a wait keeps the pass");
+    }
+
+    #[test]
+    fn a_table_missing_rows_keeps_the_instant_it_was_first_seen_missing() {
+        let first = t("2026-11-24T10:00:00Z");
+        let now = t("2026-11-24T10:30:00Z");
+        let run = run_with(json!({"missingSince": {"a": first.to_string()}}));
+        let since = |obs: &Observation| {
+            let missing = super::super::phase::missing(&specs(&run.spec.processors), obs);
+            let step = Step::Wait { until: now };
+            let (status, _) = status_after(&run, &step, None, obs, &missing, &limits(), now);
+            status.missing_since
+        };
+        let both = since(&observed(0, Count::Rows(0)));
+        assert_eq!(both["a"], Time(first), "kept from the first sight");
+        assert_eq!(both["b"], Time(now), "newly missing");
+        let filled = since(&observed(5, Count::Rows(0)));
+        assert!(!filled.contains_key("a"), "filled: its problem is over");
+        let unknown = since(&observed(0, Count::Unknown("timeout".into())));
+        assert_eq!(unknown.len(), 1, "an unknown count adds nothing");
+        let run_b_known = run_with(json!({"missingSince": {"b": first.to_string()}}));
+        let missing_a = ["a".to_owned()];
+        assert_eq!(
+            onset_of(&run_b_known, "b", &missing_a, now),
+            now,
+            "a first seen now"
+        );
+        assert_eq!(
+            onset_of(&run, "b", &missing_a, now),
+            first,
+            "re-run for a: a's onset"
+        );
+        assert_eq!(onset_of(&run, "a", &missing_a, now), first);
     }
 
     #[test]

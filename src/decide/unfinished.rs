@@ -5,7 +5,6 @@
 //! event whatever became of the reconcile that recorded it.
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use crate::api::HealingEvent;
@@ -38,8 +37,15 @@ impl Bounds {
         }
     }
 
-    /// When the outbox settles `event` if it is still without an outcome then.
+    /// When the outbox settles `event` if it is still without a final outcome then. An
+    /// action carried out and Verifying is judged by its reconciler until its `verifyBy`;
+    /// the outbox gives that reconciler twice the abandonment time more.
     pub fn settle_at(&self, event: &HealingEvent) -> Timestamp {
+        if let Some(by) = verify_by(event) {
+            return by
+                .saturating_add(self.abandoned_heal_after * 2)
+                .unwrap_or(Timestamp::MAX);
+        }
         let recorded = event
             .creation_timestamp()
             .map_or(event.spec.timestamp.0, |t| t.0);
@@ -49,10 +55,23 @@ impl Bounds {
     }
 }
 
-/// Why an unfinished event of `healing_type` is closed as abandoned, when nothing can tell
-/// what its action did (a batch's heal is judged by its batch instead, with the reasons of
-/// `decide::heal`).
-pub fn abandoned_reason(healing_type: &str, bound: SignedDuration) -> String {
+/// The `verifyBy` of an event Verifying.
+fn verify_by(event: &HealingEvent) -> Option<Timestamp> {
+    let status = event.status.as_ref()?;
+    (status.outcome == Some(Outcome::Verifying))
+        .then(|| status.verify_by.as_ref().map(|t| t.0))
+        .flatten()
+}
+
+/// Why an unfinished event is closed as abandoned, when nothing can tell what its action did
+/// (a batch's heal is judged by its batch instead, with the reasons of `decide::heal`).
+pub fn abandoned_reason(event: &HealingEvent, bounds: &Bounds) -> String {
+    let healing_type = event.spec.healing_type.as_str();
+    if verify_by(event).is_some() {
+        return "it was carried out, but its target was not looked at again in time to verify \
+                it (its object was deleted, or could not be observed)"
+            .to_owned();
+    }
     match healing_type {
         PHASE_RERUN => "its actor stopped before recording the trigger's answer (the trigger \
                         may or may not have been sent); the phase's own observation decides \
@@ -60,20 +79,18 @@ pub fn abandoned_reason(healing_type: &str, bound: SignedDuration) -> String {
             .to_owned(),
         _ => format!(
             "no outcome from its producer within {}",
-            jiff::fmt::friendly::SpanPrinter::new().duration_to_string(&bound)
+            jiff::fmt::friendly::SpanPrinter::new()
+                .duration_to_string(&bounds.settle_after(healing_type))
         ),
     }
 }
 
 /// The status that closes an unfinished event as abandoned for `reason`.
-pub fn abandoned(reason: &str, now: Timestamp) -> HealingEventStatus {
-    HealingEventStatus {
-        outcome: Some(Outcome::Abandoned),
-        success: Some(false),
-        message: Some(format!("abandoned: {reason}")),
-        finished_at: Some(Time(now)),
-        ..Default::default()
-    }
+/// What the action recorded of itself so far (a Verifying one's after_state) stays.
+pub fn abandoned(event: &HealingEvent, reason: &str, now: Timestamp) -> HealingEventStatus {
+    let after = event.status.as_ref().and_then(|s| s.after_state.clone());
+    let message = format!("abandoned: {reason}");
+    super::verify::finished(&event.spec, Outcome::Abandoned, &message, after, now)
 }
 
 #[cfg(test)]
@@ -81,6 +98,7 @@ mod tests {
     use super::*;
     use crate::api::event::{HealingEventSpec, TargetRef};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn event(healing_type: &str, created: &str) -> HealingEvent {
         let mut event = HealingEvent::new(
@@ -102,6 +120,8 @@ mod tests {
                 },
                 dry_run: false,
                 threshold_time: None,
+                onset_time: None,
+                detected_time: None,
                 before_state: None,
                 details: None,
             },
@@ -138,12 +158,40 @@ mod tests {
     #[test]
     fn an_abandoned_record_is_final_failed_and_says_why() {
         let now: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
-        let reason = abandoned_reason("retry", EXTERNAL_OUTCOME_WITHIN);
+        let bounds = Bounds {
+            abandoned_heal_after: SignedDuration::from_secs(30),
+            trigger_request: SignedDuration::from_secs(300),
+        };
+        let retry = event("retry", "2026-11-24T09:00:00Z");
+        let reason = abandoned_reason(&retry, &bounds);
         assert_eq!(reason, "no outcome from its producer within 1h");
-        let status = abandoned(&reason, now);
+        let status = abandoned(&retry, &reason, now);
         assert_eq!(status.outcome, Some(Outcome::Abandoned));
         assert_eq!(status.success, Some(false));
         assert!(status.message.unwrap().contains("within 1h"));
-        assert!(crate::decide::export::is_final(Some(&abandoned("x", now))));
+        assert!(crate::decide::export::is_final(Some(&abandoned(
+            &retry, "x", now
+        ))));
+    }
+
+    #[test]
+    fn a_verifying_action_is_settled_after_its_verify_by_and_keeps_what_it_recorded() {
+        let bounds = Bounds {
+            abandoned_heal_after: SignedDuration::from_secs(30),
+            trigger_request: SignedDuration::from_secs(300),
+        };
+        let at = |t: &str| t.parse::<Timestamp>().unwrap();
+        let mut rerun = event(PHASE_RERUN, "2026-11-24T10:00:00Z");
+        let after = serde_json::json!({"triggered": true, "rows_before": 0});
+        rerun.status = Some(crate::decide::verify::verifying(
+            "triggered",
+            after.clone(),
+            at("2026-11-24T10:20:00Z"),
+        ));
+        assert_eq!(bounds.settle_at(&rerun), at("2026-11-24T10:21:00Z"));
+        let reason = abandoned_reason(&rerun, &bounds);
+        assert!(reason.contains("not looked at again in time"), "{reason}");
+        let status = abandoned(&rerun, &reason, at("2026-11-24T10:21:00Z"));
+        assert_eq!(status.after_state, Some(after));
     }
 }

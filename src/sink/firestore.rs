@@ -44,6 +44,14 @@ pub struct EventDocument {
     pub dry_run: bool,
     pub outcome: Option<String>,
     pub heal_latency_seconds: Option<f64>,
+    #[serde(default, with = "firestore::serialize_as_optional_timestamp")]
+    pub onset_time: Option<jiff::Timestamp>,
+    #[serde(default, with = "firestore::serialize_as_optional_timestamp")]
+    pub detected_time: Option<jiff::Timestamp>,
+    #[serde(default, with = "firestore::serialize_as_optional_timestamp")]
+    pub healed_time: Option<jiff::Timestamp>,
+    pub time_to_detect_seconds: Option<f64>,
+    pub time_to_heal_seconds: Option<f64>,
 }
 
 impl EventDocument {
@@ -66,13 +74,18 @@ impl EventDocument {
             success: status.and_then(|s| s.success).unwrap_or(false),
             metadata: spec.details.clone(),
             correlation_id: spec.correlation_id.clone(),
-            root_cause: spec.root_cause.clone(),
+            root_cause: event.root_cause().to_owned(),
             target_kind: spec.target.kind.clone(),
             target_namespace: super::record_namespace(event),
             target_name: spec.target.name.clone(),
             dry_run: spec.dry_run,
             outcome: status.and_then(|s| s.outcome).map(|o| format!("{o:?}")),
             heal_latency_seconds: status.and_then(|s| s.heal_latency_seconds),
+            onset_time: spec.onset_time.as_ref().map(|t| t.0),
+            detected_time: spec.detected_time.as_ref().map(|t| t.0),
+            healed_time: status.and_then(|s| s.healed_time.as_ref()).map(|t| t.0),
+            time_to_detect_seconds: status.and_then(|s| s.time_to_detect_seconds),
+            time_to_heal_seconds: status.and_then(|s| s.time_to_heal_seconds),
         }
     }
 }

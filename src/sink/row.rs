@@ -32,6 +32,18 @@ pub struct HealingEventRow {
     pub dry_run: Option<bool>,
     pub outcome: Option<String>,
     pub heal_latency_seconds: Option<f64>,
+    /// When the problem began (a batch's last progress, a phase's first observation of the
+    /// missing rows).
+    #[schemars(extend("format" = "date-time"))]
+    pub onset_time: Option<String>,
+    /// When the controller noticed it.
+    #[schemars(extend("format" = "date-time"))]
+    pub detected_time: Option<String>,
+    /// When the target was seen healthy after the action (a verified success).
+    #[schemars(extend("format" = "date-time"))]
+    pub healed_time: Option<String>,
+    pub time_to_detect_seconds: Option<f64>,
+    pub time_to_heal_seconds: Option<f64>,
 }
 
 /// A BigQuery column: name, type and mode, as in a table schema file.
@@ -78,13 +90,20 @@ impl HealingEventRow {
             success: status.and_then(|s| s.success).unwrap_or(false),
             metadata: json_text(spec.details.as_ref()),
             correlation_id: spec.correlation_id.clone(),
-            root_cause: Some(spec.root_cause.clone()),
+            root_cause: Some(event.root_cause().to_owned()),
             target_kind: Some(spec.target.kind.clone()),
             target_namespace: super::record_namespace(event),
             target_name: Some(spec.target.name.clone()),
             dry_run: Some(spec.dry_run),
             outcome: status.and_then(|s| s.outcome).map(|o| format!("{o:?}")),
             heal_latency_seconds: status.and_then(|s| s.heal_latency_seconds),
+            onset_time: spec.onset_time.as_ref().map(|t| bigquery_timestamp(t.0)),
+            detected_time: spec.detected_time.as_ref().map(|t| bigquery_timestamp(t.0)),
+            healed_time: status
+                .and_then(|s| s.healed_time.as_ref())
+                .map(|t| bigquery_timestamp(t.0)),
+            time_to_detect_seconds: status.and_then(|s| s.time_to_detect_seconds),
+            time_to_heal_seconds: status.and_then(|s| s.time_to_heal_seconds),
         }
     }
 
@@ -156,6 +175,11 @@ mod tests {
             dry_run: None,
             outcome: None,
             heal_latency_seconds: None,
+            onset_time: None,
+            detected_time: None,
+            healed_time: None,
+            time_to_detect_seconds: None,
+            time_to_heal_seconds: None,
         }
     }
 

@@ -31,6 +31,8 @@ pub fn worker_retry(i: usize, target_namespace: Option<&str>) -> HealingEvent {
             },
             dry_run: false,
             threshold_time: None,
+            onset_time: None,
+            detected_time: None,
             before_state: Some(json!({"attempt": 1, "player": format!("player{i}")})),
             details: Some(json!({"timeout_seconds": 30, "nested": {"i": i}})),
         },

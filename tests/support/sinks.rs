@@ -126,6 +126,13 @@ fn row_from(rs: &ResultSet) -> HealingEventRow {
     let micros: i64 = required("timestamp")
         .parse()
         .expect("timestamp in microseconds");
+    let time = |name: &str| {
+        string(name).map(|micros| {
+            let micros: i64 = micros.parse().expect("a TIMESTAMP in microseconds");
+            bigquery_timestamp(jiff::Timestamp::from_microsecond(micros).unwrap())
+        })
+    };
+    let float = |name: &str| rs.get_f64_by_name(name).expect(name);
     HealingEventRow {
         healing_id: required("healing_id"),
         timestamp: bigquery_timestamp(jiff::Timestamp::from_microsecond(micros).unwrap()),
@@ -143,6 +150,11 @@ fn row_from(rs: &ResultSet) -> HealingEventRow {
         target_name: string("target_name"),
         dry_run: boolean("dry_run"),
         outcome: string("outcome"),
-        heal_latency_seconds: rs.get_f64_by_name("heal_latency_seconds").expect("latency"),
+        heal_latency_seconds: float("heal_latency_seconds"),
+        onset_time: time("onset_time"),
+        detected_time: time("detected_time"),
+        healed_time: time("healed_time"),
+        time_to_detect_seconds: float("time_to_detect_seconds"),
+        time_to_heal_seconds: float("time_to_heal_seconds"),
     }
 }

@@ -3,14 +3,14 @@
 //! for the actor whose action applied, the consolidation request.
 
 use jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::Api;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::warn;
 
 use crate::api::PredictionBatch;
-use crate::api::batch::{BatchSource, BatchState, PredictionBatchStatus};
-use crate::controller::{Context, record};
+use crate::api::batch::{BatchReport, BatchSource, BatchState, PredictionBatchStatus};
+use crate::controller::Context;
 use crate::decide::heal::{Acted, completion_reason, still_calls_for};
 use crate::decide::stall::{Stall, StallPolicy};
 use crate::error::{Error, KubeResultExt};
@@ -49,21 +49,21 @@ pub async fn follow_up(
     batch: &PredictionBatch,
     id: &str,
     mut after: serde_json::Value,
-) -> Result<serde_json::Value, Error> {
+) -> serde_json::Value {
     if let Some(consolidation) = &ctx.config.consolidation {
-        after["consolidation"] = consolidate(ctx, consolidation, batch, id).await?;
+        after["consolidation"] = consolidate(consolidation, batch, id).await;
     }
-    Ok(after)
+    after
 }
 
 /// Asks the pipeline to consolidate a completed batch. A failure does not undo the heal: it
-/// is recorded in the event's after_state and as a Warning Event for someone to follow up.
+/// is kept in the event's after_state, and makes the verified outcome Failed
+/// (`consolidation_failed`), told by a Warning Event, for someone to follow up.
 async fn consolidate(
-    ctx: &Context,
     consolidation: &Consolidation,
     batch: &PredictionBatch,
     id: &str,
-) -> Result<serde_json::Value, Error> {
+) -> serde_json::Value {
     let game_date = batch.spec.game_date.map(|d| d.to_string());
     let result = consolidation
         .request(
@@ -74,15 +74,10 @@ async fn consolidate(
         )
         .await;
     match result {
-        Ok(code) => Ok(json!({"requested": true, "status": code})),
+        Ok(code) => json!({"requested": true, "status": code}),
         Err(error) => {
             warn!(batch = %batch.name_any(), healing_id = %id, %error, "consolidation request failed");
-            let note = format!(
-                "the batch was completed but consolidating it failed: {error} (HealingEvent {id})"
-            );
-            let regarding = batch.object_ref(&());
-            record::warn_about(ctx, &regarding, "ConsolidationFailed", "Consolidate", note).await;
-            Ok(json!({"requested": false, "error": error.to_string()}))
+            json!({"requested": false, "error": error.to_string()})
         }
     }
 }
@@ -199,30 +194,15 @@ async fn on_firestore(
         match committer.write(heal).await {
             Ok(_) => return Ok(Acted::Applied),
             Err(FirestoreError::DatabaseError(e)) if e.public.code == "FailedPrecondition" => {
-                let read = db.fluent().select().by_id_in(collection).one(doc_id);
-                let bound = crate::timeouts::FIRESTORE_REQUEST;
-                let Some(doc) = tokio::time::timeout(bound, read)
-                    .await
-                    .map_err(|_| Error::Timeout("reading the batch document", bound))?
-                    .map_err(|e| Error::firestore("reading the batch document", e))?
+                let Some((report, update_time)) = read_document(db, collection, doc_id).await?
                 else {
-                    return Ok(Acted::Superseded); // deleted meanwhile
+                    return Ok(Acted::Superseded); // deleted, or no longer a batch
                 };
-                let fields = fields_of(&doc);
-                let update_time = doc.update_time.as_ref().and_then(proto_time);
-                let Ok(fresh_doc) = parse_doc(
-                    doc_id,
-                    &fields,
-                    doc.create_time.as_ref().and_then(proto_time),
-                    update_time,
-                ) else {
-                    return Ok(Acted::Superseded);
-                };
-                if fresh_doc.report.auto_completed_by.as_deref() == Some(id) {
+                if report.auto_completed_by.as_deref() == Some(id) {
                     return Ok(Acted::Applied); // an earlier Commit of ours, unanswered
                 }
                 let mut fresh = batch.clone();
-                fresh.status.get_or_insert_with(Default::default).report = Some(fresh_doc.report);
+                fresh.status.get_or_insert_with(Default::default).report = Some(report);
                 match update_time {
                     Some(t)
                         if still_calls_for(
@@ -243,4 +223,64 @@ async fn on_firestore(
         }
     }
     Ok(Acted::Superseded)
+}
+
+/// The batch's document as it is now: its report and update time; None when it is gone or
+/// no longer parses as a batch.
+async fn read_document(
+    db: &firestore::FirestoreDb,
+    collection: &str,
+    doc_id: &str,
+) -> Result<Option<(BatchReport, Option<Timestamp>)>, Error> {
+    let read = db.fluent().select().by_id_in(collection).one(doc_id);
+    let bound = crate::timeouts::FIRESTORE_REQUEST;
+    let Some(doc) = tokio::time::timeout(bound, read)
+        .await
+        .map_err(|_| Error::Timeout("reading the batch document", bound))?
+        .map_err(|e| Error::firestore("reading the batch document", e))?
+    else {
+        return Ok(None);
+    };
+    let fields = fields_of(&doc);
+    let update_time = doc.update_time.as_ref().and_then(proto_time);
+    let parsed = parse_doc(
+        doc_id,
+        &fields,
+        doc.create_time.as_ref().and_then(proto_time),
+        update_time,
+    );
+    Ok(parsed.ok().map(|d| (d.report, update_time)))
+}
+
+/// Reads the healed batch back where its progress lives: the healing id it carries as
+/// complete (None: it is not complete, or not by a heal). A heal is verified by this read,
+/// not by the write's answer.
+pub async fn read_back(ctx: &Context, batch: &PredictionBatch) -> Result<Option<String>, Error> {
+    match batch.spec.source {
+        BatchSource::Status => {
+            let batches: Api<PredictionBatch> =
+                Api::namespaced(ctx.client.clone(), &batch.namespace().unwrap_or_default());
+            let current = batches
+                .get_opt(&batch.name_any())
+                .await
+                .at("reading the healed batch back")?;
+            let status = current.as_ref().and_then(|b| b.status.as_ref());
+            Ok(status
+                .filter(|s| s.state == Some(BatchState::AutoCompleted))
+                .and_then(|s| s.last_healing_event.clone()))
+        }
+        BatchSource::Firestore => {
+            let Some(db) = ctx.firestore.as_ref() else {
+                return Ok(None);
+            };
+            let path = batch.spec.document_path.as_deref().unwrap_or_default();
+            let Some((collection, doc_id)) = path.split_once('/') else {
+                return Ok(None);
+            };
+            let report = read_document(db, collection, doc_id).await?;
+            Ok(report
+                .filter(|(r, _)| r.complete)
+                .and_then(|(r, _)| r.auto_completed_by))
+        }
+    }
 }

@@ -6,7 +6,7 @@ use kube::api::Api;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::act;
 use crate::api::event::{BATCH_CLEANUP, Outcome};
@@ -92,22 +92,59 @@ pub async fn heal(
             }
         });
     }
-    if let Some(record) = heal::not_acting(recording, stall, now) {
+    if let Some(record) = heal::not_acting(recording, &event.spec, now) {
         record_outcome(ctx, batch, &id, record).await?;
         return Ok(skipped.unwrap_or(HealProgress::Finished(Outcome::Skipped)));
     }
     let acted = act::complete(ctx, batch, stall, (&id, attempt), policy, now).await;
     let record = match &acted {
         Ok(Acted::Applied) => {
-            let after = act::follow_up(ctx, batch, &id, heal::after_state(stall)).await?;
-            heal::applied(stall, after, Timestamp::now())
+            let after = act::follow_up(ctx, batch, &id, heal::after_state(stall)).await;
+            match verify(ctx, batch, &event, after).await? {
+                Some(record) => record,
+                None => return Ok(HealProgress::Finished(Outcome::Verifying)),
+            }
         }
-        Ok(Acted::Superseded) => heal::superseded(stall, Timestamp::now()),
-        Err(e) => heal::action_failed(&e.to_string(), stall, Timestamp::now()),
+        Ok(Acted::Superseded) => heal::superseded(&event.spec, Timestamp::now()),
+        Err(e) => heal::action_failed(&e.to_string(), &event.spec, Timestamp::now()),
     };
     let outcome = record.status.outcome.unwrap_or(Outcome::Pending);
     record_outcome(ctx, batch, &id, record).await?;
     acted.map(|_| HealProgress::Finished(outcome))
+}
+
+/// A heal that applied is Verifying until its batch reads back complete with its healing
+/// id: the document (or object) is read again. The verified outcome to record; None when the
+/// read failed, which leaves the heal Verifying for the outbox to settle by its `verifyBy`
+/// (`resolve_unfinished`, which reads the batch again).
+async fn verify(
+    ctx: &Context,
+    batch: &PredictionBatch,
+    event: &HealingEvent,
+    after: serde_json::Value,
+) -> Result<Option<OutcomeRecord>, Error> {
+    let id = event.name_any();
+    let verify_by = Timestamp::now()
+        .checked_add(ctx.abandoned_heal_after())
+        .unwrap_or(Timestamp::MAX);
+    let verifying = OutcomeRecord {
+        status: heal::applied(after.clone(), verify_by),
+        note: None,
+    };
+    record_outcome(ctx, batch, &id, verifying).await?;
+    match act::read_back(ctx, batch).await {
+        Ok(healed_by) if healed_by.as_deref() == Some(id.as_str()) => Ok(Some(heal::verified(
+            &event.spec,
+            heal::READ_BACK,
+            Some(after),
+            Timestamp::now(),
+        ))),
+        Ok(_) => Ok(Some(heal::not_held(&event.spec, Timestamp::now()))),
+        Err(error) => {
+            warn!(batch = %batch.name_any(), healing_id = %id, %error, "reading the healed batch back failed; the heal stays Verifying until it is settled");
+            Ok(None)
+        }
+    }
 }
 
 /// Creates the heal's HealingEvent. `Some`: it existed already, and what that means (a heal
@@ -206,8 +243,11 @@ pub async fn resolve_unfinished(
         Unfinished::StillCalledFor => return Ok(now.checked_add(abandoned_after).ok()),
         Unfinished::Applied => {
             let Some(batch) = &batch else { return Ok(None) };
-            let after = act::follow_up(ctx, batch, &id, heal::recovered_after_state(event)).await?;
-            heal::recovered(event, after, Timestamp::now())
+            let (mut after, consolidate) = heal::recovered_after_state(event);
+            if consolidate {
+                after = act::follow_up(ctx, batch, &id, after).await;
+            }
+            heal::verified(&event.spec, heal::RECOVERED, Some(after), Timestamp::now())
         }
         Unfinished::Superseded => heal::superseded_unfinished(event, now),
         Unfinished::Gone => {

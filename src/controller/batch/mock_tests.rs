@@ -194,7 +194,7 @@ async fn a_heal_that_applies_records_success_and_tells_it() {
         assert_eq!(intent.body["spec"]["rootCause"], "feature_store_timeout");
         assert_eq!(intent.body["spec"]["dryRun"], false);
         let completion = server
-            .answer(Method::PATCH, BATCH_STATUS, 200, Some(batch))
+            .answer(Method::PATCH, BATCH_STATUS, 200, Some(batch.clone()))
             .await;
         assert!(
             completion
@@ -211,15 +211,80 @@ async fn a_heal_that_applies_records_success_and_tells_it() {
             completion.body["status"],
             json!({"state": "AutoCompleted", "lastHealingEvent": id})
         );
+        let verifying = server.outcome(&id, &intent).await;
+        assert_eq!(verifying["outcome"], "Verifying");
+        assert_eq!(verifying["afterState"]["is_complete"], true);
+        assert!(verifying["verifyBy"].is_string(), "{verifying}");
+        // Verified by reading the batch back, not by the write's answer.
+        server
+            .answer(Method::GET, BATCH, 200, Some(healed(&batch, &id)))
+            .await;
         let outcome = server.outcome(&id, &intent).await;
         assert_eq!(outcome["outcome"], "Succeeded");
-        assert_eq!(outcome["afterState"]["is_complete"], true);
+        assert!(outcome["healedTime"].is_string(), "{outcome}");
+        assert!(outcome["timeToHealSeconds"].as_f64().unwrap() >= 1200.0);
+        // The fixture stalled 5 minutes before this heal saw it.
+        let late = outcome["timeToDetectSeconds"].as_f64().unwrap();
+        assert!((299.0..301.0).contains(&late), "{late}");
         assert_eq!(server.told().await, "AutoCompleted");
         server
     })
     .await
     .unwrap();
     assert_eq!(progress, HealProgress::Finished(Outcome::Succeeded));
+}
+
+/// `batch` as the heal `id` leaves it: auto-completed, naming the heal.
+fn healed(batch: &Value, id: &str) -> Value {
+    let mut healed = batch.clone();
+    healed["status"]["state"] = json!("AutoCompleted");
+    healed["status"]["lastHealingEvent"] = json!(id);
+    healed
+}
+
+#[tokio::test]
+async fn a_heal_whose_batch_reads_back_without_it_did_not_hold() {
+    let fixture = fixture();
+    let batch = serde_json::to_value(&fixture.batch).unwrap();
+    let progress = run(fixture, false, |mut server| async move {
+        let (id, intent) = server.intent().await;
+        server
+            .answer(Method::PATCH, BATCH_STATUS, 200, Some(batch.clone()))
+            .await;
+        assert_eq!(server.outcome(&id, &intent).await["outcome"], "Verifying");
+        let mut overwritten = healed(&batch, "another-heal");
+        overwritten["status"]["state"] = json!("Progressing");
+        server
+            .answer(Method::GET, BATCH, 200, Some(overwritten))
+            .await;
+        let outcome = server.outcome(&id, &intent).await;
+        assert_eq!(outcome["outcome"], "Superseded");
+        assert_eq!(outcome.get("healedTime"), None);
+        assert_eq!(server.told().await, "HealSuperseded");
+        server
+    })
+    .await
+    .unwrap();
+    assert_eq!(progress, HealProgress::Finished(Outcome::Superseded));
+}
+
+#[tokio::test]
+async fn a_heal_whose_read_back_fails_stays_verifying_for_the_outbox() {
+    let fixture = fixture();
+    let batch = serde_json::to_value(&fixture.batch).unwrap();
+    let progress = run(fixture, false, |mut server| async move {
+        let (id, intent) = server.intent().await;
+        server
+            .answer(Method::PATCH, BATCH_STATUS, 200, Some(batch))
+            .await;
+        assert_eq!(server.outcome(&id, &intent).await["outcome"], "Verifying");
+        let unavailable = Some(failure(503, "ServiceUnavailable"));
+        server.answer(Method::GET, BATCH, 503, unavailable).await;
+        server
+    })
+    .await
+    .unwrap();
+    assert_eq!(progress, HealProgress::Finished(Outcome::Verifying));
 }
 
 #[tokio::test]

@@ -73,7 +73,9 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
     if let Verdict::Stalled(stall) = &verdict {
         match heal::heal(&ctx, &batch, stall, &policy, policy_spec.dry_run, now).await? {
             // The batch changed (completed, or progressed first): its watch event reconciles.
-            HealProgress::Finished(Outcome::Succeeded | Outcome::Superseded) => {
+            HealProgress::Finished(
+                Outcome::Succeeded | Outcome::Verifying | Outcome::Superseded,
+            ) => {
                 return Ok(Action::await_change());
             }
             // Another actor is mid-heal: look again once it would count as abandoned.

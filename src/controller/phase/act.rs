@@ -6,11 +6,13 @@ use kube::runtime::events::EventType;
 use tracing::{debug, info, warn};
 
 use super::status::{publish, write_history};
-use super::trigger::{Triggered, trigger};
+use super::trigger::{Triggered, WaveInputs, trigger};
+use crate::api::event::{Outcome, PHASE_RERUN};
 use crate::api::phase::{PhaseRun, PhaseState};
-use crate::controller::Context;
-use crate::decide::phase::{Progress, Step};
-use crate::decide::phase_status::{WaveTriggered, skip_correlation, wave_correlation};
+use crate::controller::{Context, record};
+use crate::decide::phase::{Limits, Observation, Progress, Step, missing};
+use crate::decide::phase_status::{WaveTriggered, skip_correlation, specs, wave_correlation};
+use crate::decide::verify::{self, is_rerun_of, is_verifying, rerun_verify_within};
 use crate::error::Error;
 use crate::sink::firestore_history::PassHistory;
 use crate::sink::slack::phase_heal_message;
@@ -21,8 +23,10 @@ pub async fn act(
     run: &PhaseRun,
     step: &Step,
     progress: &Progress,
-    missing: &[String],
+    observation: &Observation,
+    limits: &Limits,
 ) -> Result<Option<WaveTriggered>, Error> {
+    let missing = &missing(&specs(&run.spec.processors), observation);
     match step {
         Step::ObservationFailed { message, .. } => {
             let before = run.status.as_ref().and_then(|s| s.state);
@@ -55,7 +59,13 @@ pub async fn act(
             ..
         } => {
             let correlation = wave_correlation(run, progress, *new_pass);
-            let wave = trigger_wave(ctx, run, processors, progress, missing, &correlation).await?;
+            let inputs = WaveInputs {
+                missing,
+                correlation: &correlation,
+                observation,
+                verify_within: rerun_verify_within(limits.max_backoff),
+            };
+            let wave = trigger_wave(ctx, run, processors, progress, &inputs).await?;
             // A pass whose triggers were all recorded earlier was announced then.
             if *new_pass && wave.earlier < processors.len() {
                 info!(phase_run = %run.name_any(), correlation_id = %correlation, plan = ?plan, "healing pass started");
@@ -87,8 +97,7 @@ async fn trigger_wave(
     run: &PhaseRun,
     processors: &[String],
     progress: &Progress,
-    missing: &[String],
-    correlation: &str,
+    inputs: &WaveInputs<'_>,
 ) -> Result<Wave, Error> {
     let mut wave = Wave {
         attempts: progress.attempts.clone(),
@@ -100,7 +109,7 @@ async fn trigger_wave(
     for name in processors {
         let attempt = wave.attempts.get(name).copied().unwrap_or(0) + 1;
         wave.attempts.insert(name.clone(), attempt);
-        match trigger(ctx, run, name, missing, correlation, attempt).await? {
+        match trigger(ctx, run, name, inputs, attempt).await? {
             Triggered::Ran => wave.triggered.push(name.clone()),
             Triggered::Failed(_) => wave.failed.push(name.clone()),
             Triggered::Refused(why) => {
@@ -139,4 +148,44 @@ async fn announce(
         skipped_reason: None,
     };
     write_history(ctx, run, pass).await;
+}
+
+/// Judges the run's re-runs still Verifying by this observation and the step it led to
+/// (`decide::verify::reruns`), before the step acts: a processor triggered again has its
+/// earlier attempt recorded as ineffective first. Each verdict is told on the PhaseRun.
+pub async fn verify_reruns(
+    ctx: &Context,
+    run: &PhaseRun,
+    observation: &Observation,
+    step: &Step,
+    now: jiff::Timestamp,
+) -> Result<(), Error> {
+    let events = ctx.events.state();
+    let verifying: Vec<&crate::api::HealingEvent> = events
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|e| is_rerun_of(e, run) && is_verifying(e))
+        .collect();
+    if verifying.is_empty() {
+        return Ok(());
+    }
+    let ns = run.namespace().unwrap_or_default();
+    for (id, status) in verify::reruns(run, &verifying, observation, step, now) {
+        if !record::outcome(ctx, &ns, &id, PHASE_RERUN, &status).await? {
+            continue;
+        }
+        let message = status.message.clone().unwrap_or_default();
+        info!(phase_run = %run.name_any(), healing_id = %id, outcome = ?status.outcome, %message, "re-run verified");
+        let note = format!("{message} (HealingEvent {id})");
+        match status.outcome {
+            Some(Outcome::Succeeded) => {
+                publish(ctx, run, EventType::Normal, "RerunVerified", note).await;
+            }
+            Some(Outcome::Failed) => {
+                publish(ctx, run, EventType::Warning, "RerunIneffective", note).await;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -42,7 +42,8 @@ pub async fn reconcile(run: Arc<PhaseRun>, ctx: Arc<Context>) -> Result<Action, 
     let progress = progress_of(&run);
     let next = step(&processors, &observation, &progress, &limits, now);
     let missing = missing(&processors, &observation);
-    let wave = act::act(&ctx, &run, &next, &progress, &missing).await?;
+    act::verify_reruns(&ctx, &run, &observation, &next, now).await?;
+    let wave = act::act(&ctx, &run, &next, &progress, &observation, &limits).await?;
     let (status, wake_at) = status_after(
         &run,
         &next,

@@ -10,12 +10,12 @@ use kube::runtime::events::EventType;
 use tracing::warn;
 
 use super::status::{publish, write};
-use super::trigger::record_outcome;
-use crate::api::event::Outcome;
+use crate::api::event::{Outcome, PHASE_RERUN};
 use crate::api::phase::PhaseRun;
 use crate::controller::{Context, record};
 use crate::decide::phase_status::{refusal_intent, refusal_message, refused_status};
 use crate::decide::trust::Refusal;
+use crate::decide::verify;
 use crate::error::Error;
 
 /// None: every table is allowed (nothing was done).
@@ -41,7 +41,8 @@ pub async fn refuse_tables(
     if record::intent(ctx, &event).await? {
         let ns = run.namespace().unwrap_or_default();
         let queried = serde_json::json!({"queried": false});
-        record_outcome(ctx, &ns, &id, Outcome::Failed, Some(&message), queried).await?;
+        let status = verify::finished(&event.spec, Outcome::Failed, &message, Some(queried), now);
+        record::outcome(ctx, &ns, &id, PHASE_RERUN, &status).await?;
         warn!(phase_run = %run.name_any(), healing_id = %id, reason = %message, "PhaseRun refused: a table is outside the allowed projects");
         let note = format!("{message} (HealingEvent {id})");
         publish(ctx, run, EventType::Warning, "TableRefused", note).await;

@@ -1,20 +1,22 @@
 //! Re-running one processor: record the intent, trigger it (POST or Job), record the
 //! outcome. The record says what the allowlists refused, as any other outcome.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use kube::runtime::events::EventType;
+use serde_json::json;
 use tracing::info;
 
 use super::status::publish;
-use crate::api::event::{HealingEventStatus, Outcome, PHASE_RERUN};
+use crate::api::event::{Outcome, PHASE_RERUN};
 use crate::api::phase::PhaseRun;
 use crate::controller::{Context, record};
+use crate::decide::phase::{Count, Observation};
 use crate::decide::phase_status::{how, rerun_intent};
 use crate::decide::rerun::{Rerun, RerunError, rerun};
+use crate::decide::verify;
 use crate::error::{Error, KubeResultExt};
 
 /// What one `trigger` call did.
@@ -32,14 +34,26 @@ pub enum Triggered {
     Refused(String),
 }
 
-/// Records the intent, triggers one processor, records the outcome. An Err is an API
-/// failure (the reconcile is retried).
+/// What every trigger of a wave shares.
+pub struct WaveInputs<'a> {
+    /// The processors missing rows.
+    pub missing: &'a [String],
+    /// The pass's correlation id.
+    pub correlation: &'a str,
+    /// The observation the wave was decided on (its row counts are the "before").
+    pub observation: &'a Observation,
+    /// How long a triggered re-run has to show its rows.
+    pub verify_within: SignedDuration,
+}
+
+/// Records the intent, triggers one processor, records the outcome: Verifying when the
+/// trigger was taken (the phase's next observations judge it, `decide::verify::reruns`),
+/// Failed when it was not. An Err is an API failure (the reconcile is retried).
 pub async fn trigger(
     ctx: &Context,
     run: &PhaseRun,
     name: &str,
-    missing: &[String],
-    correlation: &str,
+    wave: &WaveInputs<'_>,
     attempt: u32,
 ) -> Result<Triggered, Error> {
     let Some(processor) = run.spec.processors.iter().find(|p| p.name == name) else {
@@ -51,8 +65,8 @@ pub async fn trigger(
         run,
         processor,
         &planned,
-        missing,
-        correlation,
+        wave.missing,
+        wave.correlation,
         attempt,
         Timestamp::now(),
     );
@@ -67,34 +81,47 @@ pub async fn trigger(
     let failure = match planned {
         Ok(Rerun::Http(request)) => ctx
             .triggers
-            .trigger(&request, name, &date, correlation)
+            .trigger(&request, name, &date, wave.correlation)
             .await
             .err()
             .map(|e| e.to_string()),
         Ok(Rerun::Job(job)) => create_job(ctx, &job).await.err().map(|e| e.to_string()),
         Err(e) => Some(e.to_string()),
     };
-    let outcome = if failure.is_none() {
-        Outcome::Succeeded
-    } else {
-        Outcome::Failed
+    let now = Timestamp::now();
+    let status = match &failure {
+        None => {
+            let rows_before = match wave.observation.rows.get(name) {
+                Some(Count::Rows(n)) => json!(n),
+                _ => serde_json::Value::Null,
+            };
+            let verify_by = now
+                .checked_add(wave.verify_within)
+                .unwrap_or(Timestamp::MAX);
+            verify::verifying(
+                "triggered; waiting for the processor's rows",
+                json!({"triggered": true, "rows_before": rows_before}),
+                verify_by,
+            )
+        }
+        Some(e) => verify::finished(
+            &event.spec,
+            Outcome::Failed,
+            e,
+            Some(json!({"triggered": false})),
+            now,
+        ),
     };
     let ns = run.namespace().unwrap_or_default();
-    record_outcome(
-        ctx,
-        &ns,
-        &id,
-        outcome,
-        failure.as_deref(),
-        json_triggered(failure.is_none()),
-    )
-    .await?;
+    // False: the record was settled already (its actor counted as stopped); that stands.
+    record::outcome(ctx, &ns, &id, PHASE_RERUN, &status).await?;
+    let outcome = status.outcome.unwrap_or(Outcome::Pending);
     info!(phase_run = %run.name_any(), processor = name, healing_id = %id, ?outcome, "processor re-run");
     let (type_, reason, note) = match &failure {
         None => (
             EventType::Normal,
             "Triggered",
-            format!("re-ran {name} ({how}; HealingEvent {id})"),
+            format!("re-ran {name} ({how}; HealingEvent {id}); verifying its rows"),
         ),
         Some(e) => (
             EventType::Warning,
@@ -112,33 +139,6 @@ pub async fn trigger(
         Some(e) if refused => Triggered::Refused(e),
         Some(e) => Triggered::Failed(e),
     })
-}
-
-fn json_triggered(triggered: bool) -> serde_json::Value {
-    serde_json::json!({ "triggered": triggered })
-}
-
-/// Makes the HealingEvent `id` final with `outcome` (a failure's message, when it failed).
-pub async fn record_outcome(
-    ctx: &Context,
-    ns: &str,
-    id: &str,
-    outcome: Outcome,
-    failure: Option<&str>,
-    after_state: serde_json::Value,
-) -> Result<(), Error> {
-    let status = HealingEventStatus {
-        outcome: Some(outcome),
-        success: Some(failure.is_none()),
-        message: Some(failure.unwrap_or("triggered").to_owned()),
-        finished_at: Some(Time(Timestamp::now())),
-        after_state: Some(after_state),
-        ..Default::default()
-    };
-    // False: the record was settled already (its actor counted as stopped); that stands.
-    record::outcome(ctx, ns, id, PHASE_RERUN, &status)
-        .await
-        .map(|_| ())
 }
 
 /// Creates the re-run's Job; one that exists already is this attempt's, created by an
