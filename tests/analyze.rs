@@ -103,9 +103,14 @@ fn action(
     dry_run: bool,
     latency: Option<f64>,
 ) -> (HealingEvent, HealingEventStatus) {
+    let decided = Timestamp::now() - SignedDuration::from_mins(minutes_ago);
+    // Noticed 2 ms after its threshold, which came 15 minutes after the last progress; a
+    // success seen healthy `latency` seconds after its threshold.
+    let threshold = decided - SignedDuration::from_millis(2);
+    let onset = threshold - SignedDuration::from_mins(15);
     let spec = HealingEventSpec {
         healing_id: id.into(),
-        timestamp: MicroTime(Timestamp::now() - SignedDuration::from_mins(minutes_ago)),
+        timestamp: MicroTime(decided),
         healing_type: healing_type.into(),
         trigger_reason: format!("{id}: {root_cause} at {minutes_ago} minutes"),
         action_taken: "healed".into(),
@@ -119,16 +124,20 @@ fn action(
             uid: None,
         },
         dry_run,
-        threshold_time: None,
-        onset_time: None,
-        detected_time: None,
+        threshold_time: Some(MicroTime(threshold)),
+        onset_time: Some(MicroTime(onset)),
+        detected_time: Some(MicroTime(decided)),
         before_state: Some(json!({"completed": 46, "expected": 50})),
         details: None,
     };
+    let healed = latency.filter(|_| outcome == Outcome::Succeeded);
     let status = HealingEventStatus {
         outcome: Some(outcome),
         success: Some(outcome == Outcome::Succeeded),
         heal_latency_seconds: latency,
+        time_to_detect_seconds: Some(0.002),
+        healed_time: healed.map(|l| MicroTime(threshold + SignedDuration::from_secs_f64(l))),
+        time_to_heal_seconds: healed.map(|l| 900.0 + l),
         ..Default::default()
     };
     (HealingEvent::new(id, spec), status)
@@ -265,10 +274,16 @@ async fn the_same_events_give_the_same_report_from_bigquery_and_the_cluster() {
         (r["dry_run"].clone(), r["circuit_skipped"].clone()),
         (json!(1), json!(1))
     );
+    let cleanup = &r["by_type"]["batch_cleanup"];
     assert_eq!(
-        r["by_type"]["batch_cleanup"],
-        json!({"count": 12, "succeeded": 10, "failed": 2, "success_rate": 10.0 / 12.0})
+        [&cleanup["count"], &cleanup["succeeded"], &cleanup["failed"]],
+        [12, 10, 2]
     );
+    assert!((cleanup["success_rate"].as_f64().unwrap() - 10.0 / 12.0).abs() < 1e-9);
+    // Onset to seen healthy: 15 minutes before the threshold plus each heal's latency.
+    assert_eq!(cleanup["time_to_heal"]["count"], 10);
+    assert_eq!(cleanup["time_to_heal"]["p95_s"], 913.0);
+    assert_eq!(cleanup["time_to_detect"]["p50_s"], 0.002);
     assert_eq!(r["by_type"]["retry"]["count"], 3);
     let causes: Vec<(String, u64)> = r["top_root_causes"]
         .as_array()
@@ -295,8 +310,9 @@ async fn the_same_events_give_the_same_report_from_bigquery_and_the_cluster() {
         "cleanup-00: feature_store_timeout at 1 minutes"
     );
     // Heal latencies of the 10 successful cleanups: 2..13 without 5 and 10.
-    assert_eq!(r["p95_time_to_heal_s"], 13.0);
-    assert!((r["mean_time_to_heal_s"].as_f64().unwrap() - 7.5).abs() < 1e-9);
+    assert_eq!(r["heal_latency"]["p95_s"], 13.0);
+    assert!((r["heal_latency"]["mean_s"].as_f64().unwrap() - 7.5).abs() < 1e-9);
+    assert!((r["time_to_heal"]["mean_s"].as_f64().unwrap() - 907.5).abs() < 1e-9);
     let recurring: BTreeSet<String> = r["recurring_targets"]
         .as_array()
         .unwrap()
@@ -401,7 +417,10 @@ async fn the_originals_rows_are_read_grouped_and_exported_as_csv() {
             .unwrap()
             .starts_with("Overall success rate is 66.7%")
     );
-    assert_eq!(r["mean_time_to_heal_s"], Value::Null);
+    // The original's rows have no times: left out, and the report says how many.
+    assert_eq!(r["time_to_heal"]["mean_s"], Value::Null);
+    assert_eq!(r["time_to_detect"]["count"], 0);
+    assert!(r["time_to_detect"]["without"].as_u64().unwrap() > 0);
 
     let mut reader = csv::Reader::from_path(&csv_path).unwrap();
     assert_eq!(

@@ -28,7 +28,12 @@ pub struct Record {
     pub target: Option<String>,
     pub dry_run: bool,
     pub outcome: Option<String>,
+    /// Threshold instant to recorded outcome (the measure before outcomes were verified).
     pub heal_latency_seconds: Option<f64>,
+    /// The problem detectable to noticed; None in rows written before it was recorded.
+    pub time_to_detect_seconds: Option<f64>,
+    /// The problem's onset to its target seen healthy (verified successes only).
+    pub time_to_heal_seconds: Option<f64>,
 }
 
 /// How a target is named in the report.
@@ -76,6 +81,8 @@ impl Record {
             dry_run: row.dry_run.unwrap_or(false),
             outcome: row.outcome,
             heal_latency_seconds: row.heal_latency_seconds,
+            time_to_detect_seconds: row.time_to_detect_seconds,
+            time_to_heal_seconds: row.time_to_heal_seconds,
         })
     }
 

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use super::pyrepr::state_as_json;
 use super::record::Record;
-use super::report::{Report, root_cause_key};
+use super::report::{Durations, Report, root_cause_key};
 use crate::sink::row::bigquery_timestamp;
 
 /// CSV columns: the original's, then what it lacked.
@@ -28,8 +28,35 @@ fn percent(rate: Option<f64>) -> String {
     rate.map_or("n/a".into(), |r| format!("{:.1}%", r * 100.0))
 }
 
-fn seconds(s: Option<f64>) -> String {
-    s.map_or("n/a".into(), |s| format!("{s:.1} s"))
+/// A duration at the precision its size calls for: milliseconds below a second (a
+/// detection at the exact instant is a few of them), then seconds, minutes, hours.
+pub fn duration(s: Option<f64>) -> String {
+    match s {
+        None => "n/a".into(),
+        Some(s) if s < 1.0 => format!("{:.1} ms", s * 1000.0),
+        Some(s) if s < 60.0 => format!("{s:.3} s"),
+        Some(s) if s < 3600.0 => format!("{:.1} min", s / 60.0),
+        Some(s) => format!("{:.1} h", s / 3600.0),
+    }
+}
+
+/// "mean X, p50 Y, p95 Z (N actions; M without it left out)".
+fn durations(d: &Durations, of: &str) -> String {
+    if d.count == 0 {
+        return format!("n/a ({} {of} without it)", d.without);
+    }
+    let left_out = if d.without > 0 {
+        format!("; {} without it left out", d.without)
+    } else {
+        String::new()
+    };
+    format!(
+        "mean {}, p50 {}, p95 {} ({} {of}{left_out})",
+        duration(d.mean_s),
+        duration(d.p50_s),
+        duration(d.p95_s),
+        d.count
+    )
 }
 
 pub fn text(report: &Report, source: &str) -> String {
@@ -57,10 +84,21 @@ pub fn text(report: &Report, source: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "Time to heal: mean {}, p95 {}",
-        seconds(r.mean_time_to_heal_s),
-        seconds(r.p95_time_to_heal_s)
+        "Time to detect (detectable to noticed): {}",
+        durations(&r.time_to_detect, "actions")
     );
+    let _ = writeln!(
+        out,
+        "Time to heal (onset to seen healthy): {}",
+        durations(&r.time_to_heal, "successes")
+    );
+    if r.heal_latency.count > 0 && r.time_to_heal.without > 0 {
+        let _ = writeln!(
+            out,
+            "Heal latency (threshold to recorded outcome, the older rows' measure): {}",
+            durations(&r.heal_latency, "successes")
+        );
+    }
 
     let _ = writeln!(out, "\nBy healing type:");
     if r.by_type.is_empty() {
@@ -74,6 +112,14 @@ pub fn text(report: &Report, source: &str) -> String {
             percent(Some(s.success_rate)),
             s.failed
         );
+        if s.time_to_detect.count > 0 {
+            let detect = durations(&s.time_to_detect, "actions");
+            let _ = writeln!(out, "  {:<24} time to detect: {detect}", "");
+        }
+        if s.time_to_heal.count > 0 {
+            let heal = durations(&s.time_to_heal, "successes");
+            let _ = writeln!(out, "  {:<24} time to heal:   {heal}", "");
+        }
     }
 
     let _ = writeln!(out, "\nTop root causes:");
@@ -135,4 +181,34 @@ pub fn csv(records: &[&Record], out: impl Write) -> csv::Result<()> {
     }
     writer.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_show_the_precision_their_size_calls_for() {
+        assert_eq!(duration(Some(0.0034)), "3.4 ms");
+        assert_eq!(duration(Some(2.5)), "2.500 s");
+        assert_eq!(duration(Some(902.0)), "15.0 min");
+        assert_eq!(duration(Some(5400.0)), "1.5 h");
+        assert_eq!(duration(None), "n/a");
+        let none = Durations {
+            without: 4,
+            ..Default::default()
+        };
+        assert_eq!(durations(&none, "actions"), "n/a (4 actions without it)");
+        let some = Durations {
+            count: 2,
+            without: 1,
+            mean_s: Some(0.002),
+            p50_s: Some(0.001),
+            p95_s: Some(0.003),
+        };
+        assert_eq!(
+            durations(&some, "actions"),
+            "mean 2.0 ms, p50 1.0 ms, p95 3.0 ms (2 actions; 1 without it left out)"
+        );
+    }
 }

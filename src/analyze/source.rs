@@ -162,6 +162,11 @@ fn read_rows(rs: &mut ResultSet, table: &TableRef, out: &mut Vec<Record>) -> Res
             rs.column_index(name)
                 .and_then(|_| rs.get_bool_by_name(name).ok().flatten())
         };
+        // Absent from the original's table, and null in rows written before they existed.
+        let float = |name: &str| {
+            rs.column_index(name)
+                .and_then(|_| rs.get_f64_by_name(name).ok().flatten())
+        };
         out.push(Record {
             healing_id,
             namespace: string(rs, "target_namespace"),
@@ -182,9 +187,9 @@ fn read_rows(rs: &mut ResultSet, table: &TableRef, out: &mut Vec<Record>) -> Res
             ),
             dry_run: boolean("dry_run").unwrap_or(false),
             outcome: string(rs, "outcome"),
-            heal_latency_seconds: rs
-                .column_index("heal_latency_seconds")
-                .and_then(|_| rs.get_f64_by_name("heal_latency_seconds").ok().flatten()),
+            heal_latency_seconds: float("heal_latency_seconds"),
+            time_to_detect_seconds: float("time_to_detect_seconds"),
+            time_to_heal_seconds: float("time_to_heal_seconds"),
         });
     }
     Ok(())
