@@ -191,6 +191,7 @@ async fn kubectl_get_shows_the_printer_columns() {
                 "TYPE",
                 "TARGET",
                 "ROOT-CAUSE",
+                "OUTCOME",
                 "SUCCESS",
                 "DRY-RUN",
                 "AGE",
