@@ -46,6 +46,7 @@ pub struct Metrics {
     circuit_state: Family<NamespaceTypeLabels, Gauge>,
     slack_messages: Family<SlackLabels, Counter>,
     export_backlog: Family<NamespaceSinkLabels, Gauge>,
+    self_recoveries: Family<NamespaceLabels, Counter>,
 }
 
 /// What the controller reports to the process's health server: its metrics, and whether
@@ -94,6 +95,11 @@ struct NamespaceTypeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceLabels {
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NamespaceSinkLabels {
     namespace: String,
     sink: String,
@@ -125,6 +131,7 @@ impl Default for Metrics {
             circuit_state: Family::default(),
             slack_messages: Family::default(),
             export_backlog: Family::default(),
+            self_recoveries: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -171,6 +178,11 @@ impl Default for Metrics {
             "export_backlog",
             "Finished healing events a sink does not have yet, per namespace and sink",
             metrics.export_backlog.clone(),
+        );
+        registry.register(
+            "self_recoveries",
+            "Batch pauses (no progress for the policy's watchAfter at or above the minimum completion) that ended without a heal, per namespace",
+            metrics.self_recoveries.clone(),
         );
         Self {
             registry,
@@ -243,6 +255,14 @@ impl Metrics {
                 sink: sink.into(),
             })
             .set(waiting);
+    }
+
+    pub fn self_recovered(&self, namespace: &str) {
+        self.self_recoveries
+            .get_or_create(&NamespaceLabels {
+                namespace: namespace.into(),
+            })
+            .inc();
     }
 
     pub fn slack_message(&self, channel: &str, result: &str) {

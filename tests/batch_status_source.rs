@@ -441,3 +441,74 @@ async fn a_starting_controller_decides_with_the_namespace_policy_not_the_default
         "healed on the defaults"
     );
 }
+
+#[tokio::test]
+async fn a_batch_that_pauses_past_watch_after_and_resumes_by_itself_is_a_self_recovery() {
+    let ns = namespace("status-pause").await;
+    let hp: HealingPolicy = serde_json::from_value(json!({
+        "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "HealingPolicy",
+        "metadata": {"name": "default"},
+        "spec": {"stallAfter": "60s", "watchAfter": "2s"}
+    }))
+    .unwrap();
+    ns.api::<HealingPolicy>()
+        .create(&PostParams::default(), &hp)
+        .await
+        .unwrap();
+    // To the microsecond, as the status carries it.
+    let micros = || Timestamp::from_microsecond(Timestamp::now().as_microsecond()).unwrap();
+    let last = micros();
+    batch(&ns, "b1", last).await;
+    let telemetry = Telemetry::default();
+    let metrics = telemetry.metrics.clone();
+    let config = Config {
+        namespace: Some(ns.name.clone()),
+        ..Config::default()
+    };
+    let client = ns.client.clone();
+    let _controller = tokio::spawn(async move {
+        controller::run(client, config, None, telemetry, std::future::pending())
+            .await
+            .unwrap();
+    });
+
+    // At watchAfter (not before: the batch is first seen progressing) it shows as paused.
+    let paused = eventually(15, "the pause", || async {
+        let pb = ns.api::<PredictionBatch>().get("b1").await.unwrap();
+        pb.status.and_then(|s| s.paused_since).map(|t| t.0)
+    })
+    .await;
+    assert_eq!(paused, last, "the pause runs from the last progress");
+    assert!(
+        Timestamp::now() >= last + jiff::SignedDuration::from_secs(2),
+        "paused before watchAfter"
+    );
+
+    // The last player finishes by itself, well before the stall.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let resumed = micros();
+    report(&ns, "b1", 10, resumed).await;
+    let status = eventually(15, "the self-recovery in the status", || async {
+        let pb = ns.api::<PredictionBatch>().get("b1").await.unwrap();
+        let status = pb.status?;
+        (status.state == Some(BatchState::Complete) && status.pauses == 1).then_some(status)
+    })
+    .await;
+    assert!(status.paused_since.is_none(), "the pause is closed");
+    let longest = status.longest_pause.expect("the longest pause").as_span();
+    let expected = resumed.duration_since(last);
+    assert!(
+        (longest - expected).abs() <= jiff::SignedDuration::from_millis(1),
+        "longest pause {longest:?}, from the last progress to the one that ended it {expected:?}"
+    );
+    assert!(
+        healing_events(&ns).await.is_empty(),
+        "nothing was healed: it recovered by itself"
+    );
+    let rendered = metrics.render();
+    let counter = format!(
+        "pipeline_healer_self_recoveries_total{{namespace=\"{}\"}} 1",
+        ns.name
+    );
+    assert!(rendered.contains(&counter), "{rendered}");
+}

@@ -356,6 +356,12 @@ fn invalid_cases() -> Vec<Invalid> {
             expect: &["spec.alerts.yellow.window", "must not be longer"],
         },
         Invalid {
+            what: "pause watch longer than the stall",
+            example: HP,
+            edits: vec![("/spec/watchAfter", Some(json!("1h")))],
+            expect: &["spec.watchAfter", "must not be longer than stallAfter"],
+        },
+        Invalid {
             what: "zero red count",
             example: HP,
             edits: vec![("/spec/alerts/red/count", Some(json!(0)))],

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time}
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::schema::{GameDate, bounded_integers};
+use super::schema::{GameDate, PositiveDuration, bounded_integers};
 
 /// Where a batch's progress is read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -43,6 +43,12 @@ pub enum BatchSource {
         json_path = ".status.completionPercent"
     ),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
+    printcolumn(
+        name = "Pauses",
+        type_ = "integer",
+        json_path = ".status.pauses",
+        priority = 1
+    ),
     printcolumn(
         name = "Source",
         type_ = "string",
@@ -193,6 +199,18 @@ pub struct PredictionBatchStatus {
     /// The HealingEvent of the last heal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_healing_event: Option<String>,
+    /// While the batch is paused (no progress for at least the policy's `watchAfter`, at or
+    /// above the minimum completion): its last progress before the pause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_since: Option<MicroTime>,
+    /// Pauses that ended without a heal: the batch progressed or completed by itself.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0, max = u32::MAX))]
+    pub pauses: u32,
+    /// The longest of those pauses, from the last progress before it to the progress that
+    /// ended it (as the controller first saw it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longest_pause: Option<PositiveDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Progressing, Stalled, Complete, AutoCompleted.
@@ -221,9 +239,19 @@ pub struct BatchSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_since: Option<MicroTime>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pauses: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longest_pause: Option<PositiveDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl BatchSummary {
@@ -249,6 +277,9 @@ mod tests {
             completion_percent: Some(90.0),
             stall_at: Some(Time("2026-11-24T10:15:00Z".parse().unwrap())),
             finished_at: Some(Time("2026-11-24T10:20:00Z".parse().unwrap())),
+            paused_since: Some(MicroTime("2026-11-24T10:05:00Z".parse().unwrap())),
+            pauses: 2,
+            longest_pause: Some("7m30.5s".parse().unwrap()),
             observed_generation: Some(2),
             conditions: vec![Condition {
                 type_: "Stalled".into(),

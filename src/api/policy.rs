@@ -58,10 +58,21 @@ pub const ORIGINAL_PERMANENT_SKIP_REASONS: [&str; 9] = [
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.watchAfter) || duration(self.watchAfter) <= duration(self.stallAfter)")
+        .message("watchAfter must not be longer than stallAfter (a longer pause is a stall, healed)")
+        .field_path(".watchAfter")
+)]
 pub struct HealingPolicySpec {
     /// A batch with no progress for this long (at or above the minimum completion) is stalled.
     #[serde(default = "defaults::stall_after")]
     pub stall_after: PositiveDuration,
+    /// A batch with no progress for this long (at or above the minimum completion) is
+    /// watched as paused: if it then progresses or completes without a heal, it recovered by
+    /// itself (counted in its status, `batch_outcomes` and a metric). Absent: half of
+    /// `stallAfter`. At most `stallAfter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_after: Option<PositiveDuration>,
     /// Completion at or above which a stalled batch is completed automatically.
     #[serde(default = "defaults::min_completion_percent")]
     #[schemars(range(min = 0.0, max = 100.0))]
@@ -203,6 +214,7 @@ impl Default for HealingPolicySpec {
     fn default() -> Self {
         Self {
             stall_after: defaults::stall_after(),
+            watch_after: None,
             min_completion_percent: defaults::min_completion_percent(),
             max_age: defaults::max_age(),
             permanent_skip_reasons: defaults::permanent_skip_reasons(),

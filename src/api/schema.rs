@@ -258,6 +258,28 @@ impl PositiveDuration {
         // Cannot fail: parsing bounds the value far below SignedDuration's range.
         jiff::SignedDuration::try_from(self.value).unwrap_or(jiff::SignedDuration::MAX)
     }
+
+    /// A measured span, to the millisecond, written as Go writes it (`1h2m3.25s`), for a
+    /// status field; None below a millisecond (not positive once rounded) or beyond the bound.
+    pub fn from_span(span: jiff::SignedDuration) -> Option<Self> {
+        let millis = u128::try_from(span.as_millis()).ok()?;
+        let (hours, minutes) = (millis / 3_600_000, millis / 60_000 % 60);
+        let (seconds, fraction) = (millis / 1000 % 60, millis % 1000);
+        let mut text = String::new();
+        if hours > 0 {
+            text.push_str(&format!("{hours}h"));
+        }
+        if minutes > 0 {
+            text.push_str(&format!("{minutes}m"));
+        }
+        if fraction > 0 {
+            let digits = format!("{fraction:03}");
+            text.push_str(&format!("{seconds}.{}s", digits.trim_end_matches('0')));
+        } else if seconds > 0 || text.is_empty() {
+            text.push_str(&format!("{seconds}s"));
+        }
+        text.parse().ok()
+    }
 }
 
 impl FromStr for PositiveDuration {

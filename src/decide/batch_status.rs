@@ -107,14 +107,7 @@ pub fn awaiting_report(source: BatchSource) -> Summary {
 
 /// `healed`: the batch was completed by the controller (it carries the healing id).
 pub fn summarize(verdict: &Verdict, healed: Option<&str>) -> Summary {
-    let progress = match verdict {
-        Verdict::Complete { progress } => progress.as_ref(),
-        Verdict::Progressing { progress, .. } | Verdict::StuckBelowMinimum { progress, .. } => {
-            Some(progress)
-        }
-        Verdict::Stalled(s) => Some(&s.progress),
-        Verdict::Expired { .. } | Verdict::Invalid { .. } => None,
-    };
+    let progress = verdict.progress();
     let round = |p: f64| (p * 10.0).round() / 10.0;
     let mut summary = Summary {
         state: BatchState::Pending,

@@ -11,6 +11,7 @@ pub mod health;
 pub mod lease;
 pub mod naming;
 pub mod patterns;
+pub mod pause;
 pub mod phase;
 pub mod phase_status;
 pub mod plan;

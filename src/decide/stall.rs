@@ -38,6 +38,8 @@ pub struct BatchObservation {
 #[derive(Clone, Debug, PartialEq)]
 pub struct StallPolicy {
     pub stall_after: SignedDuration,
+    /// A batch without progress this long (at or above the minimum) is watched as paused.
+    pub watch_after: SignedDuration,
     pub min_completion_percent: f64,
     pub max_age: SignedDuration,
     pub permanent_skip_reasons: BTreeSet<String>,
@@ -45,8 +47,15 @@ pub struct StallPolicy {
 
 impl From<&HealingPolicySpec> for StallPolicy {
     fn from(p: &HealingPolicySpec) -> Self {
+        let stall_after = p.stall_after.as_span();
         Self {
-            stall_after: p.stall_after.as_span(),
+            stall_after,
+            // Half by default, and never past the stall (where a pause is healed instead).
+            watch_after: p
+                .watch_after
+                .as_ref()
+                .map_or(stall_after / 2, |w| w.as_span())
+                .min(stall_after),
             min_completion_percent: p.min_completion_percent,
             max_age: p.max_age.as_span(),
             permanent_skip_reasons: p.permanent_skip_reasons.iter().cloned().collect(),
@@ -107,6 +116,18 @@ pub struct Stall {
 }
 
 impl Verdict {
+    /// The counts the verdict was reached on; None for an expired or invalid batch.
+    pub fn progress(&self) -> Option<&Progress> {
+        match self {
+            Verdict::Complete { progress } => progress.as_ref(),
+            Verdict::Progressing { progress, .. } | Verdict::StuckBelowMinimum { progress, .. } => {
+                Some(progress)
+            }
+            Verdict::Stalled(s) => Some(&s.progress),
+            Verdict::Expired { .. } | Verdict::Invalid { .. } => None,
+        }
+    }
+
     /// When the verdict may change with no new observation: the reconciler requeues for
     /// exactly this instant. None: only a change at the source can change it.
     pub fn next_check(&self) -> Option<Timestamp> {

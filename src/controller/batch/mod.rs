@@ -30,6 +30,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
+use tracing::info;
 
 use super::Context;
 use crate::Error;
@@ -39,6 +40,7 @@ use crate::api::event::Outcome;
 use crate::decide::batch_status::{
     HEAL_FAILED, awaiting_report, cleanup_at, finished_at, heal_failed, healed_by, summarize,
 };
+use crate::decide::pause::{self, Pauses};
 use crate::decide::stall::{StallPolicy, Verdict, decide};
 use crate::source::report::observe;
 pub use heal::{HealProgress, heal, resolve_unfinished};
@@ -52,9 +54,10 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
     let policy = StallPolicy::from(&policy_spec);
     let now = Timestamp::now();
     let status = batch.status.as_ref();
+    let pauses = Pauses::of(status);
     if let Some(problems) = status.and_then(|s| s.source_error.clone()) {
         let verdict = Verdict::Invalid { reason: problems };
-        status::write(&ctx, &batch, &summarize(&verdict, None), None, now).await?;
+        status::write(&ctx, &batch, &summarize(&verdict, None), &pauses, None, now).await?;
         return Ok(Action::await_change());
     }
     let Some(observation) = observe(&batch) else {
@@ -62,7 +65,7 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
         // retries until it has): showing "awaiting" in between would only race that write.
         if batch.spec.source == BatchSource::Status {
             let awaiting = awaiting_report(batch.spec.source);
-            status::write(&ctx, &batch, &awaiting, None, now).await?;
+            status::write(&ctx, &batch, &awaiting, &pauses, None, now).await?;
         }
         return Ok(Action::await_change());
     };
@@ -104,8 +107,21 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
         status::remove_mirror(&ctx, &batch).await?;
         return Ok(Action::await_change());
     }
-    status::write(&ctx, &batch, &summary, finished, now).await?;
-    let next = [verdict.next_check(), cleanup, look_again_at];
+    let tracked = pause::track(&pauses, &verdict, healed_by.is_some(), &policy, now);
+    let written = status::write(&ctx, &batch, &summary, &tracked.pauses, finished, now).await?;
+    if written && let Some(length) = tracked.self_recovered {
+        // Counted once the status holds it: a write that lost to a newer version is decided
+        // again from that version.
+        let namespace = batch.namespace().unwrap_or_default();
+        ctx.metrics.self_recovered(&namespace);
+        info!(batch = %batch.name_any(), pause = ?length, pauses = tracked.pauses.recovered, "the batch recovered by itself after a pause");
+    }
+    let next = [
+        verdict.next_check(),
+        cleanup,
+        look_again_at,
+        tracked.watch_at,
+    ];
     Ok(requeue_for(next.into_iter().flatten().min(), now))
 }
 

@@ -12,6 +12,7 @@ use crate::api::batch::BatchSummary;
 use crate::controller::{Context, delete_decided};
 use crate::decide::batch_status::Summary;
 use crate::decide::conditions;
+use crate::decide::pause::Pauses;
 use crate::error::Error;
 use crate::runtime::MANAGER;
 use crate::runtime::status::{Precondition, apply_status};
@@ -20,6 +21,7 @@ use crate::runtime::status::{Precondition, apply_status};
 fn summary_status(
     batch: &PredictionBatch,
     summary: &Summary,
+    pauses: &Pauses,
     finished_at: Option<Timestamp>,
     now: Timestamp,
 ) -> BatchSummary {
@@ -30,7 +32,7 @@ fn summary_status(
         .unwrap_or_default();
     let generation = batch.meta().generation;
     let count = |n: Option<u64>| n.and_then(|n| u32::try_from(n).ok());
-    BatchSummary {
+    let mut status = BatchSummary {
         state: Some(summary.state),
         expected: count(summary.expected),
         completed: count(summary.completed),
@@ -39,21 +41,26 @@ fn summary_status(
         finished_at: finished_at.map(Time),
         observed_generation: generation,
         conditions: conditions::merge(existing, &summary.conditions, generation, now),
-    }
+        ..BatchSummary::default()
+    };
+    pauses.write_into(&mut status);
+    status
 }
 
 /// Applies the reconciler's part of the status, unless the batch shows it already. It is
-/// bookkeeping (a heal records its own outcome), so it takes its turn.
+/// bookkeeping (a heal records its own outcome), so it takes its turn. True when it wrote
+/// (false: unchanged, or the batch changed since it was read and its next version decides).
 pub async fn write(
     ctx: &Context,
     batch: &PredictionBatch,
     summary: &Summary,
+    pauses: &Pauses,
     finished_at: Option<Timestamp>,
     now: Timestamp,
-) -> Result<(), Error> {
-    let status = summary_status(batch, summary, finished_at, now);
+) -> Result<bool, Error> {
+    let status = summary_status(batch, summary, pauses, finished_at, now);
     if BatchSummary::of(batch.status.as_ref()) == status {
-        return Ok(());
+        return Ok(false);
     }
     let batches: Api<PredictionBatch> =
         Api::namespaced(ctx.client.clone(), &batch.namespace().unwrap_or_default());
@@ -73,7 +80,7 @@ pub async fn write(
     if written.is_none() {
         debug!(batch = %batch.name_any(), "the batch changed since it was read; its next version decides");
     }
-    Ok(())
+    Ok(written.is_some())
 }
 
 /// Deletes a finished mirrored batch (only the object it decided on).
@@ -118,26 +125,26 @@ mod tests {
             "observedGeneration": 1,
             "report": {"completed": 9},
         }));
-        let unchanged = summary_status(&shown, &summary, None, now);
+        let unchanged = summary_status(&shown, &summary, &Pauses::default(), None, now);
         assert_eq!(BatchSummary::of(shown.status.as_ref()), unchanged);
 
         let completed = Summary {
             completed: Some(10),
             ..summary.clone()
         };
-        let changed = summary_status(&shown, &completed, None, now);
+        let changed = summary_status(&shown, &completed, &Pauses::default(), None, now);
         assert_ne!(BatchSummary::of(shown.status.as_ref()), changed);
         // A field to clear (no stall instant any more) is a change too.
         let cleared = Summary {
             stall_at: None,
             ..summary.clone()
         };
-        let changed = summary_status(&shown, &cleared, None, now);
+        let changed = summary_status(&shown, &cleared, &Pauses::default(), None, now);
         assert_ne!(BatchSummary::of(shown.status.as_ref()), changed);
         let fresh = batch_with_status(serde_json::json!(null));
         assert_ne!(
             BatchSummary::of(fresh.status.as_ref()),
-            summary_status(&fresh, &summary, None, now)
+            summary_status(&fresh, &summary, &Pauses::default(), None, now)
         );
     }
 }
