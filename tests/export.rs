@@ -561,3 +561,62 @@ async fn a_deleted_namespace_waits_until_its_events_are_exported() {
         "every event reached BigQuery before its namespace went"
     );
 }
+
+#[tokio::test]
+async fn a_healed_batchs_row_has_onset_detected_and_healed_times_in_order() {
+    let ns = support::namespace("export-times").await;
+    let sinks = Sinks::for_namespace(&ns);
+    sinks.create_dataset().await;
+    sinks.create_table(support::events_table_schema()).await;
+    let hp: HealingPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "HealingPolicy",
+        "metadata": {"name": "default"}, "spec": {"stallAfter": "3s"}
+    }))
+    .unwrap();
+    ns.api::<HealingPolicy>()
+        .create(&PostParams::default(), &hp)
+        .await
+        .unwrap();
+    let _controller = ControllerProcess::start_with(&ns.name, "exporter", &sinks.args(), &[]);
+    let last = jiff::Timestamp::now();
+    support::status_batch::batch(&ns, "b1", last).await;
+
+    let events = all_exported(&ns, 1, 60).await;
+    let status = events[0].status.as_ref().unwrap();
+    assert_eq!(
+        status.outcome,
+        Some(pipeline_healer::api::event::Outcome::Succeeded)
+    );
+    let rows = sinks.bigquery_rows().await;
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row.healing_type, "batch_cleanup");
+    let time = |name: &str, value: &Option<String>| -> jiff::Timestamp {
+        value
+            .as_deref()
+            .unwrap_or_else(|| panic!("{name} is null"))
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let onset = time("onset_time", &row.onset_time);
+    let detected = time("detected_time", &row.detected_time);
+    let healed = time("healed_time", &row.healed_time);
+    // The onset is the batch's last progress, to the microsecond the status carries.
+    assert_eq!(onset.as_microsecond(), last.as_microsecond());
+    assert!(
+        onset <= detected && detected <= healed,
+        "{onset} <= {detected} <= {healed}"
+    );
+    let to_detect = row.time_to_detect_seconds.expect("time_to_detect_seconds");
+    let to_heal = row.time_to_heal_seconds.expect("time_to_heal_seconds");
+    println!("time to detect {to_detect:.3} s, time to heal {to_heal:.3} s");
+    assert!(
+        (0.0..1.0).contains(&to_detect),
+        "noticed {to_detect} s after the threshold"
+    );
+    let onset_to_healed = healed.duration_since(onset).as_secs_f64();
+    assert!(
+        to_heal >= 3.0 && (to_heal - onset_to_healed).abs() < 0.001,
+        "time to heal {to_heal} s, onset to healed {onset_to_healed} s"
+    );
+}
