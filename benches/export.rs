@@ -119,6 +119,7 @@ async fn sinks_alone(n: usize) {
     let db = support::firestore_db().await;
     let export = BigQueryExport {
         table: table.clone(),
+        outcomes: None,
         emulator_host: Some(emu.bigquery.clone()),
     };
     let sinks = Sinks::connect(Some(&db), Some(&collection), Some(&export))

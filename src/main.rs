@@ -291,6 +291,14 @@ struct BigQueryArgs {
         default_value = "healing_events"
     )]
     bigquery_table: String,
+    /// BigQuery table of finished batches' outcomes, in the same dataset (schema:
+    /// schemas/batch_outcomes.json); empty: not exported.
+    #[arg(
+        long,
+        env = "PIPELINE_HEALER_BIGQUERY_OUTCOMES_TABLE",
+        default_value = "batch_outcomes"
+    )]
+    bigquery_outcomes_table: String,
     /// host:port of a BigQuery emulator to use instead of BigQuery (tests, the demo).
     #[arg(long, env = "BIGQUERY_EMULATOR_HOST")]
     bigquery_emulator_host: Option<String>,
@@ -312,15 +320,21 @@ impl BigQueryArgs {
             bigquery_project,
             bigquery_dataset,
             bigquery_table,
+            bigquery_outcomes_table,
             bigquery_emulator_host,
         } = self;
-        bigquery_project.map(|project| BigQueryExport {
-            table: TableRef {
-                project,
-                dataset: bigquery_dataset,
-                table: bigquery_table,
-            },
-            emulator_host: bigquery_emulator_host,
+        bigquery_project.map(|project| {
+            let table_named = |table: String| TableRef {
+                project: project.clone(),
+                dataset: bigquery_dataset.clone(),
+                table,
+            };
+            BigQueryExport {
+                outcomes: (!bigquery_outcomes_table.is_empty())
+                    .then(|| table_named(bigquery_outcomes_table)),
+                table: table_named(bigquery_table),
+                emulator_host: bigquery_emulator_host,
+            }
         })
     }
 }

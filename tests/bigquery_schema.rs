@@ -2,10 +2,14 @@
 //! row type is what the exporter sends. They must agree, and the original's nine columns must
 //! keep their names, types and modes.
 
-use pipeline_healer::sink::row::{Column, HealingEventRow};
+use pipeline_healer::sink::row::{BatchOutcomeRow, Column, HealingEventRow};
 
 fn schema_file() -> Vec<Column> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/healing_events.json");
+    columns_in("healing_events.json")
+}
+
+fn columns_in(file: &str) -> Vec<Column> {
+    let path = format!("{}/schemas/{file}", env!("CARGO_MANIFEST_DIR"));
     let fields: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     fields
@@ -23,6 +27,19 @@ fn row_type_and_schema_file_agree() {
     let mut file = schema_file();
     let mut code = HealingEventRow::columns();
     assert!(!code.is_empty());
+    file.sort();
+    code.sort();
+    assert_eq!(code, file);
+}
+
+#[test]
+fn the_batch_outcomes_row_and_its_schema_file_agree() {
+    let mut file = columns_in("batch_outcomes.json");
+    let mut code = BatchOutcomeRow::columns();
+    assert!(
+        code.iter()
+            .any(|c| c.name == "game_date" && c.r#type == "DATE")
+    );
     file.sort();
     code.sort();
     assert_eq!(code, file);

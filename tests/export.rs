@@ -620,3 +620,150 @@ async fn a_healed_batchs_row_has_onset_detected_and_healed_times_in_order() {
         "time to heal {to_heal} s, onset to healed {onset_to_healed} s"
     );
 }
+
+/// A policy that watches for pauses after 1 s and heals stalls after 5 s.
+async fn pause_policy(ns: &TestNamespace) {
+    let hp: HealingPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "HealingPolicy",
+        "metadata": {"name": "default"}, "spec": {"stallAfter": "5s", "watchAfter": "1s"}
+    }))
+    .unwrap();
+    ns.api::<HealingPolicy>()
+        .create(&PostParams::default(), &hp)
+        .await
+        .unwrap();
+}
+
+async fn batch_status(
+    ns: &TestNamespace,
+    name: &str,
+) -> Option<pipeline_healer::api::batch::PredictionBatchStatus> {
+    ns.api::<pipeline_healer::api::PredictionBatch>()
+        .get_opt(name)
+        .await
+        .unwrap()
+        .and_then(|b| b.status)
+}
+
+fn outcome_state(
+    status: &pipeline_healer::api::batch::PredictionBatchStatus,
+) -> Option<ExportState> {
+    status.outcome_export.as_ref().map(|e| e.state)
+}
+
+#[tokio::test]
+async fn finished_batches_reach_batch_outcomes_with_their_pauses_and_heal() {
+    let ns = support::namespace("export-outcomes").await;
+    let sinks = Sinks::for_namespace(&ns);
+    sinks.create_dataset().await;
+    sinks.create_table(support::events_table_schema()).await;
+    sinks.create_outcomes_table().await;
+    pause_policy(&ns).await;
+    let _controller = ControllerProcess::start_with(&ns.name, "exporter", &sinks.args(), &[]);
+    let micros =
+        || jiff::Timestamp::from_microsecond(jiff::Timestamp::now().as_microsecond()).unwrap();
+    let last = micros();
+    support::status_batch::batch(&ns, "paused", last).await;
+    support::status_batch::batch(&ns, "stalled", last).await;
+
+    // "paused" resumes by itself after its pause is seen, before the stall; "stalled" is healed.
+    support::eventually(10, "the pause", || async {
+        batch_status(&ns, "paused").await?.paused_since
+    })
+    .await;
+    let resumed = micros();
+    support::status_batch::report(&ns, "paused", 10, resumed).await;
+    let finished = support::eventually(60, "both outcomes exported", || async {
+        let paused = batch_status(&ns, "paused").await?;
+        let stalled = batch_status(&ns, "stalled").await?;
+        let done = [&paused, &stalled]
+            .iter()
+            .all(|s| outcome_state(s) == Some(ExportState::Exported));
+        done.then_some((paused, stalled))
+    })
+    .await;
+    assert_eq!(finished.0.pauses, 1);
+    assert_eq!(
+        finished.1.pauses, 0,
+        "a pause our heal ended is not a recovery"
+    );
+
+    let rows = sinks.outcome_rows().await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let (paused, stalled) = (&rows[0], &rows[1]);
+    assert_eq!(paused.batch_id, "batch_2026-11-24_paused");
+    assert_eq!(paused.finished, "completed");
+    assert_eq!(paused.pause_count, 1);
+    let longest = paused.longest_pause_seconds.expect("longest pause");
+    let expected = resumed.duration_since(last).as_secs_f64();
+    assert!(
+        (longest - expected).abs() < 0.002,
+        "longest pause {longest} s, last progress to resumed {expected} s"
+    );
+    assert_eq!(paused.healing_id, None);
+    assert_eq!(paused.final_percent, Some(100.0));
+    assert_eq!(paused.game_date.as_deref(), Some("2026-11-24"));
+    assert_eq!(paused.namespace, ns.name);
+
+    assert_eq!(stalled.finished, "auto_completed");
+    assert_eq!(stalled.pause_count, 0);
+    assert_eq!(stalled.longest_pause_seconds, None);
+    let events = events(&ns).await;
+    assert_eq!(events.len(), 1, "one heal");
+    assert_eq!(
+        stalled.healing_id.as_deref(),
+        Some(events[0].spec.healing_id.as_str())
+    );
+    // Completed by the heal at the stall: the outstanding player never finished.
+    assert_eq!(
+        (stalled.expected_players, stalled.completed_players),
+        (Some(10), Some(9))
+    );
+    assert_eq!(stalled.final_percent, Some(90.0));
+}
+
+#[tokio::test]
+async fn a_deleted_batch_is_held_until_its_outcome_is_exported() {
+    let ns = support::namespace("export-outcome-held").await;
+    let sinks = Sinks::for_namespace(&ns);
+    sinks.create_dataset().await;
+    let _controller = ControllerProcess::start_with(&ns.name, "exporter", &sinks.args(), &[]);
+    let batches = ns.api::<pipeline_healer::api::PredictionBatch>();
+    support::status_batch::batch(&ns, "b1", jiff::Timestamp::now()).await;
+    support::status_batch::report(&ns, "b1", 10, jiff::Timestamp::now()).await;
+
+    // No table yet: the export fails, says how to create it, and retries.
+    let failing = support::eventually(30, "the outcome export failing", || async {
+        let status = batch_status(&ns, "b1").await?;
+        (outcome_state(&status) == Some(ExportState::Failing)).then_some(status)
+    })
+    .await;
+    let error = failing.outcome_export.unwrap().last_error.unwrap();
+    assert!(error.contains("schemas/batch_outcomes.json"), "{error}");
+    let held = batches.get("b1").await.unwrap();
+    assert!(
+        held.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&pipeline_healer::controller::batch::OUTCOME_FINALIZER.to_owned())
+    );
+
+    batches
+        .delete("b1", &Default::default())
+        .await
+        .expect("delete the batch");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pending = batches.get_opt("b1").await.unwrap().expect("held back");
+    assert!(pending.metadata.deletion_timestamp.is_some());
+
+    sinks.create_outcomes_table().await;
+    support::eventually(
+        60,
+        "the batch gone once its outcome is exported",
+        || async { batches.get_opt("b1").await.unwrap().is_none().then_some(()) },
+    )
+    .await;
+    let rows = sinks.outcome_rows().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].finished, "completed");
+}

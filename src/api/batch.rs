@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time}
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::event::SinkExport;
 use super::schema::{GameDate, PositiveDuration, bounded_integers};
 
 /// Where a batch's progress is read from.
@@ -211,11 +212,23 @@ pub struct PredictionBatchStatus {
     /// ended it (as the controller first saw it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub longest_pause: Option<PositiveDuration>,
+    /// The export of the finished batch's outcome to BigQuery's `batch_outcomes`: exported
+    /// with the time, or failing with the attempts, the last error and the next attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_export: Option<SinkExport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Progressing, Stalled, Complete, AutoCompleted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The part of a batch's status the outcome export owns (field manager
+/// `pipeline-healer-export`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutcomeExport {
+    pub outcome_export: Option<SinkExport>,
 }
 
 /// The part of a batch's status the batch reconciler owns and applies (server-side, under

@@ -76,6 +76,45 @@ pub fn finished_at(
     }
 }
 
+/// How a batch finished, as its outcome record says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// Its workers finished every player.
+    Completed,
+    /// A heal of ours completed it.
+    AutoCompleted,
+    /// It grew older than the policy's maxAge unfinished.
+    Expired,
+    /// It was deleted while its source made no sense.
+    Invalid,
+}
+
+impl Finished {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finished::Completed => "completed",
+            Finished::AutoCompleted => "auto_completed",
+            Finished::Expired => "expired",
+            Finished::Invalid => "invalid",
+        }
+    }
+}
+
+/// How a batch in `state` finished; None while it has not. A batch deleted (`deleting`)
+/// while invalid ends so; one deleted while still running did not finish and has no record.
+pub fn finished_how(state: Option<BatchState>, deleting: bool) -> Option<Finished> {
+    match state? {
+        BatchState::Complete => Some(Finished::Completed),
+        BatchState::AutoCompleted => Some(Finished::AutoCompleted),
+        BatchState::Expired => Some(Finished::Expired),
+        BatchState::Invalid if deleting => Some(Finished::Invalid),
+        BatchState::Invalid
+        | BatchState::Pending
+        | BatchState::Progressing
+        | BatchState::Stalled => None,
+    }
+}
+
 /// When a finished batch's object is deleted: mirrored (Firestore) batches only, one
 /// retention period after they finished. Batches that people or workers created stay theirs.
 pub fn cleanup_at(

@@ -1,6 +1,7 @@
-//! Healing events to BigQuery by streaming insert: rows batched up to 500 per request, each
-//! with insertId = namespace and healing_id (BigQuery drops a repeated insertId within its
-//! dedup window; the analysis counts each namespace's healing_id once in any case).
+//! Rows to BigQuery by streaming insert (healing events, and finished batches' outcomes):
+//! batched up to 500 per request, each with its insertId (namespace and healing id, or
+//! namespace and batch id: BigQuery drops a repeated insertId within its dedup window, and
+//! the analysis counts each once in any case).
 //!
 //! One bad row must not hold back the rest. Real BigQuery answers per row (`insertErrors`,
 //! with the innocent rows marked `stopped`, which are sent again); the emulator instead fails
@@ -17,7 +18,7 @@ use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAl
 use gcp_bigquery_client::model::table_data_insert_all_response::TableDataInsertAllResponse;
 use tracing::{debug, warn};
 
-use super::row::HealingEventRow;
+use super::row::{BatchOutcomeRow, HealingEventRow};
 use crate::api::HealingEvent;
 use crate::runtime::batcher::{Batcher, ItemResult};
 
@@ -40,19 +41,47 @@ impl std::fmt::Display for TableRef {
     }
 }
 
-/// The BigQuery export as configured: the table, and the emulator to use instead of the real
-/// service (tests and the demo; production uses Application Default Credentials).
+/// The BigQuery export as configured: the events table, the batch outcomes table (None: not
+/// exported), and the emulator to use instead of the real service (tests and the demo;
+/// production uses Application Default Credentials).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BigQueryExport {
     pub table: TableRef,
+    pub outcomes: Option<TableRef>,
     pub emulator_host: Option<String>,
 }
 
-pub struct BigQueryEventSink {
-    batcher: Batcher<HealingEventRow>,
+/// A row of a table the controller streams into.
+pub trait TableRow: serde::Serialize + Clone + Send + Sync + 'static {
+    /// The schema file the table is created from, for the message when it is missing.
+    const SCHEMA_FILE: &'static str;
+    /// What the rows are, for the logs.
+    const WHAT: &'static str;
+    fn insert_id(&self) -> String;
 }
 
-impl BigQueryEventSink {
+impl TableRow for HealingEventRow {
+    const SCHEMA_FILE: &'static str = "schemas/healing_events.json";
+    const WHAT: &'static str = "healing events";
+    fn insert_id(&self) -> String {
+        HealingEventRow::insert_id(self)
+    }
+}
+
+impl TableRow for BatchOutcomeRow {
+    const SCHEMA_FILE: &'static str = "schemas/batch_outcomes.json";
+    const WHAT: &'static str = "batch outcomes";
+    fn insert_id(&self) -> String {
+        BatchOutcomeRow::insert_id(self)
+    }
+}
+
+/// Streams rows of type `R` into one table, batched.
+pub struct BigQueryRows<R> {
+    batcher: Batcher<R>,
+}
+
+impl<R: TableRow> BigQueryRows<R> {
     pub fn new(client: Client, table: TableRef) -> Self {
         let destination = Arc::new(Destination {
             client,
@@ -66,10 +95,21 @@ impl BigQueryEventSink {
         Self { batcher }
     }
 
+    pub async fn insert(&self, row: R) -> ItemResult {
+        self.batcher.export(row).await
+    }
+}
+
+/// Healing events to their table.
+pub struct BigQueryEventSink(BigQueryRows<HealingEventRow>);
+
+impl BigQueryEventSink {
+    pub fn new(client: Client, table: TableRef) -> Self {
+        Self(BigQueryRows::new(client, table))
+    }
+
     pub async fn export(&self, event: &HealingEvent) -> ItemResult {
-        self.batcher
-            .export(HealingEventRow::from_event(event))
-            .await
+        self.0.insert(HealingEventRow::from_event(event)).await
     }
 }
 
@@ -111,17 +151,17 @@ type SendRows<'a, R> = dyn Fn(Vec<R>) -> BoxFuture<'a, Attempt> + Send + Sync + 
 
 impl Destination {
     /// Inserts `rows`, returning one result per row, in order.
-    async fn insert(&self, rows: Vec<HealingEventRow>) -> Vec<ItemResult> {
-        let send = |rows: Vec<HealingEventRow>| -> BoxFuture<'_, Attempt> {
+    async fn insert<R: TableRow>(&self, rows: Vec<R>) -> Vec<ItemResult> {
+        let send = |rows: Vec<R>| -> BoxFuture<'_, Attempt> {
             Box::pin(async move {
-                debug!(rows = rows.len(), table = %self.table, "streaming healing events to BigQuery");
+                debug!(rows = rows.len(), table = %self.table, "streaming {} to BigQuery", R::WHAT);
                 self.insert_once(&rows).await
             })
         };
         deliver(rows, &send).await
     }
 
-    async fn insert_once(&self, rows: &[HealingEventRow]) -> Attempt {
+    async fn insert_once<R: TableRow>(&self, rows: &[R]) -> Attempt {
         let table = &self.table;
         let mut request = TableDataInsertAllRequest::new();
         for row in rows {
@@ -149,7 +189,7 @@ impl Destination {
         match result {
             Ok(response) => Attempt::Rows(row_outcomes(rows.len(), response, table)),
             Err(e) => {
-                let attempt = classify(e, table);
+                let attempt = classify(e, table, R::SCHEMA_FILE);
                 if let Attempt::TableMissing(message) = &attempt
                     && self.missing_table_warning_due()
                 {
@@ -246,7 +286,7 @@ fn settle<'a, R: Clone + Send + Sync + 'a>(
     })
 }
 
-fn classify(error: BQError, table: &TableRef) -> Attempt {
+fn classify(error: BQError, table: &TableRef, schema_file: &str) -> Attempt {
     match error {
         BQError::ResponseError { error } => {
             let e = error.error;
@@ -254,7 +294,7 @@ fn classify(error: BQError, table: &TableRef) -> Attempt {
                 404 => Attempt::TableMissing(format!(
                     "BigQuery table {table} not found ({}); create it with \
                      `bq mk --dataset {}:{}` (if the dataset is missing too) and \
-                     `bq mk --table {table} schemas/healing_events.json`",
+                     `bq mk --table {table} {schema_file}`",
                     e.message, table.project, table.dataset
                 )),
                 400 | 500 => Attempt::Rejected(format!(

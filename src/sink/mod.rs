@@ -1,5 +1,5 @@
 //! Everything the controller writes outside the cluster: healing events to Firestore and
-//! BigQuery, Slack alerts, the consolidation request after an auto-completion, processor
+//! BigQuery, finished batches' outcomes to BigQuery, Slack alerts, the consolidation request after an auto-completion, processor
 //! triggers, and the Firestore documents it changes (heals of batch documents, the
 //! original's phase history).
 
@@ -14,8 +14,9 @@ pub mod slack;
 pub mod trigger;
 
 use crate::runtime::batcher::ItemResult;
-use bigquery::{BigQueryEventSink, BigQueryExport};
+use bigquery::{BigQueryEventSink, BigQueryExport, BigQueryRows};
 use firestore::FirestoreEventSink;
+use row::BatchOutcomeRow;
 
 use crate::Error;
 use crate::api::HealingEvent;
@@ -122,6 +123,7 @@ pub async fn post_retried(
 pub struct Sinks {
     firestore: Option<FirestoreEventSink>,
     bigquery: Option<BigQueryEventSink>,
+    outcomes: Option<BigQueryRows<BatchOutcomeRow>>,
 }
 
 impl Sinks {
@@ -138,19 +140,37 @@ impl Sinks {
             }
             _ => None,
         };
-        let bigquery = match bigquery {
+        let (bigquery, outcomes) = match bigquery {
             Some(export) => {
                 let client = crate::gcp::bigquery_client(export.emulator_host.as_deref())
                     .await
                     .map_err(|e| Error::bigquery("connecting to BigQuery", e))?;
-                Some(BigQueryEventSink::new(client, export.table.clone()))
+                let outcomes = export
+                    .outcomes
+                    .clone()
+                    .map(|table| BigQueryRows::new(client.clone(), table));
+                let events = BigQueryEventSink::new(client, export.table.clone());
+                (Some(events), outcomes)
             }
-            None => None,
+            None => (None, None),
         };
         Ok(Self {
             firestore,
             bigquery,
+            outcomes,
         })
+    }
+
+    /// Whether finished batches' outcomes are exported (to BigQuery's `batch_outcomes`).
+    pub fn exports_outcomes(&self) -> bool {
+        self.outcomes.is_some()
+    }
+
+    pub async fn export_outcome(&self, row: BatchOutcomeRow) -> ItemResult {
+        match &self.outcomes {
+            Some(outcomes) => outcomes.insert(row).await,
+            None => Err("no batch outcomes table is configured".into()),
+        }
     }
 
     /// The names of the configured sinks.

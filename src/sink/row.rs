@@ -1,13 +1,18 @@
-//! The BigQuery row of a healing event, as `schemas/healing_events.json` defines the table.
+//! The BigQuery rows: a healing event, as `schemas/healing_events.json` defines the table,
+//! and a finished batch, as `schemas/batch_outcomes.json` does.
 //!
-//! The first nine columns are the original system's, with the same names, types and modes,
-//! so its queries keep working; the rest are nullable additions. JSON columns hold JSON text
-//! (the original wrote Python repr there).
+//! The events table's first nine columns are the original system's, with the same names,
+//! types and modes, so its queries keep working; the rest are nullable additions. JSON
+//! columns hold JSON text (the original wrote Python repr there).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::api::HealingEvent;
+use jiff::Timestamp;
+
+use crate::api::{HealingEvent, PredictionBatch};
+use crate::decide::batch_status::Finished;
+use crate::decide::pause::Pauses;
 
 /// One row of `<dataset>.healing_events`. Field order follows the table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -64,14 +69,10 @@ impl HealingEventRow {
     /// takes at most 128 characters there, and a namespace and a healing id may hold 317, so a
     /// longer key keeps its start and ends in a hash of the whole (fixed, like the key).
     pub fn insert_id(&self) -> String {
-        const MAX: usize = 128;
-        let key = super::record_key(self.target_namespace.as_deref(), &self.healing_id);
-        if key.len() <= MAX {
-            return key;
-        }
-        let hash = format!("~{:016x}", crate::decide::naming::fnv1a(&[&key]));
-        let start: String = key.chars().take(MAX - hash.len()).collect();
-        start + &hash
+        bounded_insert_id(super::record_key(
+            self.target_namespace.as_deref(),
+            &self.healing_id,
+        ))
     }
 
     /// The row of an event; JSON columns get JSON text.
@@ -107,49 +108,120 @@ impl HealingEventRow {
         }
     }
 
-    /// The table columns this type serialises to, derived from its JSON Schema, so the schema
-    /// file can be checked against the code rather than kept in step by hand.
+    /// The table columns this type serialises to.
     pub fn columns() -> Vec<Column> {
-        let schema =
-            serde_json::to_value(schemars::schema_for!(HealingEventRow)).unwrap_or_default();
-        let required: Vec<&str> = schema["required"]
-            .as_array()
-            .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
-            .unwrap_or_default();
-        let Some(properties) = schema["properties"].as_object() else {
-            return Vec::new();
-        };
-        properties
-            .iter()
-            .map(|(name, prop)| {
-                // Option<T> appears as `type: [T, "null"]`.
-                let types: Vec<&str> = match &prop["type"] {
-                    serde_json::Value::String(t) => vec![t.as_str()],
-                    serde_json::Value::Array(ts) => ts.iter().filter_map(|t| t.as_str()).collect(),
-                    _ => Vec::new(),
-                };
-                let base = types.iter().find(|t| **t != "null").copied().unwrap_or("");
-                let bq_type = match (base, prop["format"].as_str()) {
-                    ("string", Some("date-time")) => "TIMESTAMP",
-                    ("string", _) => "STRING",
-                    ("boolean", _) => "BOOLEAN",
-                    ("number", _) => "FLOAT",
-                    ("integer", _) => "INTEGER",
-                    _ => "UNKNOWN",
-                };
-                let mode = if required.contains(&name.as_str()) {
-                    "REQUIRED"
-                } else {
-                    "NULLABLE"
-                };
-                Column {
-                    name: name.clone(),
-                    r#type: bq_type.into(),
-                    mode: mode.into(),
-                }
-            })
-            .collect()
+        columns_of::<Self>()
     }
+}
+
+/// BigQuery takes at most 128 characters as an insertId, and a namespace and a name may hold
+/// 317, so a longer key keeps its start and ends in a hash of the whole (fixed, like the key).
+fn bounded_insert_id(key: String) -> String {
+    const MAX: usize = 128;
+    if key.len() <= MAX {
+        return key;
+    }
+    let hash = format!("~{:016x}", crate::decide::naming::fnv1a(&[&key]));
+    let start: String = key.chars().take(MAX - hash.len()).collect();
+    start + &hash
+}
+
+/// One row of `<dataset>.batch_outcomes`: how one batch finished, with its pauses. Field
+/// order follows the table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BatchOutcomeRow {
+    pub batch_id: String,
+    #[schemars(extend("format" = "date"))]
+    pub game_date: Option<String>,
+    /// The PredictionBatch's namespace.
+    pub namespace: String,
+    /// completed, auto_completed, expired or invalid.
+    pub finished: String,
+    #[schemars(extend("format" = "date-time"))]
+    pub finished_time: String,
+    pub final_percent: Option<f64>,
+    pub expected_players: Option<i64>,
+    pub completed_players: Option<i64>,
+    /// Pauses of at least watchAfter that ended without a heal.
+    pub pause_count: i64,
+    pub longest_pause_seconds: Option<f64>,
+    /// The heal that completed the batch, if one did.
+    pub healing_id: Option<String>,
+}
+
+impl BatchOutcomeRow {
+    /// The row of `batch`, finished `how` at `finished_time`.
+    pub fn from_batch(batch: &PredictionBatch, how: Finished, finished_time: Timestamp) -> Self {
+        let status = batch.status.as_ref();
+        let pauses = Pauses::of(status);
+        Self {
+            batch_id: batch.spec.batch_id.clone(),
+            game_date: batch.spec.game_date.as_ref().map(ToString::to_string),
+            namespace: batch.metadata.namespace.clone().unwrap_or_default(),
+            finished: how.as_str().to_owned(),
+            finished_time: bigquery_timestamp(finished_time),
+            final_percent: status.and_then(|s| s.completion_percent),
+            expected_players: status.and_then(|s| s.expected).map(i64::from),
+            completed_players: status.and_then(|s| s.completed).map(i64::from),
+            pause_count: i64::from(pauses.recovered),
+            longest_pause_seconds: pauses.longest.map(|d| d.as_secs_f64()),
+            healing_id: crate::decide::batch_status::healed_by(batch),
+        }
+    }
+
+    /// Namespace and batch id: one row per batch however often it is sent.
+    pub fn insert_id(&self) -> String {
+        bounded_insert_id(super::record_key(Some(&self.namespace), &self.batch_id))
+    }
+
+    /// The table columns this type serialises to.
+    pub fn columns() -> Vec<Column> {
+        columns_of::<Self>()
+    }
+}
+
+/// The table columns `T` serialises to, derived from its JSON Schema, so a schema file can be
+/// checked against the code rather than kept in step by hand.
+fn columns_of<T: JsonSchema>() -> Vec<Column> {
+    let schema = serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default();
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let Some(properties) = schema["properties"].as_object() else {
+        return Vec::new();
+    };
+    properties
+        .iter()
+        .map(|(name, prop)| {
+            // Option<T> appears as `type: [T, "null"]`.
+            let types: Vec<&str> = match &prop["type"] {
+                serde_json::Value::String(t) => vec![t.as_str()],
+                serde_json::Value::Array(ts) => ts.iter().filter_map(|t| t.as_str()).collect(),
+                _ => Vec::new(),
+            };
+            let base = types.iter().find(|t| **t != "null").copied().unwrap_or("");
+            let bq_type = match (base, prop["format"].as_str()) {
+                ("string", Some("date-time")) => "TIMESTAMP",
+                ("string", Some("date")) => "DATE",
+                ("string", _) => "STRING",
+                ("boolean", _) => "BOOLEAN",
+                ("number", _) => "FLOAT",
+                ("integer", _) => "INTEGER",
+                _ => "UNKNOWN",
+            };
+            let mode = if required.contains(&name.as_str()) {
+                "REQUIRED"
+            } else {
+                "NULLABLE"
+            };
+            Column {
+                name: name.clone(),
+                r#type: bq_type.into(),
+                mode: mode.into(),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -353,8 +353,13 @@ fn rand_u32() -> u32 {
 
 /// The healing events table's schema, from schemas/healing_events.json.
 pub fn events_table_schema() -> gcp_bigquery_client::model::table_schema::TableSchema {
-    let path = project_root().join("schemas/healing_events.json");
-    let text = std::fs::read_to_string(&path).expect("read schemas/healing_events.json");
+    table_schema("schemas/healing_events.json")
+}
+
+/// A table's schema from its file in the repository.
+pub fn table_schema(file: &str) -> gcp_bigquery_client::model::table_schema::TableSchema {
+    let path = project_root().join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {file}: {e}"));
     gcp_bigquery_client::model::table_schema::TableSchema::new(
         serde_json::from_str(&text).expect("schema file parses"),
     )

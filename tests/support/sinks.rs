@@ -7,7 +7,7 @@ use gcp_bigquery_client::model::query_response::ResultSet;
 use gcp_bigquery_client::model::table::Table;
 use gcp_bigquery_client::model::table_schema::TableSchema;
 use pipeline_healer::sink::firestore::EventDocument;
-use pipeline_healer::sink::row::{HealingEventRow, bigquery_timestamp};
+use pipeline_healer::sink::row::{BatchOutcomeRow, HealingEventRow, bigquery_timestamp};
 
 use super::TestNamespace;
 
@@ -78,6 +78,76 @@ impl Sinks {
             .expect("create table");
     }
 
+    /// The batch outcomes table, from schemas/batch_outcomes.json, in this test's dataset.
+    pub async fn create_outcomes_table(&self) {
+        let project = &super::emulators().project;
+        super::bigquery_client()
+            .await
+            .table()
+            .create(Table::new(
+                project,
+                &self.dataset,
+                "batch_outcomes",
+                super::table_schema("schemas/batch_outcomes.json"),
+            ))
+            .await
+            .expect("create the batch outcomes table");
+    }
+
+    /// Every row of the batch outcomes table.
+    pub async fn outcome_rows(&self) -> Vec<BatchOutcomeRow> {
+        let mut rs = self
+            .query(&format!(
+                "SELECT * FROM `{}.batch_outcomes` ORDER BY batch_id",
+                self.dataset
+            ))
+            .await;
+        let mut rows = Vec::new();
+        while rs.next_row() {
+            let string = |name: &str| rs.get_string_by_name(name).expect(name);
+            let required = |name: &str| string(name).unwrap_or_else(|| panic!("{name} is null"));
+            let integer = |name: &str| rs.get_i64_by_name(name).expect(name);
+            let float = |name: &str| rs.get_f64_by_name(name).expect(name);
+            let micros: i64 = required("finished_time").parse().expect("microseconds");
+            rows.push(BatchOutcomeRow {
+                batch_id: required("batch_id"),
+                game_date: string("game_date"),
+                namespace: required("namespace"),
+                finished: required("finished"),
+                finished_time: bigquery_timestamp(
+                    jiff::Timestamp::from_microsecond(micros).unwrap(),
+                ),
+                final_percent: float("final_percent"),
+                expected_players: integer("expected_players"),
+                completed_players: integer("completed_players"),
+                pause_count: integer("pause_count").expect("pause_count is null"),
+                longest_pause_seconds: float("longest_pause_seconds"),
+                healing_id: string("healing_id"),
+            });
+        }
+        rows
+    }
+
+    /// The answer to `sql` (all of it: it must fit one page).
+    async fn query(&self, sql: &str) -> ResultSet {
+        let project = &super::emulators().project;
+        let mut query = QueryRequest::new(sql);
+        query.max_results = Some(100_000);
+        let response = super::bigquery_client()
+            .await
+            .job()
+            .query(project, query)
+            .await
+            .expect("query the table");
+        let total: usize = response
+            .total_rows
+            .as_deref()
+            .map_or(0, |n| n.parse().expect("totalRows"));
+        let rs = ResultSet::new_from_query_response(response);
+        assert_eq!(rs.row_count(), total, "the query answered in one page");
+        rs
+    }
+
     pub async fn firestore_documents(&self) -> Vec<EventDocument> {
         super::firestore_db()
             .await
@@ -92,28 +162,16 @@ impl Sinks {
 
     /// Every row of the table, as the export wrote it.
     pub async fn bigquery_rows(&self) -> Vec<HealingEventRow> {
-        let project = &super::emulators().project;
-        let mut query = QueryRequest::new(format!(
-            "SELECT * FROM `{}.{}` ORDER BY healing_id",
-            self.dataset, self.table
-        ));
-        query.max_results = Some(100_000);
-        let response = super::bigquery_client()
-            .await
-            .job()
-            .query(project, query)
-            .await
-            .expect("query the events table");
-        let total: usize = response
-            .total_rows
-            .as_deref()
-            .map_or(0, |n| n.parse().expect("totalRows"));
-        let mut rs = ResultSet::new_from_query_response(response);
+        let mut rs = self
+            .query(&format!(
+                "SELECT * FROM `{}.{}` ORDER BY healing_id",
+                self.dataset, self.table
+            ))
+            .await;
         let mut rows = Vec::new();
         while rs.next_row() {
             rows.push(row_from(&rs));
         }
-        assert_eq!(rows.len(), total, "the query answered in one page");
         rows
     }
 }

@@ -15,13 +15,15 @@
 //!
 //! The decisions are in `decide::stall` (the verdict), `decide::heal` (the record of a heal)
 //! and `decide::batch_status` (what the status says); this folder is the I/O around them:
-//! `heal.rs` records and carries out a heal, `act.rs` is the action on each source, and
-//! `status.rs` writes the status and removes finished mirrors.
+//! `heal.rs` records and carries out a heal, `act.rs` is the action on each source,
+//! `status.rs` writes the status and removes finished mirrors, and `outcome.rs` exports a
+//! finished batch's outcome (and holds a deleted batch until it has).
 
 mod act;
 mod heal;
 #[cfg(test)]
 mod mock_tests;
+mod outcome;
 mod status;
 
 use std::sync::Arc;
@@ -44,6 +46,7 @@ use crate::decide::pause::{self, Pauses};
 use crate::decide::stall::{StallPolicy, Verdict, decide};
 use crate::source::report::observe;
 pub use heal::{HealProgress, heal, resolve_unfinished};
+pub use outcome::OUTCOME_FINALIZER;
 
 pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled(&PredictionBatch::kind(&()));
@@ -53,6 +56,10 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
         .spec_for(&batch.namespace().unwrap_or_default());
     let policy = StallPolicy::from(&policy_spec);
     let now = Timestamp::now();
+    let outcome_retry = match outcome::step(&ctx, &batch, now).await? {
+        outcome::Next::Return(action) => return Ok(action),
+        outcome::Next::Continue(retry) => retry,
+    };
     let status = batch.status.as_ref();
     let pauses = Pauses::of(status);
     if let Some(problems) = status.and_then(|s| s.source_error.clone()) {
@@ -121,6 +128,7 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
         cleanup,
         look_again_at,
         tracked.watch_at,
+        outcome_retry,
     ];
     Ok(requeue_for(next.into_iter().flatten().min(), now))
 }
