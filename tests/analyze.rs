@@ -237,6 +237,44 @@ async fn the_same_events_give_the_same_report_from_bigquery_and_the_cluster() {
     rows.push(rows[0].clone());
     insert(&dataset, "healing_events", rows).await;
 
+    // The same finished batches in both: rows of batch_outcomes, PredictionBatches' statuses.
+    // Two finished within the window (three pauses that ended by themselves, the longest
+    // 95.5 s), one three days ago.
+    let outcomes = support::table_schema("schemas/batch_outcomes.json");
+    table(&ns, "batch_outcomes", outcomes).await;
+    let finished = [
+        ("paused", 10, 2, Some("1m35.5s"), Some(95.5)),
+        ("healed", 20, 1, Some("30s"), Some(30.0)),
+        ("old", 3 * 24 * 60, 5, Some("16m40s"), Some(1000.0)),
+    ];
+    let mut outcome_rows = Vec::new();
+    for (name, minutes_ago, pauses, longest, longest_s) in finished {
+        // Whole seconds, as a PredictionBatch's finishedAt holds them.
+        let at = Timestamp::from_second(
+            (Timestamp::now() - SignedDuration::from_mins(minutes_ago)).as_second(),
+        )
+        .unwrap();
+        outcome_rows.push(json!({
+            "batch_id": name, "namespace": ns.name, "finished": "completed",
+            "finished_time": bigquery_timestamp(at), "pause_count": pauses,
+            "longest_pause_seconds": longest_s,
+        }));
+        support::status_batch::batch(&ns, name, at).await;
+        let status = json!({"status": {
+            "state": "Complete", "finishedAt": at.to_string(), "pauses": pauses,
+            "longestPause": longest,
+        }});
+        ns.api::<pipeline_healer::api::PredictionBatch>()
+            .patch_status(
+                name,
+                &kube::api::PatchParams::apply("analyze-test").force(),
+                &kube::api::Patch::Apply(&support::status_batch::with_kind(status)),
+            )
+            .await
+            .expect("the batch's finished status");
+    }
+    insert(&dataset, "batch_outcomes", outcome_rows).await;
+
     let mut args = bigquery_args(&dataset, "healing_events");
     args.extend(["--since", "1d", "--output", "json"]);
     let mut from_bigquery = report_of(&analyze(&args, &[]));
@@ -268,6 +306,14 @@ async fn the_same_events_give_the_same_report_from_bigquery_and_the_cluster() {
 
     let r = &from_cluster;
     assert_eq!(r["total"], 15);
+    assert_eq!(
+        [
+            &r["stalls_healed_by_us"],
+            &r["recovered_by_themselves"],
+            &r["longest_pause_s"]
+        ],
+        [&json!(10), &json!(3), &json!(95.5)]
+    );
     assert_eq!(r["succeeded"], 13);
     assert!((r["success_rate"].as_f64().unwrap() - 13.0 / 15.0).abs() < 1e-9);
     assert_eq!(
@@ -403,6 +449,8 @@ async fn the_originals_rows_are_read_grouped_and_exported_as_csv() {
     args.extend(["--since", "2h", "--output", "json", "--export", &csv_arg]);
     let r = report_of(&analyze(&args, &[]));
     assert_eq!(r["total"], 3);
+    // No batch_outcomes table beside the original's: unknown, not zero.
+    assert_eq!(r["recovered_by_themselves"], Value::Null);
     assert_eq!(
         r["top_root_causes"][0],
         json!({"key": "batch_stalled_at_injured_players", "count": 2, "example": "Batch stalled at 91.2% (injured players)"})
@@ -465,6 +513,10 @@ async fn the_originals_rows_are_read_grouped_and_exported_as_csv() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(text.contains("success rate: 66.7%"), "{text}");
+    assert!(
+        text.contains("Stalls healed by us: 2; recovered by themselves: unknown"),
+        "{text}"
+    );
     assert!(
         text.contains("1. batch_stalled_at_injured_players (2 events)"),
         "{text}"

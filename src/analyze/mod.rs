@@ -55,9 +55,9 @@ pub async fn run(request: &Request) -> Result<String, Error> {
         Source::Cluster { .. } => ("cluster", "listing HealingEvents"),
     };
     let progress = Progress::start(what);
-    let records = fetch(request, &progress).await;
+    let fetched = fetch(request, &progress).await;
     progress.finish();
-    let records = records?;
+    let (records, batches) = fetched?;
 
     let window = request.window;
     let healing_type = request.healing_type.as_deref();
@@ -72,7 +72,7 @@ pub async fn run(request: &Request) -> Result<String, Error> {
             )
         })?;
     }
-    let report = report::report(&records, window, healing_type);
+    let report = report::report(&records, batches.as_deref(), window, healing_type);
     Ok(match request.output {
         OutputFormat::Text => render::text(&report, label),
         OutputFormat::Json => render::json(&report, label).map_err(|source| Error::Serialize {
@@ -82,26 +82,40 @@ pub async fn run(request: &Request) -> Result<String, Error> {
     })
 }
 
-async fn fetch(request: &Request, progress: &Progress) -> Result<Vec<record::Record>, Error> {
+/// The healing records, and the finished batches (None: no batch outcomes to read).
+type Fetched = (Vec<record::Record>, Option<Vec<record::BatchRecord>>);
+
+async fn fetch(request: &Request, progress: &Progress) -> Result<Fetched, Error> {
     match &request.source {
         Source::BigQuery(export) => {
             let client = crate::gcp::bigquery_client(export.emulator_host.as_deref())
                 .await
                 .map_err(|e| Error::bigquery("connecting to BigQuery", e))?;
-            source::from_bigquery(
+            let records = source::from_bigquery(
                 &client,
                 &export.table,
                 request.window,
                 request.healing_type.as_deref(),
                 |n| progress.count(n),
             )
-            .await
+            .await?;
+            let batches = match &export.outcomes {
+                Some(table) => {
+                    source::outcomes_from_bigquery(&client, table, request.window).await?
+                }
+                None => None,
+            };
+            Ok((records, batches))
         }
         Source::Cluster { namespace } => {
             let client = kube::Client::try_default()
                 .await
                 .at("connecting to the cluster")?;
-            source::from_cluster(client, namespace.as_deref(), |n| progress.count(n)).await
+            let records =
+                source::from_cluster(client.clone(), namespace.as_deref(), |n| progress.count(n))
+                    .await?;
+            let batches = source::batches_from_cluster(client, namespace.as_deref()).await?;
+            Ok((records, Some(batches)))
         }
     }
 }

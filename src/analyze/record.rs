@@ -91,3 +91,27 @@ impl Record {
         !self.dry_run && self.outcome.as_deref() == Some("Skipped")
     }
 }
+
+/// A finished batch as the analysis sees it: a `batch_outcomes` row or a PredictionBatch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchRecord {
+    pub finished_time: Timestamp,
+    /// Pauses that ended without a heal.
+    pub pauses: u64,
+    pub longest_pause_seconds: Option<f64>,
+}
+
+impl BatchRecord {
+    /// The record of a PredictionBatch that has finished; None for one that has not.
+    pub fn from_batch(batch: &crate::api::PredictionBatch) -> Option<Self> {
+        let status = batch.status.as_ref()?;
+        Some(Self {
+            finished_time: status.finished_at.as_ref()?.0,
+            pauses: u64::from(status.pauses),
+            longest_pause_seconds: status
+                .longest_pause
+                .as_ref()
+                .map(|d| d.as_std().as_secs_f64()),
+        })
+    }
+}

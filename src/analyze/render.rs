@@ -99,6 +99,20 @@ pub fn text(report: &Report, source: &str) -> String {
             durations(&r.heal_latency, "successes")
         );
     }
+    let recovered = match r.recovered_by_themselves {
+        Some(n) => {
+            let longest = r.longest_pause_s.map_or(String::new(), |s| {
+                format!(" (longest pause {})", duration(Some(s)))
+            });
+            format!("{n}{longest}")
+        }
+        None => "unknown (no batch outcomes to read)".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "Stalls healed by us: {}; recovered by themselves: {recovered}",
+        r.stalls_healed_by_us
+    );
 
     let _ = writeln!(out, "\nBy healing type:");
     if r.by_type.is_empty() {

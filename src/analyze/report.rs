@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::record::Record;
+use super::record::{BatchRecord, Record};
 use super::window::Window;
 
 /// Below this overall success rate the report says so (the original's rule).
@@ -47,6 +47,13 @@ pub struct Report {
     /// The threshold instant to the recorded outcome, over successes (the only measure of
     /// rows written before outcomes were verified; not how long anything was broken).
     pub heal_latency: Durations,
+    /// Verified heals of stalled batches (`batch_cleanup` successes).
+    pub stalls_healed_by_us: usize,
+    /// Pauses that ended without a heal, over the batches finished in the window; null when
+    /// no batch outcomes could be read (no `batch_outcomes` table).
+    pub recovered_by_themselves: Option<u64>,
+    /// The longest of those pauses.
+    pub longest_pause_s: Option<f64>,
     pub recurring_targets: Vec<RecurringTarget>,
     pub recommendations: Vec<String>,
 }
@@ -194,9 +201,14 @@ pub fn select<'a>(
     }
 }
 
-/// The report over `records` (any order, duplicates allowed) in `window`, of one healing type
-/// when given.
-pub fn report(records: &[Record], window: Window, healing_type: Option<&str>) -> Report {
+/// The report over `records` (any order, duplicates allowed) and the finished `batches` (None:
+/// none could be read) in `window`, of one healing type when given.
+pub fn report(
+    records: &[Record],
+    batches: Option<&[BatchRecord]>,
+    window: Window,
+    healing_type: Option<&str>,
+) -> Report {
     let Selection {
         records: selected,
         duplicate_rows,
@@ -251,6 +263,20 @@ pub fn report(records: &[Record], window: Window, healing_type: Option<&str>) ->
     let time_to_heal = Durations::heal(&actions);
     let successes: Vec<&Record> = actions.iter().copied().filter(|r| r.success).collect();
     let heal_latency = Durations::of(&successes, |r| r.heal_latency_seconds);
+    let stalls_healed_by_us = successes
+        .iter()
+        .filter(|r| r.healing_type == crate::api::event::BATCH_CLEANUP)
+        .count();
+    let finished: Vec<&BatchRecord> = batches
+        .unwrap_or_default()
+        .iter()
+        .filter(|b| window.contains(b.finished_time))
+        .collect();
+    let recovered_by_themselves = batches.map(|_| finished.iter().map(|b| b.pauses).sum());
+    let longest_pause_s = finished
+        .iter()
+        .filter_map(|b| b.longest_pause_seconds)
+        .reduce(f64::max);
 
     // Heals of a target. A phase re-run pass triggers several processors under one
     // correlation id of its own: one heal. Other types carry the pipeline run's correlation
@@ -291,6 +317,9 @@ pub fn report(records: &[Record], window: Window, healing_type: Option<&str>) ->
         time_to_detect,
         time_to_heal,
         heal_latency,
+        stalls_healed_by_us,
+        recovered_by_themselves,
+        longest_pause_s,
         recurring_targets,
         recommendations: Vec::new(),
     };
@@ -344,6 +373,17 @@ fn recommendations(report: &Report) -> Vec<String> {
         out.push(format!(
             "95% of heals took up to {p95:.0} s after their threshold, above the 5-minute \
              goal: check the controller's backlog."
+        ));
+    }
+    if let Some(recovered) = report.recovered_by_themselves
+        && recovered > 0
+        && recovered as usize >= report.stalls_healed_by_us
+    {
+        out.push(format!(
+            "Batches recovered by themselves {recovered} time(s) against {} stall(s) healed: \
+             a longer stallAfter may heal fewer batches that would have finished anyway \
+             (watch the longest pause).",
+            report.stalls_healed_by_us
         ));
     }
     if let Some(p95) = report.time_to_detect.p95_s
@@ -420,7 +460,7 @@ mod tests {
             record("d", 4, "retry", true),
         ];
         records.push(records[0].clone()); // exported twice
-        let r = report(&records, day(), None);
+        let r = report(&records, None, day(), None);
         assert_eq!(
             (r.total, r.succeeded, r.failed, r.duplicate_rows),
             (4, 3, 1, 1)
@@ -434,10 +474,10 @@ mod tests {
         let mut elsewhere = records[0].clone();
         elsewhere.namespace = Some("other".into());
         let with_other = [records.clone(), vec![elsewhere]].concat();
-        let r = report(&with_other, day(), None);
+        let r = report(&with_other, None, day(), None);
         assert_eq!((r.total, r.duplicate_rows), (5, 1));
 
-        let only_retry = report(&records, day(), Some("retry"));
+        let only_retry = report(&records, None, day(), Some("retry"));
         assert_eq!((only_retry.total, only_retry.success_rate), (2, Some(1.0)));
         assert!(only_retry.recommendations.is_empty());
     }
@@ -452,6 +492,7 @@ mod tests {
         let late = record("tomorrow", 24 * 60, "batch_cleanup", true);
         let r = report(
             &[dry, skipped, late, record("a", 1, "retry", true)],
+            None,
             day(),
             None,
         );
@@ -482,7 +523,7 @@ mod tests {
             records.push(trigger);
         }
 
-        let r = report(&records, day(), None);
+        let r = report(&records, None, day(), None);
         assert_eq!(r.top_root_causes[0].key, "no_progress");
         assert_eq!(r.top_root_causes[0].count, 8);
         assert_eq!(r.top_root_causes[0].example, "r11 stalled");
@@ -519,7 +560,7 @@ mod tests {
         // The original's rows have neither.
         records.push(record("original-1", 20, "batch_cleanup", true));
         records.push(record("original-2", 21, "phase_rerun", true));
-        let r = report(&records, day(), None);
+        let r = report(&records, None, day(), None);
         let detect = &r.time_to_detect;
         assert_eq!((detect.count, detect.without), (10, 2));
         assert!((detect.mean_s.unwrap() - 0.0055).abs() < 1e-12);
@@ -548,8 +589,45 @@ mod tests {
     }
 
     #[test]
+    fn stalls_we_healed_and_pauses_that_ended_by_themselves_are_set_side_by_side() {
+        let records = vec![
+            record("a", 10, "batch_cleanup", true),
+            record("b", 20, "batch_cleanup", false),
+            record("c", 30, "retry", true),
+        ];
+        let batch = |minute: i64, pauses: u64, longest: Option<f64>| BatchRecord {
+            finished_time: at("2026-11-24T12:00:00Z") - jiff::SignedDuration::from_mins(minute),
+            pauses,
+            longest_pause_seconds: longest,
+        };
+        let batches = [
+            batch(5, 2, Some(95.5)),
+            batch(15, 1, Some(30.0)),
+            batch(25, 0, None),
+            // Outside the day: not counted.
+            batch(60 * 30, 7, Some(3000.0)),
+        ];
+        let r = report(&records, Some(&batches), day(), None);
+        assert_eq!(r.stalls_healed_by_us, 1, "verified batch heals only");
+        assert_eq!(r.recovered_by_themselves, Some(3));
+        assert_eq!(r.longest_pause_s, Some(95.5));
+        assert!(
+            r.recommendations
+                .iter()
+                .any(|m| m.contains("recovered by themselves 3 time(s)")),
+            "{:?}",
+            r.recommendations
+        );
+        let unknown = report(&records, None, day(), None);
+        assert_eq!(
+            (unknown.recovered_by_themselves, unknown.longest_pause_s),
+            (None, None)
+        );
+    }
+
+    #[test]
     fn nothing_to_report_is_not_an_error() {
-        let r = report(&[], day(), None);
+        let r = report(&[], None, day(), None);
         assert_eq!(
             (r.total, r.success_rate, r.time_to_heal.p95_s),
             (0, None, None)

@@ -4,16 +4,17 @@
 use std::str::FromStr;
 
 use gcp_bigquery_client::Client as BigQuery;
+use gcp_bigquery_client::error::BQError;
 use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
 use gcp_bigquery_client::model::query_request::QueryRequest;
 use gcp_bigquery_client::model::query_response::ResultSet;
 use jiff::Timestamp;
 use kube::api::{Api, ListParams};
 
-use super::record::{Record, target_key};
+use super::record::{BatchRecord, Record, target_key};
 use super::window::Window;
-use crate::api::HealingEvent;
 use crate::api::schema::TableName;
+use crate::api::{HealingEvent, PredictionBatch};
 use crate::error::{Error, KubeResultExt};
 use crate::gcp::query_parameter;
 use crate::sink::bigquery::TableRef;
@@ -37,14 +38,7 @@ pub async fn from_bigquery(
     healing_type: Option<&str>,
     mut progress: impl FnMut(usize),
 ) -> Result<Vec<Record>, Error> {
-    let name = TableName::from_str(&format!(
-        "{}.{}.{}",
-        table.project, table.dataset, table.table
-    ))
-    .map_err(|e| Error::Invalid {
-        what: "BigQuery table".into(),
-        message: e.to_string(),
-    })?;
+    let name = table_name(table)?;
     let mut sql = format!(
         "SELECT * FROM `{}` WHERE `timestamp` >= @start AND `timestamp` < @end",
         name.as_str()
@@ -57,6 +51,98 @@ pub async fn from_bigquery(
         sql.push_str(" AND healing_type = @healing_type");
         parameters.push(query_parameter("healing_type", "STRING", t.to_owned()));
     }
+    let mut records = Vec::new();
+    let read = |rs: &mut ResultSet| {
+        read_rows(rs, table, &mut records)?;
+        progress(records.len());
+        Ok(())
+    };
+    query_pages(
+        client,
+        &table.project,
+        sql,
+        parameters,
+        "querying the events table",
+        read,
+    )
+    .await?;
+    Ok(records)
+}
+
+/// The batches of the outcomes table `table` that finished in the window; None when the
+/// table does not exist (a deployment that does not export them).
+pub async fn outcomes_from_bigquery(
+    client: &BigQuery,
+    table: &TableRef,
+    window: Window,
+) -> Result<Option<Vec<BatchRecord>>, Error> {
+    let name = table_name(table)?;
+    // Asked first, rather than read from the query's error, which the emulator and the
+    // service word differently.
+    let found = client
+        .table()
+        .get(&table.project, &table.dataset, &table.table, None)
+        .await;
+    match found {
+        Ok(_) => {}
+        Err(BQError::ResponseError { error }) if error.error.code == 404 => return Ok(None),
+        Err(e) => return Err(Error::bigquery("looking up the batch outcomes table", e)),
+    }
+    let sql = format!(
+        "SELECT finished_time, pause_count, longest_pause_seconds FROM `{}` \
+         WHERE finished_time >= @start AND finished_time < @end",
+        name.as_str()
+    );
+    let parameters = vec![
+        query_parameter("start", "TIMESTAMP", timestamp_parameter(window.start)),
+        query_parameter("end", "TIMESTAMP", timestamp_parameter(window.end)),
+    ];
+    let mut batches = Vec::new();
+    let read = |rs: &mut ResultSet| {
+        while rs.next_row() {
+            let finished = rs.get_string_by_name("finished_time").ok().flatten();
+            let Some(finished_time) = finished.as_deref().and_then(parse_bigquery_timestamp) else {
+                continue;
+            };
+            batches.push(BatchRecord {
+                finished_time,
+                pauses: rs
+                    .get_i64_by_name("pause_count")
+                    .ok()
+                    .flatten()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0),
+                longest_pause_seconds: rs.get_f64_by_name("longest_pause_seconds").ok().flatten(),
+            });
+        }
+        Ok(())
+    };
+    let step = "querying the batch outcomes table";
+    query_pages(client, &table.project, sql, parameters, step, read).await?;
+    Ok(Some(batches))
+}
+
+fn table_name(table: &TableRef) -> Result<TableName, Error> {
+    TableName::from_str(&format!(
+        "{}.{}.{}",
+        table.project, table.dataset, table.table
+    ))
+    .map_err(|e| Error::Invalid {
+        what: "BigQuery table".into(),
+        message: e.to_string(),
+    })
+}
+
+/// Runs `sql` in `project`, handing each page of its result to `read` (the first with the
+/// answer, the rest, and the whole of a query that outlived the first call, as they come).
+async fn query_pages(
+    client: &BigQuery,
+    project: &str,
+    sql: String,
+    parameters: Vec<gcp_bigquery_client::model::query_parameter::QueryParameter>,
+    step: &'static str,
+    mut read: impl FnMut(&mut ResultSet) -> Result<(), Error>,
+) -> Result<(), Error> {
     let mut request = QueryRequest::new(sql);
     request.parameter_mode = Some("NAMED".into());
     request.query_parameters = Some(parameters);
@@ -65,23 +151,17 @@ pub async fn from_bigquery(
 
     let response = client
         .job()
-        .query(&table.project, request)
+        .query(project, request)
         .await
-        .map_err(|e| Error::bigquery("querying the events table", e))?;
+        .map_err(|e| Error::bigquery(step, e))?;
     let job_id = response
         .job_reference
         .as_ref()
         .and_then(|j| j.job_id.clone());
     let mut complete = response.job_complete.unwrap_or(true);
     let mut page_token = response.page_token.clone();
-    let mut records = Vec::new();
     if complete {
-        read_rows(
-            &mut ResultSet::new_from_query_response(response),
-            table,
-            &mut records,
-        )?;
-        progress(records.len());
+        read(&mut ResultSet::new_from_query_response(response))?;
     }
     // Further pages, or the whole result of a query that outlived the first call.
     while let Some(job_id) = job_id.as_deref()
@@ -90,7 +170,7 @@ pub async fn from_bigquery(
         let page = client
             .job()
             .get_query_results(
-                &table.project,
+                project,
                 job_id,
                 GetQueryResultsParameters {
                     page_token: page_token.clone(),
@@ -106,14 +186,9 @@ pub async fn from_bigquery(
         }
         complete = true;
         page_token = page.page_token.clone();
-        read_rows(
-            &mut ResultSet::new_from_get_query_results_response(page),
-            table,
-            &mut records,
-        )?;
-        progress(records.len());
+        read(&mut ResultSet::new_from_get_query_results_response(page))?;
     }
-    Ok(records)
+    Ok(())
 }
 
 /// BigQuery answers TIMESTAMP as epoch seconds in floating point; the emulator as integer
@@ -214,6 +289,27 @@ pub async fn from_cluster(
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
             _ => return Ok(records),
+        }
+    }
+}
+
+/// Every finished PredictionBatch of `namespace` (or all namespaces).
+pub async fn batches_from_cluster(
+    client: kube::Client,
+    namespace: Option<&str>,
+) -> Result<Vec<BatchRecord>, Error> {
+    let api: Api<PredictionBatch> = match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let mut batches = Vec::new();
+    let mut params = ListParams::default().limit(PAGE_OBJECTS);
+    loop {
+        let page = api.list(&params).await.at("listing PredictionBatches")?;
+        batches.extend(page.items.iter().filter_map(BatchRecord::from_batch));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(batches),
         }
     }
 }
