@@ -60,8 +60,9 @@ def setup(date):
     for processor, (dataset, name, column) in PHASE4.items():
         if processor != "PlayerDailyCache":
             fill(dataset, name, column, date, 40)
-    with open(os.path.join(ROOT, "schemas", "healing_events.json")) as f:
-        table("nba_orchestration", "healing_events", json.load(f))
+    for name in ["healing_events", "batch_outcomes"]:
+        with open(os.path.join(ROOT, "schemas", f"{name}.json")) as f:
+            table("nba_orchestration", name, json.load(f))
 
 
 class Processors(BaseHTTPRequestHandler):
