@@ -1071,13 +1071,16 @@ async fn the_bounds_are_admitted_and_read_back_and_one_past_them_refused() {
     let max_duration = format!("{MAX_DURATION_HOURS}h");
     let past_duration = format!("{}h", MAX_DURATION_HOURS + 1);
     let mut he = example("healingevent-retry.yaml");
-    // What the walk cannot invent: the required state of each sink's export.
+    // What the walk cannot invent: the required state of each sink's export (and of the
+    // batch outcome's, below).
     he["status"] = json!({"exports": {
         "firestore": {"state": "Failing"},
         "bigquery": {"state": "Exported"},
     }});
+    let mut pb = example("predictionbatch-status.yaml");
+    pb["status"]["outcomeExport"] = json!({"state": "Failing"});
     let objects = [
-        ("PredictionBatch", example("predictionbatch-status.yaml")),
+        ("PredictionBatch", pb),
         ("PhaseRun", example("phaserun-phase4.yaml")),
         ("HealingEvent", he),
         ("HealingPolicy", example("healingpolicy.yaml")),
