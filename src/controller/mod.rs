@@ -124,6 +124,9 @@ pub struct Context {
     pub reconcile_failures: ReconcileFailures,
     /// Commits heals of Firestore batches together; started on first use.
     heal_committer: std::sync::OnceLock<HealCommitter>,
+    /// When this controller started: an intent left by a stopped actor gets the batch
+    /// reconciler's full take-over wait from then on (`decide::heal::unfinished_heal`).
+    pub started_at: jiff::Timestamp,
 }
 
 impl Context {
@@ -156,6 +159,7 @@ impl Context {
             bookkeeping: Bookkeeping::default(),
             reconcile_failures: ReconcileFailures::default(),
             heal_committer: std::sync::OnceLock::new(),
+            started_at: jiff::Timestamp::now(),
         }
     }
 

@@ -500,6 +500,7 @@ pub fn unfinished_heal(
     observed: Option<&BatchObservation>,
     policy: &StallPolicy,
     abandoned_after: SignedDuration,
+    running_since: Timestamp,
     now: Timestamp,
 ) -> Unfinished {
     let id = event.name_any();
@@ -511,8 +512,15 @@ pub fn unfinished_heal(
     if super::batch_status::healed_by(batch).as_deref() == Some(id.as_str()) {
         Unfinished::Applied
     } else if still_calls_for(batch, observed, policy, &id, attempt_of(event), now) {
-        let waited = has_live_actor(event, abandoned_after * TAKE_OVER_WAIT, now);
-        if waited {
+        // Counted from this controller's start when that is later: the time no controller ran
+        // (a crash loop, a rollout) is not a take-over that failed to come.
+        // (An object not yet stored has no creation time: it counts as just created.)
+        let waiting_since = event
+            .creation_timestamp()
+            .map_or(now, |c| c.0)
+            .max(running_since);
+        let waited = now.duration_since(waiting_since) >= abandoned_after * TAKE_OVER_WAIT;
+        if !waited {
             Unfinished::StillCalledFor
         } else {
             Unfinished::NotTakenOver
@@ -982,7 +990,15 @@ mod tests {
         let abandoned = SignedDuration::from_secs(30);
         let judge_at = |fresh: Option<&PredictionBatch>, at: Timestamp| {
             let observed = fresh.and_then(crate::source::report::observe);
-            unfinished_heal(&event, fresh, observed.as_ref(), &policy(), abandoned, at)
+            unfinished_heal(
+                &event,
+                fresh,
+                observed.as_ref(),
+                &policy(),
+                abandoned,
+                Timestamp::MIN,
+                at,
+            )
         };
         let judge = |fresh: Option<&PredictionBatch>| judge_at(fresh, now);
         assert_eq!(judge(Some(&b)), Unfinished::StillCalledFor);
@@ -992,21 +1008,30 @@ mod tests {
         event.metadata.creation_timestamp = Some(Time(created));
         let late = created + SignedDuration::from_secs(180);
         let observed = crate::source::report::observe(&b);
-        let judged = |at| {
+        let judged_since = |running_since, at| {
             unfinished_heal(
                 &event,
                 Some(&b),
                 observed.as_ref(),
                 &policy(),
                 abandoned,
+                running_since,
                 at,
             )
         };
+        let judged = |at| judged_since(Timestamp::MIN, at);
         assert_eq!(
             judged(late - SignedDuration::from_secs(1)),
             Unfinished::StillCalledFor
         );
         assert_eq!(judged(late), Unfinished::NotTakenOver);
+        // A controller that started later waits its own six periods before closing it.
+        let restarted = late - SignedDuration::from_secs(10);
+        assert_eq!(judged_since(restarted, late), Unfinished::StillCalledFor);
+        assert_eq!(
+            judged_since(restarted, restarted + SignedDuration::from_secs(180)),
+            Unfinished::NotTakenOver
+        );
         let mut healed = b.clone();
         healed.status.as_mut().unwrap().last_healing_event = Some(event.name_any());
         assert_eq!(judge(Some(&healed)), Unfinished::Applied);

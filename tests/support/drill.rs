@@ -83,6 +83,7 @@ impl Drill {
         let sinks = Sinks::for_namespace(&ns);
         sinks.create_dataset().await;
         sinks.create_table(super::events_table_schema()).await;
+        sinks.create_outcomes_table().await;
         let db = firestore_db().await;
         let docs: Vec<String> = (0..STALLS)
             .map(|i| format!("batch_2026-11-24_{i:03}"))
@@ -119,6 +120,7 @@ impl Drill {
         let sinks = Sinks::for_namespace(&ns);
         sinks.create_dataset().await;
         sinks.create_table(super::events_table_schema()).await;
+        sinks.create_outcomes_table().await;
         let docs = (0..STALLS).map(|i| format!("b{i:03}")).collect();
         Self {
             ns,

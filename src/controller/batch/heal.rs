@@ -237,6 +237,7 @@ pub async fn resolve_unfinished(
         observed.as_ref(),
         &policy,
         abandoned_after,
+        ctx.started_at,
         now,
     );
     let record = match judged {

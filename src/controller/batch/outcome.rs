@@ -49,7 +49,14 @@ pub async fn step(ctx: &Context, batch: &PredictionBatch, now: Timestamp) -> Res
             None => Next::Continue(None),
         });
     }
+    let status = batch.status.as_ref();
+    let state = status.and_then(|s| s.state);
     if deleting.is_none() && !held {
+        // Only a batch with an outcome to record is held: one still running (or a controller
+        // uninstalled meanwhile) must not keep its deletion waiting.
+        if finished_how(state, true).is_none() {
+            return Ok(Next::Continue(None));
+        }
         let step = "adding the batch outcome finalizer";
         return Ok(Next::Return(
             match finalizer::add(&api, batch, OUTCOME_FINALIZER, step).await? {
@@ -58,10 +65,9 @@ pub async fn step(ctx: &Context, batch: &PredictionBatch, now: Timestamp) -> Res
             },
         ));
     }
-    let status = batch.status.as_ref();
     let export = status.and_then(|s| s.outcome_export.as_ref());
     let exported = export.is_some_and(|e| e.state == ExportState::Exported);
-    let how = finished_how(status.and_then(|s| s.state), deleting.is_some());
+    let how = finished_how(state, deleting.is_some());
     let finished_time = status
         .and_then(|s| s.finished_at.as_ref())
         .map(|t| t.0)
@@ -72,7 +78,7 @@ pub async fn step(ctx: &Context, batch: &PredictionBatch, now: Timestamp) -> Res
     let Some(deleted_at) = deleting else {
         return Ok(match row {
             Some(row) if !exported && is_due(export, now) => {
-                Next::Continue(attempt(ctx, &api, batch, row).await?)
+                Next::Continue(attempt(ctx, &api, batch, row).await?.0)
             }
             Some(_) if !exported => Next::Continue(next_attempt(export)),
             _ => Next::Continue(None),
@@ -91,7 +97,7 @@ pub async fn step(ctx: &Context, batch: &PredictionBatch, now: Timestamp) -> Res
     if now >= deadline {
         let timeout = ctx.config.export_finalizer_timeout;
         let record = serde_json::to_string(&row).unwrap_or_default();
-        error!(namespace = %row.namespace, batch_id = %row.batch_id, ?timeout, record = %record, "a deleted batch is released before its outcome reached batch_outcomes; the row is in this line");
+        error!(namespace = %row.namespace, batch_id = ?row.batch_id, ?timeout, record = %record, "a deleted batch is released before its outcome reached batch_outcomes; the row is in this line");
         let note = format!(
             "deleted, and released after {timeout:?} (--export-finalizer-timeout) before its \
              outcome reached batch_outcomes; the controller's log holds the row"
@@ -106,13 +112,14 @@ pub async fn step(ctx: &Context, batch: &PredictionBatch, now: Timestamp) -> Res
         .await;
         return release(&api, batch).await;
     }
-    let wake = match is_due(export, now) {
+    let (wake, written) = match is_due(export, now) {
         true => attempt(ctx, &api, batch, row).await?,
-        false => next_attempt(export),
+        false => (next_attempt(export), None),
     };
     if wake.is_none() {
-        // Exported just now: the batch may go.
-        return release(&api, batch).await;
+        // Exported just now: the batch may go (as written, so the finalizer's precondition
+        // holds).
+        return release(&api, written.as_ref().unwrap_or(batch)).await;
     }
     Ok(Next::Return(requeue_at(
         wake.map(|w| w.min(deadline)),
@@ -128,13 +135,14 @@ fn next_attempt(export: Option<&SinkExport>) -> Option<Timestamp> {
         .map(|t| t.0)
 }
 
-/// Sends the row and records the attempt on the batch; the next attempt's time if it failed.
+/// Sends the row and records the attempt on the batch: the next attempt's time if it failed,
+/// and the batch as written.
 async fn attempt(
     ctx: &Context,
     api: &Api<PredictionBatch>,
     batch: &PredictionBatch,
     row: BatchOutcomeRow,
-) -> Result<Option<Timestamp>, Error> {
+) -> Result<(Option<Timestamp>, Option<PredictionBatch>), Error> {
     let key = row.insert_id();
     let before = batch
         .status
@@ -158,7 +166,7 @@ async fn attempt(
     let _turn = ctx.bookkeeping.turn().await;
     // The export writer's own field: whatever else changed meanwhile is not its to keep. A
     // state lost to a crash is sent again, which the insertId makes harmless.
-    apply_status(
+    let written = apply_status(
         api,
         &batch.name_any(),
         EXPORT_MANAGER,
@@ -169,7 +177,7 @@ async fn attempt(
         "writing the batch outcome's export state",
     )
     .await?;
-    Ok(wake)
+    Ok((wake, written))
 }
 
 async fn release(api: &Api<PredictionBatch>, batch: &PredictionBatch) -> Result<Next, Error> {
