@@ -14,7 +14,6 @@ use kube::api::{Api, ListParams};
 use super::record::{BatchRecord, Record, target_key};
 use super::window::Window;
 use crate::api::schema::TableName;
-use crate::api::{HealingEvent, PredictionBatch};
 use crate::error::{Error, KubeResultExt};
 use crate::gcp::query_parameter;
 use crate::sink::bigquery::TableRef;
@@ -274,23 +273,10 @@ fn read_rows(rs: &mut ResultSet, table: &TableRef, out: &mut Vec<Record>) -> Res
 pub async fn from_cluster(
     client: kube::Client,
     namespace: Option<&str>,
-    mut progress: impl FnMut(usize),
+    progress: impl FnMut(usize),
 ) -> Result<Vec<Record>, Error> {
-    let api: Api<HealingEvent> = match namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
-    let mut records = Vec::new();
-    let mut params = ListParams::default().limit(PAGE_OBJECTS);
-    loop {
-        let page = api.list(&params).await.at("listing HealingEvents")?;
-        records.extend(page.items.iter().filter_map(Record::from_event));
-        progress(records.len());
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return Ok(records),
-        }
-    }
+    let step = "listing HealingEvents";
+    list_all(client, namespace, step, Record::from_event, progress).await
 }
 
 /// Every finished PredictionBatch of `namespace` (or all namespaces).
@@ -298,18 +284,38 @@ pub async fn batches_from_cluster(
     client: kube::Client,
     namespace: Option<&str>,
 ) -> Result<Vec<BatchRecord>, Error> {
-    let api: Api<PredictionBatch> = match namespace {
+    let step = "listing PredictionBatches";
+    list_all(client, namespace, step, BatchRecord::from_batch, |_| {}).await
+}
+
+/// The objects of kind `K` in `namespace` (or all), listed in pages, each kept as `keep`
+/// makes it (or left out); `progress` gets the count kept so far after each page.
+async fn list_all<K, T>(
+    client: kube::Client,
+    namespace: Option<&str>,
+    step: &'static str,
+    keep: impl Fn(&K) -> Option<T>,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<T>, Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = match namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
-    let mut batches = Vec::new();
+    let mut kept = Vec::new();
     let mut params = ListParams::default().limit(PAGE_OBJECTS);
     loop {
-        let page = api.list(&params).await.at("listing PredictionBatches")?;
-        batches.extend(page.items.iter().filter_map(BatchRecord::from_batch));
+        let page = api.list(&params).await.at(step)?;
+        kept.extend(page.items.iter().filter_map(&keep));
+        progress(kept.len());
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return Ok(batches),
+            _ => return Ok(kept),
         }
     }
 }
