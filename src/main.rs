@@ -2,7 +2,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use pipeline_healer::analyze::{OutputFormat, Request, Source, SourceKind, window};
+use pipeline_healer::analyze::trend::Period;
+use pipeline_healer::analyze::{OutputFormat, Propose, Request, Source, SourceKind, window};
 use pipeline_healer::api::phase::PhaseRun;
 use pipeline_healer::api::schema::PositiveDuration;
 use pipeline_healer::controller;
@@ -258,7 +259,7 @@ struct AnalyzeArgs {
     /// With --source cluster: one namespace's events (default: all namespaces).
     #[arg(long, env = "PIPELINE_HEALER_NAMESPACE")]
     namespace: Option<String>,
-    /// Report format.
+    /// Report format (csv: the --trend table).
     #[arg(
         long,
         env = "PIPELINE_HEALER_ANALYZE_OUTPUT",
@@ -266,6 +267,34 @@ struct AnalyzeArgs {
         default_value = "text"
     )]
     output: OutputFormat,
+    /// Propose HealingPolicy changes (and findings for what no policy fixes), each replayed
+    /// over the window's recorded decisions.
+    #[arg(long)]
+    propose: bool,
+    /// With --propose: how many heals a skip reason must be outstanding in, and how many
+    /// failures a root cause needs, before a proposal rests on them.
+    #[arg(long, default_value_t = pipeline_healer::analyze::propose::DEFAULT_MIN_OCCURRENCES, value_parser = clap::value_parser!(u32).range(1..), requires = "propose")]
+    min_occurrences: u32,
+    /// With --propose: write the proposed HealingPolicy manifest(s) here, ready to commit.
+    #[arg(long, value_name = "FILE.yaml", requires = "propose")]
+    propose_patch: Option<PathBuf>,
+    /// The figures per period, with the change against the period before.
+    #[arg(long, value_enum, value_name = "PERIOD")]
+    trend: Option<Period>,
+    /// Write one self-contained HTML page (report, proposals, trend plots; no network) here.
+    #[arg(long, value_name = "FILE.html")]
+    html: Option<PathBuf>,
+    /// Write the trend plot alone as SVG here (by --trend's period, else days up to two
+    /// weeks and weeks beyond).
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Post a digest (the window's figures, their change against the window before, the top
+    /// proposals) to SLACK_WEBHOOK_URL; with --since 7d, the weekly digest.
+    #[arg(long)]
+    slack: bool,
+    /// The Slack incoming webhook --slack posts to.
+    #[arg(long, env = "SLACK_WEBHOOK_URL", hide_env_values = true)]
+    slack_webhook_url: Option<String>,
     #[command(flatten)]
     bigquery: BigQueryArgs,
 }
@@ -714,12 +743,28 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
             }
         },
     };
+    if args.slack && args.slack_webhook_url.is_none() {
+        eprintln!("error: --slack needs SLACK_WEBHOOK_URL (or --slack-webhook-url)");
+        return ExitCode::from(EXIT_BAD_ARGUMENTS);
+    }
+    if args.output == OutputFormat::Csv && args.trend.is_none() {
+        eprintln!("error: --output csv prints the trend: add --trend day|week");
+        return ExitCode::from(EXIT_BAD_ARGUMENTS);
+    }
     let request = Request {
         window,
         healing_type: args.healing_type,
         source,
         output: args.output,
         export: args.export,
+        propose: args.propose.then(|| Propose {
+            min_occurrences: args.min_occurrences as usize,
+            patch: args.propose_patch,
+        }),
+        trend: args.trend,
+        html: args.html,
+        plot: args.plot,
+        slack: args.slack.then_some(args.slack_webhook_url).flatten(),
     };
     pipeline_healer::gcp::install_crypto_provider();
     let runtime = match tokio::runtime::Runtime::new() {

@@ -11,7 +11,7 @@ use pipeline_healer::api::batch::BatchState;
 use pipeline_healer::api::event::Outcome;
 use pipeline_healer::api::{HealingEvent, HealingPolicy, PredictionBatch};
 use pipeline_healer::controller::{self, Config, Context};
-use pipeline_healer::decide::stall::{Stall, StallPolicy, Verdict, decide};
+use pipeline_healer::decide::stall::{RecordedDecision, Stall, StallPolicy, Verdict, decide};
 use pipeline_healer::runtime::policies::PolicyCache;
 use pipeline_healer::sink::consolidation::Consolidation;
 use pipeline_healer::source::report::observe;
@@ -205,13 +205,19 @@ async fn a_restart_between_intent_and_action_heals_once() {
     let last = Timestamp::now() - jiff::SignedDuration::from_mins(20);
     let observed = batch(&ns, "b1", last).await;
     // A previous instance recorded its intent and died before acting.
-    let (_, stall) = stalled(&observed);
+    let (policy, stall) = stalled(&observed);
+    let decision = RecordedDecision {
+        policy_name: None,
+        policy,
+        observation: observe(&observed).expect("reported"),
+        at: Timestamp::now(),
+    };
     let intent = pipeline_healer::decide::heal::intent(
         &observed,
         &stall,
+        &decision,
         pipeline_healer::decide::heal::Recording::Act,
         1,
-        Timestamp::now(),
     );
     ns.api::<HealingEvent>()
         .create(&PostParams::default(), &intent)

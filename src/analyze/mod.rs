@@ -2,14 +2,19 @@
 //! is needed less. Records come from BigQuery (ours or the original's rows) or from the
 //! cluster's HealingEvents; the same events give the same report from either.
 
+pub mod digest;
+pub mod html;
+pub mod plot;
+pub mod propose;
 pub mod pyrepr;
 pub mod record;
 pub mod render;
 pub mod report;
 pub mod source;
+pub mod trend;
 pub mod window;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +34,8 @@ pub enum SourceKind {
 pub enum OutputFormat {
     Text,
     Json,
+    /// The trend's table (with --trend).
+    Csv,
 }
 
 pub enum Source {
@@ -46,6 +53,31 @@ pub struct Request {
     pub output: OutputFormat,
     /// Also write the records as CSV here.
     pub export: Option<PathBuf>,
+    /// Propose policy changes and findings (`--propose`).
+    pub propose: Option<Propose>,
+    /// The figures per period (`--trend`).
+    pub trend: Option<trend::Period>,
+    /// Write the report as one self-contained HTML page here (`--html`).
+    pub html: Option<PathBuf>,
+    /// Write the trend plot alone as SVG here (`--plot`).
+    pub plot: Option<PathBuf>,
+    /// Post the digest to this Slack webhook (`--slack`; a secret, never shown).
+    pub slack: Option<String>,
+}
+
+/// The period plots use when `--trend` is not given: days for up to two weeks, else weeks.
+fn plot_period(window: Window) -> trend::Period {
+    if window.end.duration_since(window.start) <= jiff::SignedDuration::from_hours(14 * 24) {
+        trend::Period::Day
+    } else {
+        trend::Period::Week
+    }
+}
+
+pub struct Propose {
+    pub min_occurrences: usize,
+    /// Write the proposals' HealingPolicy manifest here.
+    pub patch: Option<PathBuf>,
 }
 
 /// Fetches the records, writes the CSV export if asked, and returns the report to print.
@@ -55,37 +87,112 @@ pub async fn run(request: &Request) -> Result<String, Error> {
         Source::Cluster { .. } => ("cluster", "listing HealingEvents"),
     };
     let progress = Progress::start(what);
-    let fetched = fetch(request, &progress).await;
+    // The digest sets the window against the one before it: both are read.
+    let window = request.window;
+    let previous = window.before();
+    let fetch_window = match request.slack {
+        Some(_) => Window {
+            start: previous.start,
+            end: window.end,
+        },
+        None => window,
+    };
+    let fetched = fetch(request, fetch_window, &progress).await;
     progress.finish();
     let (records, batches) = fetched?;
 
-    let window = request.window;
     let healing_type = request.healing_type.as_deref();
+    let selection = report::select(&records, window, healing_type);
     if let Some(path) = &request.export {
-        let selection = report::select(&records, window, healing_type);
-        let file = std::fs::File::create(path)
-            .map_err(|e| Error::Io(format!("creating {}", path.display()), e))?;
-        render::csv(&selection.records, std::io::BufWriter::new(file)).map_err(|e| {
-            Error::Io(
-                format!("writing {}", path.display()),
-                std::io::Error::other(e),
-            )
+        write_file(path, |file| {
+            render::csv(&selection.records, file).map_err(std::io::Error::other)
         })?;
     }
-    let report = report::report(&records, batches.as_deref(), window, healing_type);
-    Ok(match request.output {
-        OutputFormat::Text => render::text(&report, label),
-        OutputFormat::Json => render::json(&report, label).map_err(|source| Error::Serialize {
+    let pictures = request.html.is_some() || request.plot.is_some();
+    let period = request
+        .trend
+        .or_else(|| pictures.then(|| plot_period(window)));
+    let trend = period.map(|period| trend::trend(&selection.records, window, period));
+    let mut analysis = render::Analysis {
+        report: report::report(&records, batches.as_deref(), window, healing_type),
+        proposals: None,
+        trend: request.trend.and(trend.clone()),
+    };
+    let proposals = || {
+        let min = request
+            .propose
+            .as_ref()
+            .map_or(propose::DEFAULT_MIN_OCCURRENCES as usize, |p| {
+                p.min_occurrences
+            });
+        propose::propose(&selection.records, batches.as_deref(), min)
+    };
+    if let Some(webhook) = &request.slack {
+        let before = report::report(&records, batches.as_deref(), previous, healing_type);
+        let message = digest::message(&analysis.report, &before, &proposals());
+        crate::sink::slack::post_now(webhook, &message).await?;
+    }
+    if let Some(propose) = &request.propose {
+        let proposals = proposals();
+        if let Some(path) = &propose.patch {
+            let manifest = propose::combined_patch(&proposals).unwrap_or_else(|| {
+                "# `pipeline-healer analyze --propose` found no policy change to propose.\n"
+                    .to_owned()
+            });
+            write_file(path, |file| file.write_all(manifest.as_bytes()))?;
+        }
+        analysis.proposals = Some(proposals);
+    }
+    if let Some(trend) = trend.as_ref().filter(|_| pictures) {
+        let svg = plot::svg(trend)
+            .map_err(|e| Error::Io("drawing the trend plot".into(), std::io::Error::other(e)))?;
+        if let Some(path) = &request.plot {
+            write_file(path, |file| file.write_all(svg.as_bytes()))?;
+        }
+        if let Some(path) = &request.html {
+            let shown = render::Analysis {
+                trend: Some(trend.clone()),
+                ..analysis.clone()
+            };
+            let page = html::page(&shown, &render::text(&shown, label), Some(&svg));
+            write_file(path, |file| file.write_all(page.as_bytes()))?;
+        }
+    }
+    match request.output {
+        OutputFormat::Text => Ok(render::text(&analysis, label)),
+        OutputFormat::Json => render::json(&analysis, label).map_err(|source| Error::Serialize {
             what: "the report",
             source,
-        })?,
-    })
+        }),
+        OutputFormat::Csv => match &analysis.trend {
+            Some(trend) => render::trend_csv(trend).map_err(|e| {
+                Error::Io("writing the trend as CSV".into(), std::io::Error::other(e))
+            }),
+            None => Err(Error::Invalid {
+                what: "--output csv".into(),
+                message: "a CSV table needs --trend day|week (use --export for the records)".into(),
+            }),
+        },
+    }
+}
+
+/// Writes a file through `write`, naming the path in any error.
+fn write_file(
+    path: &std::path::Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<(), Error> {
+    let file = std::fs::File::create(path)
+        .map_err(|e| Error::Io(format!("creating {}", path.display()), e))?;
+    let mut out = std::io::BufWriter::new(file);
+    write(&mut out)
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::Io(format!("writing {}", path.display()), e))
 }
 
 /// The healing records, and the finished batches (None: no batch outcomes to read).
 type Fetched = (Vec<record::Record>, Option<Vec<record::BatchRecord>>);
 
-async fn fetch(request: &Request, progress: &Progress) -> Result<Fetched, Error> {
+async fn fetch(request: &Request, window: Window, progress: &Progress) -> Result<Fetched, Error> {
     match &request.source {
         Source::BigQuery(export) => {
             let client = crate::gcp::bigquery_client(export.emulator_host.as_deref())
@@ -94,15 +201,13 @@ async fn fetch(request: &Request, progress: &Progress) -> Result<Fetched, Error>
             let records = source::from_bigquery(
                 &client,
                 &export.table,
-                request.window,
+                window,
                 request.healing_type.as_deref(),
                 |n| progress.count(n),
             )
             .await?;
             let batches = match &export.outcomes {
-                Some(table) => {
-                    source::outcomes_from_bigquery(&client, table, request.window).await?
-                }
+                Some(table) => source::outcomes_from_bigquery(&client, table, window).await?,
                 None => None,
             };
             Ok((records, batches))

@@ -95,6 +95,10 @@ impl Record {
 /// A finished batch as the analysis sees it: a `batch_outcomes` row or a PredictionBatch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BatchRecord {
+    pub namespace: Option<String>,
+    pub batch_id: String,
+    /// How it finished (`completed`, `auto_completed`, `expired`, `invalid`).
+    pub finished: String,
     pub finished_time: Timestamp,
     /// Pauses that ended without a heal.
     pub pauses: u64,
@@ -105,7 +109,11 @@ impl BatchRecord {
     /// The record of a PredictionBatch that has finished; None for one that has not.
     pub fn from_batch(batch: &crate::api::PredictionBatch) -> Option<Self> {
         let status = batch.status.as_ref()?;
+        let finished = crate::decide::batch_status::finished_how(status.state, false)?;
         Some(Self {
+            namespace: batch.metadata.namespace.clone(),
+            batch_id: batch.spec.batch_id.clone(),
+            finished: finished.as_str().to_owned(),
             finished_time: status.finished_at.as_ref()?.0,
             pauses: u64::from(status.pauses),
             longest_pause_seconds: status
@@ -113,5 +121,10 @@ impl BatchRecord {
                 .as_ref()
                 .map(|d| d.as_std().as_secs_f64()),
         })
+    }
+
+    /// Whether its workers finished every player (no heal of ours completed it).
+    pub fn completed_by_its_workers(&self) -> bool {
+        self.finished == crate::decide::batch_status::Finished::Completed.as_str()
     }
 }

@@ -3,10 +3,25 @@
 use std::fmt::Write as _;
 use std::io::Write;
 
+use serde::Serialize;
+
+use super::propose::Proposal;
 use super::pyrepr::state_as_json;
 use super::record::Record;
 use super::report::{Durations, Report, root_cause_key};
+use super::trend::Trend;
 use crate::sink::row::bigquery_timestamp;
+
+/// What `analyze` prints: the report, and the proposals and trend when asked for.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Analysis {
+    #[serde(flatten)]
+    pub report: Report,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proposals: Option<Vec<Proposal>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trend: Option<Trend>,
+}
 
 /// CSV columns: the original's, then what it lacked.
 pub const CSV_COLUMNS: [&str; 12] = [
@@ -59,9 +74,9 @@ fn durations(d: &Durations, of: &str) -> String {
     )
 }
 
-pub fn text(report: &Report, source: &str) -> String {
+pub fn text(analysis: &Analysis, source: &str) -> String {
     let mut out = String::new();
-    let r = report;
+    let r = &analysis.report;
     let _ = writeln!(out, "Healing report ({source})");
     let minute = |t: jiff::Timestamp| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string();
     let _ = writeln!(out, "Window: {} to {}", minute(r.start), minute(r.end));
@@ -159,13 +174,153 @@ pub fn text(report: &Report, source: &str) -> String {
     for rec in &r.recommendations {
         let _ = writeln!(out, "  - {rec}");
     }
+    if let Some(proposals) = &analysis.proposals {
+        proposals_text(&mut out, proposals);
+    }
+    if let Some(trend) = &analysis.trend {
+        trend_text(&mut out, trend);
+    }
     out
 }
 
-pub fn json(report: &Report, source: &str) -> serde_json::Result<String> {
-    let mut value = serde_json::to_value(report)?;
+fn proposals_text(out: &mut String, proposals: &[Proposal]) {
+    let _ = writeln!(out, "\nProposals:");
+    if proposals.is_empty() {
+        let _ = writeln!(
+            out,
+            "  none: no recurring cause has the evidence for a change"
+        );
+    }
+    for (i, p) in proposals.iter().enumerate() {
+        let _ = writeln!(out, "  {}. [{}] {}", i + 1, serde_plain(&p.kind), p.summary);
+        if !p.evidence.is_empty() {
+            let shown: Vec<&str> = p.evidence.iter().take(5).map(String::as_str).collect();
+            let more = p.evidence.len().saturating_sub(shown.len());
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "     evidence: {}{more}", shown.join(", "));
+        }
+        if let Some(patch) = &p.patch {
+            for line in patch.lines() {
+                let _ = writeln!(out, "     | {line}");
+            }
+        }
+    }
+}
+
+/// A signed change: `+3`, `-2`, `0`.
+fn signed(n: i64) -> String {
+    if n > 0 {
+        format!("+{n}")
+    } else {
+        n.to_string()
+    }
+}
+
+fn trend_text(out: &mut String, trend: &Trend) {
+    let _ = writeln!(out, "\nTrend by {}:", serde_plain(&trend.period));
+    let _ = writeln!(
+        out,
+        "  {:<12} {:>6} {:>8} {:>8} {:>7} {:>9} {:>11}  by type",
+        "period", "heals", "change", "success", "causes", "recurring", "heal p50"
+    );
+    for p in &trend.periods {
+        let change = p.change.as_ref().map_or("".into(), |c| signed(c.heals));
+        let partial = if p.partial { "*" } else { "" };
+        let types: Vec<String> = p.by_type.iter().map(|(t, n)| format!("{t} {n}")).collect();
+        let _ = writeln!(
+            out,
+            "  {:<12} {:>6} {:>8} {:>8} {:>7} {:>9} {:>11}  {}",
+            format!("{}{partial}", p.label),
+            p.heals,
+            change,
+            percent(p.success_rate),
+            p.root_causes,
+            p.recurring,
+            duration(p.time_to_heal.p50_s),
+            types.join(", ")
+        );
+    }
+    if trend.periods.iter().any(|p| p.partial) {
+        let _ = writeln!(out, "  * the window covers part of the period");
+    }
+}
+
+/// A unit enum's serde name (`day`, `week`).
+fn serde_plain<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+pub fn json(analysis: &Analysis, source: &str) -> serde_json::Result<String> {
+    let mut value = serde_json::to_value(analysis)?;
     value["source"] = source.into();
     serde_json::to_string_pretty(&value)
+}
+
+/// The trend as CSV: one row per period, one `heals_<type>` column per healing type seen.
+pub fn trend_csv(trend: &Trend) -> csv::Result<String> {
+    let types: std::collections::BTreeSet<&str> = trend
+        .periods
+        .iter()
+        .flat_map(|p| p.by_type.keys().map(String::as_str))
+        .collect();
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<String> = [
+        "period",
+        "start",
+        "end",
+        "partial",
+        "heals",
+        "succeeded",
+        "success_rate",
+        "root_causes",
+        "recurring",
+        "time_to_heal_p50_s",
+        "time_to_heal_mean_s",
+        "heals_change",
+        "heals_change_percent",
+        "success_rate_change_points",
+        "root_causes_change",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    header.extend(types.iter().map(|t| format!("heals_{t}")));
+    writer.write_record(&header)?;
+    let number = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
+    for p in &trend.periods {
+        let change = p.change.as_ref();
+        let mut row = vec![
+            p.label.clone(),
+            bigquery_timestamp(p.start),
+            bigquery_timestamp(p.end),
+            p.partial.to_string(),
+            p.heals.to_string(),
+            p.succeeded.to_string(),
+            number(p.success_rate),
+            p.root_causes.to_string(),
+            p.recurring.to_string(),
+            number(p.time_to_heal.p50_s),
+            number(p.time_to_heal.mean_s),
+            change.map_or(String::new(), |c| c.heals.to_string()),
+            number(change.and_then(|c| c.heals_percent)),
+            number(change.and_then(|c| c.success_rate_points)),
+            change.map_or(String::new(), |c| c.root_causes.to_string()),
+        ];
+        row.extend(
+            types
+                .iter()
+                .map(|t| p.by_type.get(*t).copied().unwrap_or(0).to_string()),
+        );
+        writer.write_record(&row)?;
+    }
+    let bytes = writer.into_inner().map_err(|e| e.into_error())?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Every record in time order (each healing_id once), states as JSON text.

@@ -109,7 +109,7 @@ impl Durations {
         Self::of(actions, |r| r.time_to_detect_seconds)
     }
 
-    fn heal<'a>(actions: impl IntoIterator<Item = &'a &'a Record>) -> Self {
+    pub(super) fn heal<'a>(actions: impl IntoIterator<Item = &'a &'a Record>) -> Self {
         let succeeded = actions.into_iter().filter(|r| r.success);
         Self::of(succeeded, |r| r.time_to_heal_seconds)
     }
@@ -596,6 +596,9 @@ mod tests {
             record("c", 30, "retry", true),
         ];
         let batch = |minute: i64, pauses: u64, longest: Option<f64>| BatchRecord {
+            namespace: Some("ns".into()),
+            batch_id: format!("batch-{minute}"),
+            finished: "completed".into(),
             finished_time: at("2026-11-24T12:00:00Z") - jiff::SignedDuration::from_mins(minute),
             pauses,
             longest_pause_seconds: longest,

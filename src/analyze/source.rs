@@ -88,7 +88,8 @@ pub async fn outcomes_from_bigquery(
         Err(e) => return Err(Error::bigquery("looking up the batch outcomes table", e)),
     }
     let sql = format!(
-        "SELECT finished_time, pause_count, longest_pause_seconds FROM `{}` \
+        "SELECT namespace, batch_id, finished, finished_time, pause_count, \
+         longest_pause_seconds FROM `{}` \
          WHERE finished_time >= @start AND finished_time < @end",
         name.as_str()
     );
@@ -103,7 +104,11 @@ pub async fn outcomes_from_bigquery(
             let Some(finished_time) = finished.as_deref().and_then(parse_bigquery_timestamp) else {
                 continue;
             };
+            let text = |column: &str| rs.get_string_by_name(column).ok().flatten();
             batches.push(BatchRecord {
+                namespace: text("namespace").filter(|ns| !ns.is_empty()),
+                batch_id: text("batch_id").unwrap_or_default(),
+                finished: text("finished").unwrap_or_default(),
                 finished_time,
                 pauses: rs
                     .get_i64_by_name("pause_count")

@@ -24,6 +24,17 @@ pub struct Window {
     pub end: Timestamp,
 }
 
+impl Window {
+    /// The window of the same length that ends where this one starts.
+    pub fn before(self) -> Window {
+        let length = self.end.duration_since(self.start);
+        Window {
+            start: self.start.checked_sub(length).unwrap_or(Timestamp::MIN),
+            end: self.start,
+        }
+    }
+}
+
 /// Reads an instant: RFC 3339, `YYYY-MM-DD HH:MM[:SS]` in UTC, or a date (its midnight, UTC).
 pub fn parse_instant(text: &str) -> Result<Timestamp, BadWindow> {
     let text = text.trim();

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::health::Gate;
 use super::naming::healing_id;
-use super::stall::{BatchObservation, Stall, StallPolicy, Verdict, decide};
+use super::stall::{BatchObservation, RecordedDecision, Stall, StallPolicy, Verdict, decide};
 use super::verify;
 use crate::api::batch::BatchSource;
 use crate::api::event::{BATCH_CLEANUP, HealingEventSpec, HealingEventStatus, Outcome, TargetRef};
@@ -150,14 +150,16 @@ pub fn next_attempt(
         .unwrap_or(ATTEMPTS_COUNTED)
 }
 
-/// The HealingEvent recording `recording` of `stall`, at `attempt` (from 1).
+/// The HealingEvent recording `recording` of `stall` (reached by `decision`), at `attempt`
+/// (from 1).
 pub fn intent(
     batch: &PredictionBatch,
     stall: &Stall,
+    decision: &RecordedDecision,
     recording: Recording,
     attempt: u32,
-    now: Timestamp,
 ) -> HealingEvent {
+    let now = decision.at;
     let id = healing_id_of(batch, stall, recording, attempt);
     let report = batch.status.as_ref().and_then(|s| s.report.as_ref());
     let spec = HealingEventSpec {
@@ -196,6 +198,8 @@ pub fn intent(
             "failing_by_reason": report.map(|r| r.failing.clone()).unwrap_or_default(),
             "silent_players": stall.silent_players,
             "attempt": attempt,
+            // The decision's inputs, for `analyze --propose` to replay with another policy.
+            "decision": decision,
         })),
     };
     let mut event = HealingEvent::new(&id, spec);
@@ -604,6 +608,15 @@ mod tests {
         crate::source::report::observe(batch).unwrap()
     }
 
+    fn decision(batch: &PredictionBatch, now: Timestamp) -> RecordedDecision {
+        RecordedDecision {
+            policy_name: None,
+            policy: policy(),
+            observation: observation(batch),
+            at: now,
+        }
+    }
+
     fn stall(batch: &PredictionBatch, now: Timestamp) -> Stall {
         match decide(&observation(batch), &policy(), now) {
             Verdict::Stalled(stall) => stall,
@@ -707,7 +720,7 @@ mod tests {
     fn the_intent_records_the_stall_and_what_will_be_done() {
         let b = batch();
         let s = stall(&b, t(NOW));
-        let event = intent(&b, &s, Recording::Act, 2, t(NOW));
+        let event = intent(&b, &s, &decision(&b, t(NOW)), Recording::Act, 2);
         assert_eq!(event.name_any(), healing_id_of(&b, &s, Recording::Act, 2));
         assert_eq!(event.spec.healing_id, event.name_any());
         assert_eq!(event.metadata.namespace.as_deref(), Some("pipeline"));
@@ -725,15 +738,27 @@ mod tests {
         let before = event.spec.before_state.unwrap();
         assert_eq!(before["completed_players"], 46);
         assert_eq!(before["stall_minutes"], 20);
-        assert_eq!(event.spec.details.unwrap()["attempt"], 2);
-        let dry = intent(&b, &s, Recording::DryRun, 1, t(NOW));
+        let details = event.spec.details.unwrap();
+        assert_eq!(details["attempt"], 2);
+        // The decision is recorded whole, so it can be replayed with another policy.
+        let recorded: RecordedDecision = serde_json::from_value(details["decision"].clone())
+            .expect("the recorded decision reads back");
+        assert_eq!(recorded, decision(&b, t(NOW)));
+        assert_eq!(recorded.verdict(), Verdict::Stalled(s.clone()));
+        let dry = intent(&b, &s, &decision(&b, t(NOW)), Recording::DryRun, 1);
         assert!(dry.spec.dry_run);
         assert!(dry.spec.action_taken.contains("dry-run"));
     }
 
     fn event_with(outcome: Option<Outcome>, created: &str) -> HealingEvent {
         let b = batch();
-        let mut event = intent(&b, &stall(&b, t(NOW)), Recording::Act, 1, t(NOW));
+        let mut event = intent(
+            &b,
+            &stall(&b, t(NOW)),
+            &decision(&b, t(NOW)),
+            Recording::Act,
+            1,
+        );
         event.metadata.creation_timestamp = Some(Time(t(created)));
         event.status = outcome.map(|o| HealingEventStatus {
             outcome: Some(o),
@@ -808,7 +833,7 @@ mod tests {
     fn each_way_an_action_ends_records_its_outcome_and_its_event() {
         let b = batch();
         let s = stall(&b, t(NOW));
-        let spec = intent(&b, &s, Recording::Act, 1, t(NOW)).spec;
+        let spec = intent(&b, &s, &decision(&b, t(NOW)), Recording::Act, 1).spec;
         let seen = t("2026-11-24T10:20:02Z");
         let after = after_state(&s);
 
@@ -985,7 +1010,8 @@ mod tests {
     fn an_unfinished_heal_is_judged_by_the_batch_as_it_is_now() {
         let b = batch();
         let now = t(NOW);
-        let intent_of = |b: &PredictionBatch| intent(b, &stall(b, now), Recording::Act, 1, now);
+        let intent_of =
+            |b: &PredictionBatch| intent(b, &stall(b, now), &decision(b, now), Recording::Act, 1);
         let event = intent_of(&b);
         let abandoned = SignedDuration::from_secs(30);
         let judge_at = |fresh: Option<&PredictionBatch>, at: Timestamp| {

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
 
 use crate::api::HealingPolicySpec;
 
@@ -16,7 +17,10 @@ use crate::api::HealingPolicySpec;
 const CLOCK_SKEW_TOLERANCE: SignedDuration = SignedDuration::from_secs(5 * 60);
 
 /// What the controller knows of a batch, from Firestore or from the workers' report.
-#[derive(Clone, Debug, Default, PartialEq)]
+// Serialised into a heal's record (see [`RecordedDecision`]); a record missing a field reads
+// as the default.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct BatchObservation {
     /// Players the batch must cover (`expected_players`); signed because sources can be wrong.
     pub expected: Option<i64>,
@@ -34,8 +38,22 @@ pub struct BatchObservation {
     pub marked_complete: bool,
 }
 
+impl BatchObservation {
+    /// Players skipped for a reason `policy` does not count as permanent, by reason: finished
+    /// at their source without predictions, yet outstanding here.
+    pub fn outstanding_skips<'a>(
+        &'a self,
+        policy: &'a StallPolicy,
+    ) -> impl Iterator<Item = (&'a str, u64)> + 'a {
+        self.skipped
+            .iter()
+            .filter(|(reason, n)| **n > 0 && !policy.permanent_skip_reasons.contains(*reason))
+            .map(|(reason, n)| (reason.as_str(), *n))
+    }
+}
+
 /// The thresholds this decision needs, taken from a HealingPolicy.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StallPolicy {
     pub stall_after: SignedDuration,
     /// A batch without progress this long (at or above the minimum) is watched as paused.
@@ -60,6 +78,31 @@ impl From<&HealingPolicySpec> for StallPolicy {
             max_age: p.max_age.as_span(),
             permanent_skip_reasons: p.permanent_skip_reasons.iter().cloned().collect(),
         }
+    }
+}
+
+/// A stall decision as a heal records it (`details.decision` of a `batch_cleanup` event): what
+/// was observed, the thresholds, and when. `analyze --propose` replays it through [`decide`]
+/// with a changed policy, so a proposal's effect is this code's, not a copy's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordedDecision {
+    /// The HealingPolicy the thresholds came from; None: the built-in defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_name: Option<String>,
+    pub policy: StallPolicy,
+    pub observation: BatchObservation,
+    pub at: Timestamp,
+}
+
+impl RecordedDecision {
+    /// The verdict under the recorded policy: the reconciler's decision.
+    pub fn verdict(&self) -> Verdict {
+        decide(&self.observation, &self.policy, self.at)
+    }
+
+    /// The verdict the same observation gets under `policy` at the same instant.
+    pub fn replay(&self, policy: &StallPolicy) -> Verdict {
+        decide(&self.observation, policy, self.at)
     }
 }
 

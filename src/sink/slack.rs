@@ -56,6 +56,29 @@ impl Channel {
     }
 }
 
+/// Text from the records (a trigger reason holds the failure reasons workers report) as Slack
+/// shows it literally: `<!channel>` or `<https://…|link>` in it must not ping or link.
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Posts one message now (retried with backoff, each request bounded by the Slack
+/// timeout): for a one-shot command such as the digest, where the queue of [`Slack`] would
+/// outlive nothing.
+pub async fn post_now(webhook: &str, payload: &Value) -> Result<(), Error> {
+    let client = reqwest::Client::builder()
+        .timeout(crate::timeouts::SLACK_REQUEST)
+        .build()
+        .map_err(|e| Error::Http {
+            step: "building the Slack client",
+            target: "the webhook".into(),
+            source: e,
+        })?;
+    post_with_retries(&client, webhook, payload).await
+}
+
 /// One recent healing action, as the message lists it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecentAction {
@@ -142,7 +165,7 @@ pub fn pattern_message(alert: &PatternAlert, events_table: &str) -> (Channel, Va
                 },
                 action.healing_id,
                 action.root_cause,
-                action.trigger_reason
+                escape(&action.trigger_reason)
             ));
         }
     }

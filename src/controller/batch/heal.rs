@@ -17,7 +17,7 @@ use crate::decide::heal::{
     next_attempt, outcome_of, recording_for, retry_wait, unfinished_heal,
 };
 use crate::decide::health::Gate;
-use crate::decide::stall::{Stall, StallPolicy};
+use crate::decide::stall::{RecordedDecision, Stall, StallPolicy};
 use crate::error::{Error, KubeResultExt};
 use crate::source::report::observe;
 
@@ -44,10 +44,10 @@ pub async fn heal(
     ctx: &Context,
     batch: &PredictionBatch,
     stall: &Stall,
-    policy: &StallPolicy,
+    decision: &RecordedDecision,
     dry_run: bool,
-    now: Timestamp,
 ) -> Result<HealProgress, Error> {
+    let (policy, now) = (&decision.policy, decision.at);
     // Bookkeeping writes yield to heals in progress (see `bookkeeping`).
     let _in_progress = ctx.bookkeeping.heal_in_progress();
     let ns = batch.namespace().unwrap_or_default();
@@ -76,7 +76,7 @@ pub async fn heal(
             return Ok(HealProgress::Waiting(retry));
         }
     }
-    let event = intent(batch, stall, recording, attempt, now);
+    let event = intent(batch, stall, decision, recording, attempt);
     let id = event.name_any();
     if gate == Gate::Trial && !health::claim_trial(ctx, &ns, BATCH_CLEANUP, &id, now).await? {
         info!(batch = %batch.name_any(), healing_id = %id, "another heal claimed the circuit's trial");

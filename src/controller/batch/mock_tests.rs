@@ -21,7 +21,7 @@ use crate::api::event::Outcome;
 use crate::controller::health::HEALTH_CONFIGMAP;
 use crate::controller::{Config, Context};
 use crate::decide::heal::{Recording, healing_id_of};
-use crate::decide::stall::{Stall, StallPolicy, Verdict, decide};
+use crate::decide::stall::{RecordedDecision, Stall, StallPolicy, Verdict};
 use crate::runtime::policies::PolicyCache;
 use crate::source::report::observe;
 
@@ -138,7 +138,7 @@ struct Fixture {
     server: ApiServer,
     batch: PredictionBatch,
     stall: Stall,
-    policy: StallPolicy,
+    decision: RecordedDecision,
 }
 
 fn fixture() -> Fixture {
@@ -146,10 +146,13 @@ fn fixture() -> Fixture {
     let client = Client::new(service, NS);
     let ctx = Context::new(client, Config::default(), PolicyCache::empty(), None);
     let batch = stalled_batch(Timestamp::now() - jiff::SignedDuration::from_mins(20));
-    let policy = StallPolicy::from(&crate::api::HealingPolicySpec::default());
-    let Some(Verdict::Stalled(stall)) =
-        observe(&batch).map(|o| decide(&o, &policy, Timestamp::now()))
-    else {
+    let decision = RecordedDecision {
+        policy_name: None,
+        policy: StallPolicy::from(&crate::api::HealingPolicySpec::default()),
+        observation: observe(&batch).expect("the fixture batch is reported"),
+        at: Timestamp::now(),
+    };
+    let Verdict::Stalled(stall) = decision.verdict() else {
         panic!("the fixture batch is not stalled");
     };
     Fixture {
@@ -157,7 +160,7 @@ fn fixture() -> Fixture {
         server: ApiServer(handle),
         batch,
         stall,
-        policy,
+        decision,
     }
 }
 
@@ -176,10 +179,10 @@ where
         server,
         batch,
         stall,
-        policy,
+        decision,
     } = fixture;
     let script = tokio::spawn(async move { server_side(server).await });
-    let result = heal(&ctx, &batch, &stall, &policy, dry_run, Timestamp::now()).await;
+    let result = heal(&ctx, &batch, &stall, &decision, dry_run).await;
     drop(ctx);
     script.await.expect("the script").expect_no_more().await;
     result

@@ -43,7 +43,7 @@ use crate::decide::batch_status::{
     HEAL_FAILED, awaiting_report, cleanup_at, finished_at, heal_failed, healed_by, summarize,
 };
 use crate::decide::pause::{self, Pauses};
-use crate::decide::stall::{StallPolicy, Verdict, decide};
+use crate::decide::stall::{RecordedDecision, StallPolicy, Verdict};
 use crate::source::report::observe;
 pub use heal::{HealProgress, heal, resolve_unfinished};
 pub use outcome::OUTCOME_FINALIZER;
@@ -51,9 +51,8 @@ pub use outcome::OUTCOME_FINALIZER;
 pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled(&PredictionBatch::kind(&()));
     ctx.policies.synced().await?;
-    let policy_spec = ctx
-        .policies
-        .spec_for(&batch.namespace().unwrap_or_default());
+    let namespace = batch.namespace().unwrap_or_default();
+    let policy_spec = ctx.policies.spec_for(&namespace);
     let policy = StallPolicy::from(&policy_spec);
     let now = Timestamp::now();
     let outcome_retry = match outcome::step(&ctx, &batch, now).await? {
@@ -76,12 +75,19 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
         }
         return Ok(Action::await_change());
     };
-    let verdict = decide(&observation, &policy, now);
+    let decision = RecordedDecision {
+        policy_name: ctx.policies.chosen(&namespace).map(|p| p.name_any()),
+        policy,
+        observation,
+        at: now,
+    };
+    let verdict = decision.verdict();
+    let policy = &decision.policy;
     let healed_by = healed_by(&batch);
     let mut look_again_at = None;
     let mut retry = None;
     if let Verdict::Stalled(stall) = &verdict {
-        match heal::heal(&ctx, &batch, stall, &policy, policy_spec.dry_run, now).await? {
+        match heal::heal(&ctx, &batch, stall, &decision, policy_spec.dry_run).await? {
             // The batch changed (completed, or progressed first): its watch event reconciles.
             HealProgress::Finished(
                 Outcome::Succeeded | Outcome::Verifying | Outcome::Superseded,
@@ -114,12 +120,11 @@ pub async fn reconcile(batch: Arc<PredictionBatch>, ctx: Arc<Context>) -> Result
         status::remove_mirror(&ctx, &batch).await?;
         return Ok(Action::await_change());
     }
-    let tracked = pause::track(&pauses, &verdict, healed_by.is_some(), &policy, now);
+    let tracked = pause::track(&pauses, &verdict, healed_by.is_some(), policy, now);
     let written = status::write(&ctx, &batch, &summary, &tracked.pauses, finished, now).await?;
     if written && let Some(length) = tracked.self_recovered {
         // Counted once the status holds it: a write that lost to a newer version is decided
         // again from that version.
-        let namespace = batch.namespace().unwrap_or_default();
         ctx.metrics.self_recovered(&namespace);
         info!(batch = %batch.name_any(), pause = ?length, pauses = tracked.pauses.recovered, "the batch recovered by itself after a pause");
     }

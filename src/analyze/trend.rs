@@ -1,0 +1,180 @@
+//! `analyze --trend day|week`: the report's figures per calendar period (UTC days, ISO weeks
+//! from Monday) and each period's change against the one before: the original's success
+//! measures, "healing frequency decreasing week over week" and "fewer unique triggers over
+//! time". Pure: records in, periods out.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::civil::{Date, Time};
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, ToSpan};
+use serde::Serialize;
+
+use super::record::Record;
+use super::report::{Durations, root_cause_key};
+use super::window::Window;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    Day,
+    Week,
+}
+
+impl Period {
+    /// The first day of the period holding `date`.
+    fn first_day(self, date: Date) -> Date {
+        match self {
+            Period::Day => date,
+            Period::Week => date
+                .checked_sub(i64::from(date.weekday().to_monday_zero_offset()).days())
+                .unwrap_or(date),
+        }
+    }
+
+    fn days(self) -> i64 {
+        match self {
+            Period::Day => 1,
+            Period::Week => 7,
+        }
+    }
+
+    /// The period's name: the date, or the ISO week (`2026-W48`).
+    fn label(self, first: Date) -> String {
+        match self {
+            Period::Day => first.to_string(),
+            Period::Week => {
+                let week = first.iso_week_date();
+                format!("{}-W{:02}", week.year(), week.week())
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Trend {
+    pub period: Period,
+    pub periods: Vec<PeriodStats>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PeriodStats {
+    pub label: String,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// The window covers only part of it.
+    pub partial: bool,
+    /// Healing actions (dry runs and skips left out, as in the report).
+    pub heals: usize,
+    pub succeeded: usize,
+    pub success_rate: Option<f64>,
+    pub by_type: BTreeMap<String, usize>,
+    pub by_root_cause: BTreeMap<String, usize>,
+    /// Distinct root causes.
+    pub root_causes: usize,
+    /// Heals whose root cause was already seen in an earlier period: the same trigger again.
+    pub recurring: usize,
+    pub time_to_heal: Durations,
+    /// Against the period before; null for the first.
+    pub change: Option<Change>,
+}
+
+/// A period's figures minus the previous period's.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Change {
+    pub heals: i64,
+    /// Relative change of heals, in percent; null when the previous period had none.
+    pub heals_percent: Option<f64>,
+    /// Success rate difference in percentage points.
+    pub success_rate_points: Option<f64>,
+    pub root_causes: i64,
+    pub recurring: i64,
+    pub time_to_heal_p50_s: Option<f64>,
+}
+
+/// The trend of `records` (the report's selection: in the window, each once) over the
+/// calendar periods that meet `window`.
+pub fn trend(records: &[&Record], window: Window, period: Period) -> Trend {
+    let utc = |t: Timestamp| t.to_zoned(TimeZone::UTC).date();
+    let midnight = |d: Date| {
+        d.to_datetime(Time::midnight())
+            .to_zoned(TimeZone::UTC)
+            .map(|z| z.timestamp())
+    };
+    let actions: Vec<&Record> = records
+        .iter()
+        .copied()
+        .filter(|r| !r.dry_run && !r.circuit_skipped())
+        .collect();
+    let mut periods: Vec<PeriodStats> = Vec::new();
+    let mut seen_causes: BTreeSet<String> = BTreeSet::new();
+    let mut first = period.first_day(utc(window.start));
+    while let Ok(start) = midnight(first) {
+        if start >= window.end {
+            break;
+        }
+        let Ok(next) = first.checked_add(period.days().days()) else {
+            break;
+        };
+        let Ok(end) = midnight(next) else { break };
+        let in_period: Vec<&Record> = actions
+            .iter()
+            .copied()
+            .filter(|r| r.timestamp >= start && r.timestamp < end)
+            .collect();
+        let mut stats = stats_of(&in_period, &seen_causes);
+        seen_causes.extend(stats.by_root_cause.keys().cloned());
+        stats.label = period.label(first);
+        stats.start = start;
+        stats.end = end;
+        stats.partial = start < window.start || end > window.end;
+        stats.change = periods.last().map(|previous| change(previous, &stats));
+        periods.push(stats);
+        first = next;
+    }
+    Trend { period, periods }
+}
+
+fn stats_of(records: &[&Record], seen_before: &BTreeSet<String>) -> PeriodStats {
+    let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
+    let mut by_root_cause: BTreeMap<String, usize> = BTreeMap::new();
+    let mut recurring = 0;
+    for r in records {
+        *by_type.entry(r.healing_type.clone()).or_default() += 1;
+        let cause = root_cause_key(r);
+        if seen_before.contains(&cause) {
+            recurring += 1;
+        }
+        *by_root_cause.entry(cause).or_default() += 1;
+    }
+    let succeeded = records.iter().filter(|r| r.success).count();
+    PeriodStats {
+        label: String::new(),
+        start: Timestamp::UNIX_EPOCH,
+        end: Timestamp::UNIX_EPOCH,
+        partial: false,
+        heals: records.len(),
+        succeeded,
+        success_rate: (!records.is_empty()).then(|| succeeded as f64 / records.len() as f64),
+        root_causes: by_root_cause.len(),
+        by_type,
+        by_root_cause,
+        recurring,
+        time_to_heal: Durations::heal(records),
+        change: None,
+    }
+}
+
+fn change(previous: &PeriodStats, now: &PeriodStats) -> Change {
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let difference = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
+    Change {
+        heals: count(now.heals) - count(previous.heals),
+        heals_percent: (previous.heals > 0)
+            .then(|| (now.heals as f64 - previous.heals as f64) * 100.0 / previous.heals as f64),
+        success_rate_points: difference(now.success_rate, previous.success_rate).map(|d| d * 100.0),
+        root_causes: count(now.root_causes) - count(previous.root_causes),
+        recurring: count(now.recurring) - count(previous.recurring),
+        time_to_heal_p50_s: difference(now.time_to_heal.p50_s, previous.time_to_heal.p50_s),
+    }
+}
