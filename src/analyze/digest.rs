@@ -98,3 +98,62 @@ pub fn message(current: &Report, previous: &Report, proposals: &[Proposal]) -> V
         "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::record::Record;
+    use crate::analyze::report::report;
+    use crate::analyze::window::Window;
+
+    fn record(id: usize, when: jiff::Timestamp, cause: &str) -> Record {
+        Record {
+            healing_id: format!("h{id}"),
+            namespace: Some("ns".into()),
+            timestamp: when,
+            healing_type: "batch_cleanup".into(),
+            trigger_reason: String::new(),
+            action_taken: String::new(),
+            success: true,
+            before_state: None,
+            after_state: None,
+            metadata: None,
+            root_cause: Some(cause.into()),
+            correlation_id: None,
+            target: None,
+            dry_run: false,
+            outcome: None,
+            heal_latency_seconds: None,
+            time_to_detect_seconds: None,
+            time_to_heal_seconds: None,
+        }
+    }
+
+    #[test]
+    fn the_weekly_digest_sets_the_week_against_the_one_before() {
+        let end: jiff::Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        let week = Window {
+            start: end - jiff::SignedDuration::from_hours(7 * 24),
+            end,
+        };
+        let day = jiff::SignedDuration::from_hours(24);
+        let mut records: Vec<Record> = (0..4)
+            .map(|i| record(i, week.start - day * (i as i32 + 1), "a"))
+            .collect();
+        records.push(record(9, week.start + day, "<!channel>"));
+        let now = report(&records, None, week, None);
+        let before = report(&records, None, week.before(), None);
+        let message = message(&now, &before, &[]);
+        let text = message["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert!(text.starts_with("*Weekly healing digest*"), "{text}");
+        assert!(
+            text.contains("*Heals:* 1 (down 75% from 4 the period before)"),
+            "{text}"
+        );
+        assert!(text.contains("(+0 against the period before)"), "{text}");
+        // Slack control sequences from the records are shown, not acted on.
+        assert!(text.contains("`&lt;!channel&gt;` (1)"), "{text}");
+        assert!(!text.contains("<!channel>"));
+        assert!(text.contains("*Proposals:* none this period"));
+    }
+}

@@ -256,3 +256,81 @@ fn period_word(trend: &Trend) -> &'static str {
         super::trend::Period::Week => "week",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::record::Record;
+    use crate::analyze::trend::{Period, trend};
+    use crate::analyze::window::Window;
+
+    fn record(when: &str, cause: &str, success: bool) -> Record {
+        Record {
+            healing_id: format!("{when}-{cause}"),
+            namespace: None,
+            timestamp: when.parse().unwrap(),
+            healing_type: "batch_cleanup".into(),
+            trigger_reason: String::new(),
+            action_taken: String::new(),
+            success,
+            before_state: None,
+            after_state: None,
+            metadata: None,
+            root_cause: Some(cause.into()),
+            correlation_id: None,
+            target: None,
+            dry_run: false,
+            outcome: None,
+            heal_latency_seconds: None,
+            time_to_detect_seconds: None,
+            time_to_heal_seconds: Some(20.0),
+        }
+    }
+
+    /// The texts of the SVG's `<text>` elements.
+    fn texts(svg: &str) -> Vec<String> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|t| {
+                Some(
+                    t.split_once('>')?
+                        .1
+                        .split_once("</text>")?
+                        .0
+                        .trim()
+                        .to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_plot_carries_each_periods_numbers_and_its_causes() {
+        let records = vec![
+            record("2026-11-16T10:00:00Z", "injury", true),
+            record("2026-11-17T10:00:00Z", "injury", false),
+            record("2026-11-18T10:00:00Z", "timeout", true),
+            record("2026-11-24T10:00:00Z", "<script>x</script>", true),
+        ];
+        let refs: Vec<&Record> = records.iter().collect();
+        let window = Window {
+            start: "2026-11-16T00:00:00Z".parse().unwrap(),
+            end: "2026-11-30T00:00:00Z".parse().unwrap(),
+        };
+        let t = trend(&refs, window, Period::Week);
+        let svg = svg(&t).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..100]);
+        let texts = texts(&svg);
+        for expected in [
+            "3", "1", "66.7%", "100.0%", "20.0 s", "2026-W47", "2026-W48", "injury", "timeout",
+        ] {
+            assert!(
+                texts.iter().any(|t| t == expected),
+                "{expected} not in {texts:?}"
+            );
+        }
+        // A worker's reason is text in the picture, never markup.
+        assert!(!svg.contains("<script>"));
+        assert_eq!(legend(&t), ["injury", "<script>x</script>", "timeout"]);
+    }
+}

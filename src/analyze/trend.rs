@@ -178,3 +178,127 @@ fn change(previous: &PeriodStats, now: &PeriodStats) -> Change {
         time_to_heal_p50_s: difference(now.time_to_heal.p50_s, previous.time_to_heal.p50_s),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn record(id: &str, when: &str, cause: &str, success: bool, heal_s: f64) -> Record {
+        Record {
+            healing_id: id.into(),
+            namespace: Some("ns".into()),
+            timestamp: at(when),
+            healing_type: "batch_cleanup".into(),
+            trigger_reason: "stalled".into(),
+            action_taken: "marked complete".into(),
+            success,
+            before_state: None,
+            after_state: None,
+            metadata: None,
+            root_cause: Some(cause.into()),
+            correlation_id: None,
+            target: None,
+            dry_run: false,
+            outcome: None,
+            heal_latency_seconds: None,
+            time_to_detect_seconds: None,
+            time_to_heal_seconds: Some(heal_s),
+        }
+    }
+
+    /// Two ISO weeks (2026-11-16 and 2026-11-23 are Mondays): 6 heals of 3 causes, then 3
+    /// heals of 1 cause seen before.
+    fn two_weeks() -> Vec<Record> {
+        vec![
+            record("a", "2026-11-16T10:00:00Z", "injury", true, 20.0),
+            record("b", "2026-11-17T10:00:00Z", "injury", false, 0.0),
+            record("c", "2026-11-18T10:00:00Z", "timeout", true, 40.0),
+            record("d", "2026-11-19T10:00:00Z", "timeout", true, 60.0),
+            record("e", "2026-11-20T10:00:00Z", "no_progress", true, 30.0),
+            record("f", "2026-11-22T23:59:59Z", "injury", true, 10.0),
+            record("g", "2026-11-23T00:00:00Z", "injury", true, 10.0),
+            record("h", "2026-11-25T10:00:00Z", "injury", true, 12.0),
+            record("i", "2026-11-29T10:00:00Z", "injury", true, 14.0),
+        ]
+    }
+
+    fn window(start: &str, end: &str) -> Window {
+        Window {
+            start: at(start),
+            end: at(end),
+        }
+    }
+
+    #[test]
+    fn two_weeks_show_their_week_over_week_change() {
+        let records = two_weeks();
+        let refs: Vec<&Record> = records.iter().collect();
+        let t = trend(
+            &refs,
+            window("2026-11-16T00:00:00Z", "2026-11-30T00:00:00Z"),
+            Period::Week,
+        );
+        assert_eq!(t.periods.len(), 2);
+        let (first, second) = (&t.periods[0], &t.periods[1]);
+        assert_eq!(
+            (first.label.as_str(), second.label.as_str()),
+            ("2026-W47", "2026-W48")
+        );
+        assert!(!first.partial && !second.partial);
+        assert_eq!((first.heals, second.heals), (6, 3));
+        assert_eq!((first.root_causes, second.root_causes), (3, 1));
+        assert_eq!((first.recurring, second.recurring), (0, 3));
+        assert_eq!(first.success_rate, Some(5.0 / 6.0));
+        assert_eq!(second.success_rate, Some(1.0));
+        assert_eq!(first.change, None);
+        let change = second.change.as_ref().unwrap();
+        assert_eq!(change.heals, -3);
+        assert_eq!(change.heals_percent, Some(-50.0));
+        assert_eq!(change.root_causes, -2);
+        assert!((change.success_rate_points.unwrap() - 100.0 / 6.0).abs() < 1e-9);
+        // Medians over successes: 20, 40, 60, 30, 10 -> 30; 10, 12, 14 -> 12.
+        assert_eq!(first.time_to_heal.p50_s, Some(30.0));
+        assert_eq!(change.time_to_heal_p50_s, Some(12.0 - 30.0));
+    }
+
+    #[test]
+    fn days_are_utc_calendar_days_and_a_cut_period_is_partial() {
+        let records = two_weeks();
+        let refs: Vec<&Record> = records.iter().collect();
+        let t = trend(
+            &refs,
+            window("2026-11-22T12:00:00Z", "2026-11-24T06:00:00Z"),
+            Period::Day,
+        );
+        let labels: Vec<&str> = t.periods.iter().map(|p| p.label.as_str()).collect();
+        assert_eq!(labels, ["2026-11-22", "2026-11-23", "2026-11-24"]);
+        assert_eq!(
+            t.periods.iter().map(|p| p.heals).collect::<Vec<_>>(),
+            [1, 1, 0]
+        );
+        assert!(t.periods[0].partial && !t.periods[1].partial && t.periods[2].partial);
+        // No heals before: no relative change.
+        assert_eq!(
+            t.periods[2].change.as_ref().unwrap().heals_percent,
+            Some(-100.0)
+        );
+    }
+
+    #[test]
+    fn dry_runs_and_skips_are_not_heals() {
+        let mut records = two_weeks();
+        records[0].dry_run = true;
+        records[1].outcome = Some("Skipped".into());
+        let refs: Vec<&Record> = records.iter().collect();
+        let t = trend(
+            &refs,
+            window("2026-11-16T00:00:00Z", "2026-11-23T00:00:00Z"),
+            Period::Week,
+        );
+        assert_eq!(t.periods[0].heals, 4);
+    }
+}
