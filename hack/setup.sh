@@ -4,6 +4,7 @@
 #   - kube-apiserver, kube-controller-manager and etcd built from the Go module proxy
 #   - the BigQuery emulator in a Python venv
 #   - helm and crane, built from the Go module proxy
+#   - Debian's chromium (headless), for the report page test only
 #   - the Rust components rustfmt and clippy
 # The Firestore emulator ships with the machine's gcloud; kubectl, openssl, curl, java and
 # python3 come with the machine too. Missing tools are named with how to get them.
@@ -38,4 +39,5 @@ done
 "$HERE/cluster.sh" build
 "$HERE/tools.sh" build
 "$HERE/emulators.sh" install
+"$HERE/chromium.sh" install
 log "ready"

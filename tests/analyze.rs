@@ -15,8 +15,11 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use pipeline_healer::analyze::render::CSV_COLUMNS;
 use pipeline_healer::api::event::{HealingEventStatus, Outcome, TargetRef};
-use pipeline_healer::api::{HealingEvent, HealingEventSpec};
+use pipeline_healer::api::{HealingEvent, HealingEventSpec, HealingPolicy, PredictionBatch};
+use pipeline_healer::decide::heal::{Recording, intent};
+use pipeline_healer::decide::stall::{RecordedDecision, StallPolicy, Verdict};
 use pipeline_healer::sink::row::{HealingEventRow, bigquery_timestamp};
+use pipeline_healer::source::report::observe;
 use serde_json::{Value, json};
 use support::{TestNamespace, events};
 
@@ -578,4 +581,346 @@ fn an_unreachable_source_exits_1_saying_which() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("kubernetes"), "{stderr}");
+}
+
+/// A PredictionBatch of `namespace` whose workers report 100 players: `completed` done,
+/// `skipped` and `failing` by reason, the last progress `stalled_for` ago.
+fn reported_batch(
+    namespace: &str,
+    id: &str,
+    completed: u32,
+    skipped: &[(&str, u32)],
+    failing: &[(&str, u32)],
+    last_progress: Timestamp,
+) -> PredictionBatch {
+    let map = |m: &[(&str, u32)]| -> Value {
+        m.iter().map(|(r, n)| ((*r).to_owned(), json!(n))).collect()
+    };
+    serde_json::from_value(json!({
+        "apiVersion": "healing.pipeline.dev/v1alpha1", "kind": "PredictionBatch",
+        "metadata": {"name": id, "namespace": namespace},
+        "spec": {"batchId": id, "source": "status", "expectedPlayers": 100},
+        "status": {"report": {
+            "completed": completed, "skipped": map(skipped), "failing": map(failing),
+            "lastProgressTime": MicroTime(last_progress),
+            "createdAt": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                last_progress - SignedDuration::from_hours(1)),
+        }},
+    }))
+    .expect("a PredictionBatch")
+}
+
+/// The BigQuery row the controller exports for its heal of `batch` at `at` under `policy`
+/// (named `policy_name`): the decision, the intent and its outcome, as the reconciler makes
+/// them.
+fn heal_row(
+    batch: &PredictionBatch,
+    policy_name: &str,
+    policy: &StallPolicy,
+    at: Timestamp,
+    attempt: u32,
+    outcome: Outcome,
+) -> Value {
+    let decision = RecordedDecision {
+        policy_name: Some(policy_name.into()),
+        policy: policy.clone(),
+        observation: observe(batch).expect("reported"),
+        at,
+    };
+    let Verdict::Stalled(stall) = decision.verdict() else {
+        panic!(
+            "{} is not stalled: {:?}",
+            batch.spec.batch_id,
+            decision.verdict()
+        );
+    };
+    let mut event = intent(batch, &stall, &decision, Recording::Act, attempt);
+    event.status = Some(HealingEventStatus {
+        outcome: Some(outcome),
+        success: Some(outcome == Outcome::Succeeded),
+        ..Default::default()
+    });
+    serde_json::to_value(HealingEventRow::from_event(&event)).unwrap()
+}
+
+/// The defaults less `player_injury_out`: the policy of the original's example.
+fn injury_policy() -> StallPolicy {
+    let mut policy = StallPolicy::from(&pipeline_healer::api::HealingPolicySpec::default());
+    policy.permanent_skip_reasons.remove("player_injury_out");
+    policy
+}
+
+#[tokio::test]
+async fn proposals_replay_the_controllers_records_the_originals_injury_example_is_8_of_13() {
+    let ns = support::namespace("analyze-propose").await;
+    let dataset = table(&ns, "healing_events", support::events_table_schema()).await;
+    let policy = injury_policy();
+    let now = Timestamp::now();
+    let mut rows = Vec::new();
+    // 13 stalls in the test's namespace: 8 outstanding only on injured players, 5 also on
+    // feature store timeouts (so still stalled with injuries counted).
+    for i in 0..13 {
+        let at = now - SignedDuration::from_mins(10 * (i + 1));
+        let last = at - SignedDuration::from_mins(16);
+        let batch = if i < 8 {
+            reported_batch(
+                &ns.name,
+                &format!("inj-{i}"),
+                95,
+                &[("player_injury_out", 5)],
+                &[],
+                last,
+            )
+        } else {
+            reported_batch(
+                &ns.name,
+                &format!("mix-{i}"),
+                90,
+                &[("player_injury_out", 5)],
+                &[("feature_store_timeout", 5)],
+                last,
+            )
+        };
+        rows.push(heal_row(&batch, "nba", &policy, at, 1, Outcome::Succeeded));
+    }
+    // Another namespace: `late_feed` skips, outstanding in 6 heals, whose players completed
+    // afterwards (each batch's second attempt sees fewer of them and more completed).
+    let other = format!("{}-late", ns.name);
+    for i in 0..3 {
+        let at = now - SignedDuration::from_mins(30 + 10 * i);
+        let last = at - SignedDuration::from_mins(16);
+        let id = format!("late-{i}");
+        let first = reported_batch(&other, &id, 96, &[("late_feed", 4)], &[], last);
+        rows.push(heal_row(&first, "default", &policy, at, 1, Outcome::Failed));
+        let later = SignedDuration::from_secs(40);
+        let second = reported_batch(&other, &id, 98, &[("late_feed", 2)], &[], last + later);
+        rows.push(heal_row(
+            &second,
+            "default",
+            &policy,
+            at + later + later,
+            2,
+            Outcome::Succeeded,
+        ));
+    }
+    insert(&dataset, "healing_events", rows).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let patch_file = dir.path().join("policy.yaml");
+    let patch_path = patch_file.to_str().unwrap();
+    let mut args = bigquery_args(&dataset, "healing_events");
+    args.extend([
+        "--since",
+        "1d",
+        "--propose",
+        "--propose-patch",
+        patch_path,
+        "--output",
+        "json",
+    ]);
+    let out = report_of(&analyze(&args, &[]));
+    let proposals = out["proposals"].as_array().expect("a proposals list");
+    assert_eq!(proposals.len(), 1, "{proposals:#?}");
+    let p = &proposals[0];
+    assert_eq!(p["kind"], "permanent_skip_reason");
+    assert_eq!(p["reason"], "player_injury_out");
+    assert_eq!(p["namespace"], ns.name.as_str());
+    assert_eq!(
+        (p["heals_considered"].as_u64(), p["heals_avoided"].as_u64()),
+        (Some(13), Some(8))
+    );
+    assert!(
+        p["summary"]
+            .as_str()
+            .unwrap()
+            .contains("8 of 13 heals avoided, 62 %"),
+        "{p}"
+    );
+    let evidence: BTreeSet<&str> = p["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(evidence.len(), 8);
+    assert!(
+        evidence.iter().all(|id| id.contains("-inj-")),
+        "{evidence:?}"
+    );
+
+    // The manifest is one a person commits as it is: the API server takes it.
+    let manifest = std::fs::read_to_string(&patch_file).unwrap();
+    assert_eq!(manifest, p["patch"].as_str().unwrap());
+    let proposed: HealingPolicy = serde_yaml::from_str(&manifest).expect("a HealingPolicy");
+    assert_eq!(proposed.metadata.name.as_deref(), Some("nba"));
+    assert!(
+        proposed
+            .spec
+            .permanent_skip_reasons
+            .iter()
+            .any(|r| r == "player_injury_out")
+    );
+    assert_eq!(proposed.spec.permanent_skip_reasons.len(), 9);
+    let created = ns
+        .api::<HealingPolicy>()
+        .create(&kube::api::PostParams::default(), &proposed)
+        .await
+        .expect("the API server admits the proposed policy");
+    assert_eq!(created.spec.stall_after.as_str(), "15m");
+
+    // The text says the same.
+    let mut args = bigquery_args(&dataset, "healing_events");
+    args.extend(["--since", "1d", "--propose"]);
+    let out = analyze(&args, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "1. [permanent_skip_reason] Add player_injury_out to permanentSkipReasons in namespace {}: 8 of 13 heals avoided, 62 %",
+            ns.name
+        )),
+        "{text}"
+    );
+
+    // A window without heals proposes nothing.
+    let mut args = bigquery_args(&dataset, "healing_events");
+    let (start, end) = (
+        (now - SignedDuration::from_hours(48)).to_string(),
+        (now - SignedDuration::from_hours(24)).to_string(),
+    );
+    args.extend([
+        "--start",
+        &start,
+        "--end",
+        &end,
+        "--propose",
+        "--output",
+        "json",
+    ]);
+    let out = report_of(&analyze(&args, &[]));
+    assert_eq!(out["proposals"], json!([]));
+    assert_eq!(out["total"], 0);
+}
+
+/// The Monday 00:00 UTC that starts the current ISO week.
+fn this_monday() -> Timestamp {
+    let today = Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
+    let monday = today
+        .checked_sub(jiff::Span::new().days(i64::from(today.weekday().to_monday_zero_offset())))
+        .unwrap();
+    monday
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .unwrap()
+        .timestamp()
+}
+
+#[tokio::test]
+async fn the_trend_of_two_weeks_shows_the_week_over_week_change() {
+    let ns = support::namespace("analyze-trend").await;
+    let dataset = table(&ns, "healing_events", support::events_table_schema()).await;
+    let second_week = this_monday() - SignedDuration::from_hours(7 * 24);
+    let first_week = second_week - SignedDuration::from_hours(7 * 24);
+    let minutes_ago = |t: Timestamp| Timestamp::now().duration_since(t).as_mins();
+    let batch = ("PredictionBatch", Some("pipeline"), "b");
+    let mut events = Vec::new();
+    // Week one: 6 heals (one failed) of 3 root causes; week two: 3 heals of one of them.
+    for (i, cause) in [
+        "injury",
+        "injury",
+        "timeout",
+        "timeout",
+        "no_progress",
+        "injury",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let at = first_week + SignedDuration::from_hours(20 * i as i64 + 1);
+        let outcome = if i == 1 {
+            Outcome::Failed
+        } else {
+            Outcome::Succeeded
+        };
+        events.push(action(
+            &format!("w1-{i}"),
+            minutes_ago(at),
+            "batch_cleanup",
+            cause,
+            batch,
+            outcome,
+            false,
+            Some(10.0),
+        ));
+    }
+    for i in 0..3 {
+        let at = second_week + SignedDuration::from_hours(30 * i + 1);
+        events.push(action(
+            &format!("w2-{i}"),
+            minutes_ago(at),
+            "batch_cleanup",
+            "injury",
+            batch,
+            Outcome::Succeeded,
+            false,
+            Some(10.0),
+        ));
+    }
+    let rows = events
+        .into_iter()
+        .map(|(mut event, status)| {
+            event.status = Some(status);
+            serde_json::to_value(HealingEventRow::from_event(&event)).unwrap()
+        })
+        .collect();
+    insert(&dataset, "healing_events", rows).await;
+
+    let (start, end) = (first_week.to_string(), this_monday().to_string());
+    let mut args = bigquery_args(&dataset, "healing_events");
+    args.extend([
+        "--start", &start, "--end", &end, "--trend", "week", "--output", "json",
+    ]);
+    let out = report_of(&analyze(&args, &[]));
+    let periods = out["trend"]["periods"].as_array().expect("periods");
+    assert_eq!(periods.len(), 2, "{periods:#?}");
+    let (one, two) = (&periods[0], &periods[1]);
+    assert_eq!(
+        (one["heals"].as_u64(), two["heals"].as_u64()),
+        (Some(6), Some(3))
+    );
+    assert_eq!(
+        (one["root_causes"].as_u64(), two["root_causes"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(two["recurring"], 3);
+    assert_eq!(one["change"], Value::Null);
+    assert_eq!(two["change"]["heals"], -3);
+    assert_eq!(two["change"]["heals_percent"], -50.0);
+    assert_eq!(two["change"]["root_causes"], -2);
+    let points = two["change"]["success_rate_points"].as_f64().unwrap();
+    assert!((points - 100.0 / 6.0).abs() < 1e-9, "{points}");
+
+    // The same as CSV, a row per week.
+    let mut args = bigquery_args(&dataset, "healing_events");
+    args.extend([
+        "--start", &start, "--end", &end, "--trend", "week", "--output", "csv",
+    ]);
+    let out = analyze(&args, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut reader = csv::Reader::from_reader(out.stdout.as_slice());
+    let header = reader.headers().unwrap().clone();
+    let column = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(&rows[1][column("heals")], "3");
+    assert_eq!(&rows[1][column("heals_change")], "-3");
+    assert_eq!(&rows[1][column("heals_change_percent")], "-50.0000");
+    assert_eq!(&rows[0][column("heals_batch_cleanup")], "6");
 }

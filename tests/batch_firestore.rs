@@ -17,7 +17,7 @@ use pipeline_healer::api::event::Outcome;
 use pipeline_healer::api::{HealingPolicy, HealingPolicySpec, PredictionBatch};
 use pipeline_healer::controller::{self, Config, Context, FirestoreSource};
 use pipeline_healer::decide::naming::object_name_for_document;
-use pipeline_healer::decide::stall::{StallPolicy, Verdict, decide};
+use pipeline_healer::decide::stall::{RecordedDecision, StallPolicy, Verdict};
 use pipeline_healer::runtime::policies::PolicyCache;
 use pipeline_healer::sink::firestore_heal::{AutoCompletion, HealCommitter, HealWrite};
 use pipeline_healer::source::firestore::MirrorConfig;
@@ -196,9 +196,13 @@ async fn a_completion_written_before_the_heal_wins() {
         report: Some(parsed.report),
         ..Default::default()
     });
-    let policy = StallPolicy::from(&HealingPolicySpec::default());
-    let Verdict::Stalled(stall) = decide(&observe(&observed).unwrap(), &policy, Timestamp::now())
-    else {
+    let decision = RecordedDecision {
+        policy_name: None,
+        policy: StallPolicy::from(&HealingPolicySpec::default()),
+        observation: observe(&observed).unwrap(),
+        at: Timestamp::now(),
+    };
+    let Verdict::Stalled(stall) = decision.verdict() else {
         panic!("not stalled")
     };
 
@@ -211,10 +215,9 @@ async fn a_completion_written_before_the_heal_wins() {
         PolicyCache::empty(),
         Some(db.clone()),
     );
-    let progress =
-        controller::batch::heal(&ctx, &observed, &stall, &policy, false, Timestamp::now())
-            .await
-            .unwrap();
+    let progress = controller::batch::heal(&ctx, &observed, &stall, &decision, false)
+        .await
+        .unwrap();
     assert_eq!(
         progress,
         controller::batch::HealProgress::Finished(Outcome::Superseded)

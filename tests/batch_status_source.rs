@@ -11,7 +11,7 @@ use pipeline_healer::api::batch::BatchState;
 use pipeline_healer::api::event::Outcome;
 use pipeline_healer::api::{HealingEvent, HealingPolicy, PredictionBatch};
 use pipeline_healer::controller::{self, Config, Context};
-use pipeline_healer::decide::stall::{RecordedDecision, Stall, StallPolicy, Verdict, decide};
+use pipeline_healer::decide::stall::{RecordedDecision, Stall, StallPolicy, Verdict};
 use pipeline_healer::runtime::policies::PolicyCache;
 use pipeline_healer::sink::consolidation::Consolidation;
 use pipeline_healer::source::report::observe;
@@ -37,14 +37,16 @@ async fn policy(ns: &TestNamespace, stall_after: &str, dry_run: bool) {
 }
 
 /// The default policy and the stall it finds in `batch` now.
-fn stalled(batch: &PredictionBatch) -> (StallPolicy, Stall) {
-    let policy = StallPolicy::from(&pipeline_healer::api::HealingPolicySpec::default());
-    match decide(
-        &observe(batch).expect("reported"),
-        &policy,
-        Timestamp::now(),
-    ) {
-        Verdict::Stalled(stall) => (policy, stall),
+/// The decision the reconciler makes on `batch` now (the built-in policy), and its stall.
+fn stalled(batch: &PredictionBatch) -> (RecordedDecision, Stall) {
+    let decision = RecordedDecision {
+        policy_name: None,
+        policy: StallPolicy::from(&pipeline_healer::api::HealingPolicySpec::default()),
+        observation: observe(batch).expect("reported"),
+        at: Timestamp::now(),
+    };
+    match decision.verdict() {
+        Verdict::Stalled(stall) => (decision, stall),
         other => panic!("not stalled: {other:?}"),
     }
 }
@@ -166,7 +168,7 @@ async fn a_completion_arriving_before_the_heal_wins() {
     let last = Timestamp::now() - jiff::SignedDuration::from_mins(20);
     let observed = batch(&ns, "b1", last).await;
     // The controller decided on `observed`...
-    let (policy, stall) = stalled(&observed);
+    let (decision, stall) = stalled(&observed);
     // ...and the last player finishes before the action runs.
     report(&ns, "b1", 10, Timestamp::now()).await;
 
@@ -176,10 +178,9 @@ async fn a_completion_arriving_before_the_heal_wins() {
         PolicyCache::empty(),
         None,
     );
-    let progress =
-        controller::batch::heal(&ctx, &observed, &stall, &policy, false, Timestamp::now())
-            .await
-            .unwrap();
+    let progress = controller::batch::heal(&ctx, &observed, &stall, &decision, false)
+        .await
+        .unwrap();
     assert_eq!(
         progress,
         controller::batch::HealProgress::Finished(Outcome::Superseded)
@@ -205,13 +206,7 @@ async fn a_restart_between_intent_and_action_heals_once() {
     let last = Timestamp::now() - jiff::SignedDuration::from_mins(20);
     let observed = batch(&ns, "b1", last).await;
     // A previous instance recorded its intent and died before acting.
-    let (policy, stall) = stalled(&observed);
-    let decision = RecordedDecision {
-        policy_name: None,
-        policy,
-        observation: observe(&observed).expect("reported"),
-        at: Timestamp::now(),
-    };
+    let (decision, stall) = stalled(&observed);
     let intent = pipeline_healer::decide::heal::intent(
         &observed,
         &stall,
@@ -330,7 +325,7 @@ async fn a_change_that_is_not_progress_does_not_supersede_the_heal() {
     let ns = namespace("status-noise").await;
     let last = Timestamp::now() - jiff::SignedDuration::from_mins(20);
     let observed = batch(&ns, "b1", last).await;
-    let (policy, stall) = stalled(&observed);
+    let (decision, stall) = stalled(&observed);
     // Someone labels the batch (and so bumps its resourceVersion) before the action.
     let label = json!({"metadata": {"labels": {"team": "predictions"}}});
     ns.api::<PredictionBatch>()
@@ -344,10 +339,9 @@ async fn a_change_that_is_not_progress_does_not_supersede_the_heal() {
         PolicyCache::empty(),
         None,
     );
-    let progress =
-        controller::batch::heal(&ctx, &observed, &stall, &policy, false, Timestamp::now())
-            .await
-            .unwrap();
+    let progress = controller::batch::heal(&ctx, &observed, &stall, &decision, false)
+        .await
+        .unwrap();
     assert_eq!(
         progress,
         controller::batch::HealProgress::Finished(Outcome::Succeeded)

@@ -509,7 +509,7 @@ fn recurring_reruns(namespace: Option<&str>, heals: &[Heal]) -> Vec<Proposal> {
         .collect()
 }
 
-/// Root causes whose heals fail at least `min_occurrences` times and at least half the time:
+/// Root causes whose heals fail at least `min_occurrences` times and more often than not:
 /// healing does not fix them.
 fn failing_root_causes(
     namespace: Option<&str>,
@@ -531,7 +531,9 @@ fn failing_root_causes(
                 .copied()
                 .filter(|h| !h.record.success)
                 .collect();
-            if failed.len() < min_occurrences || failed.len() * 2 < of_cause.len() {
+            // More failures than successes: a stall whose first attempt failed and whose
+            // retry healed it is healing that works.
+            if failed.len() < min_occurrences || failed.len() * 2 <= of_cause.len() {
                 return None;
             }
             let days: BTreeSet<Date> = failed
