@@ -804,6 +804,51 @@ async fn proposals_replay_the_controllers_records_the_originals_injury_example_i
     let out = report_of(&analyze(&args, &[]));
     assert_eq!(out["proposals"], json!([]));
     assert_eq!(out["total"], 0);
+
+    // The weekly digest: the week's figures against the week before, the top proposal.
+    let slack = support::http::RecordingServer::start(200).await;
+    let digest = |slack_url: String| {
+        let mut args: Vec<String> = bigquery_args(&dataset, "healing_events")
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        args.extend(["--since", "7d", "--slack"].map(str::to_owned));
+        // The binary blocks; the webhook is served by this test's runtime meanwhile.
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            analyze(&args, &[("SLACK_WEBHOOK_URL", &slack_url)])
+        })
+    };
+    let out = digest(format!("{}/services/T000/B000/secret", slack.url))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let posted = slack.requests();
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0].path, "/services/T000/B000/secret");
+    let message = posted[0].json();
+    let text = message["blocks"][0]["text"]["text"].as_str().unwrap();
+    assert!(text.starts_with("*Weekly healing digest*"), "{text}");
+    assert!(text.contains("*Heals:* 19 (0 the period before)"), "{text}");
+    assert!(
+        text.contains("*Top proposals:*\n1. Add player_injury_out"),
+        "{text}"
+    );
+    assert!(text.contains("8 of 13 heals avoided, 62 %"), "{text}");
+
+    // A webhook that keeps failing fails the run, without showing its URL (a secret).
+    slack.answer_with(500);
+    let out = digest(format!("{}/services/T000/B000/secret", slack.url))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the webhook answered 500"), "{stderr}");
+    assert!(!stderr.contains("secret"), "{stderr}");
 }
 
 /// The Monday 00:00 UTC that starts the current ISO week.
@@ -923,4 +968,83 @@ async fn the_trend_of_two_weeks_shows_the_week_over_week_change() {
     assert_eq!(&rows[1][column("heals_change")], "-3");
     assert_eq!(&rows[1][column("heals_change_percent")], "-50.0000");
     assert_eq!(&rows[0][column("heals_batch_cleanup")], "6");
+
+    // The pictures: the plot alone, and the page that holds it, rendered by a browser.
+    let dir = tempfile::tempdir().unwrap();
+    let (page, plot) = (dir.path().join("report.html"), dir.path().join("trend.svg"));
+    let mut args = bigquery_args(&dataset, "healing_events");
+    args.extend([
+        "--start",
+        &start,
+        "--end",
+        &end,
+        "--trend",
+        "week",
+        "--propose",
+    ]);
+    args.extend([
+        "--html",
+        page.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    let out = analyze(&args, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    let texts: Vec<String> = svg
+        .split("<text")
+        .skip(1)
+        .filter_map(|t| {
+            Some(
+                t.split_once('>')?
+                    .1
+                    .split_once("</text>")?
+                    .0
+                    .trim()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    // Each week's heals, success rate and median time to heal (onset 15 min before the
+    // threshold, seen healthy 10 s after it), and every root cause in the legend.
+    for number in [
+        "6",
+        "3",
+        "83.3%",
+        "100.0%",
+        "910.0 s",
+        "injury",
+        "timeout",
+        "no_progress",
+    ] {
+        assert!(
+            texts.iter().any(|t| t == number),
+            "{number} not in the plot: {texts:?}"
+        );
+    }
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains(&svg), "the page embeds the plot");
+    for fetches in ["src=", "<link", "url(", "@import"] {
+        assert!(
+            !html.contains(fetches),
+            "the page would fetch something: {fetches}"
+        );
+    }
+    let png = dir.path().join("report.png");
+    support::render_page(&page, &png);
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[1..4], b"PNG");
+    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+    assert_eq!((width, height), support::PAGE_SIZE);
+    // A blank page compresses to a few kB; one with three plots and the report does not.
+    assert!(
+        bytes.len() > 60_000,
+        "the PNG is only {} bytes",
+        bytes.len()
+    );
 }

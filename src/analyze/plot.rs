@@ -96,6 +96,7 @@ fn heals_panel(area: &DrawingArea<SVGBackend, Shift>, trend: &Trend) -> Result<(
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .light_line_style(WHITE)
         .x_labels(n * 2 + 1)
         .x_label_formatter(&|x| period_label(&names, x))
         .y_desc("heals")
@@ -222,6 +223,7 @@ fn line_panel(
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .light_line_style(WHITE)
         .x_labels(n * 2 + 1)
         .x_label_formatter(&|x| period_label(&names, x))
         .draw()

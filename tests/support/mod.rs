@@ -451,3 +451,47 @@ pub async fn k8s_events(
         .filter(|e| e.reason.as_deref() == Some(reason))
         .collect()
 }
+
+/// The browser window a report page is rendered in, and so the PNG's size.
+pub const PAGE_SIZE: (u32, u32) = (1100, 2400);
+
+/// Renders `page` (a local HTML file) to `png` in headless Chromium (installed by
+/// `hack/chromium.sh`, which the set-up runs); the browser gets no network it could use,
+/// since the page must not need one.
+pub fn render_page(page: &Path, png: &Path) {
+    let found = Command::new(project_root().join("hack/chromium.sh"))
+        .arg("path")
+        .output()
+        .expect("run hack/chromium.sh");
+    assert!(
+        found.status.success(),
+        "no chromium: {}",
+        String::from_utf8_lossy(&found.stderr)
+    );
+    let browser = String::from_utf8_lossy(&found.stdout).trim().to_owned();
+    let profile = tempfile::tempdir().expect("a browser profile directory");
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(&browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            // Any request the page made would fail: it must render from itself alone.
+            "--proxy-server=127.0.0.1:9",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--window-size={},{}", PAGE_SIZE.0, PAGE_SIZE.1))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success() && png.exists(),
+        "chromium did not render the page ({:?}): {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
