@@ -100,6 +100,7 @@ serviceAccount: {gcpServiceAccount: pipeline-healer@my-project.iam.gserviceaccou
 slack: {existingSecret: slack-webhooks}
 metrics: {serviceMonitor: {enabled: true}, prometheusRule: {enabled: true}}
 grafanaDashboard: {enabled: true}
+digest: {enabled: true, source: cluster}
 image: {digest: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}
 healingPolicy: {spec: {minCompletionPercent: 85}}
 phaseRuns:
@@ -238,7 +239,8 @@ fn a_full_values_set_scopes_rbac_and_adds_monitoring_slack_and_daily_phase_runs(
         "pipeline-healer@my-project.iam.gserviceaccount.com"
     );
     let cronjobs: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "CronJob").collect();
-    assert_eq!(cronjobs.len(), 2);
+    // The two phases' and the digest's.
+    assert_eq!(cronjobs.len(), 3);
     let phase2 = cronjobs
         .iter()
         .find(|c| c["metadata"]["name"].as_str().unwrap().ends_with("phase2"))
@@ -256,6 +258,100 @@ fn a_full_values_set_scopes_rbac_and_adds_monitoring_slack_and_daily_phase_runs(
         one(&objects, "HealingPolicy")["metadata"]["namespace"],
         "pipeline"
     );
+}
+
+#[test]
+fn the_weekly_digest_is_a_cronjob_posting_to_the_slack_secrets_webhook() {
+    let objects = render(
+        "slack: {existingSecret: slack-webhooks}\n\
+         google: {bigqueryProject: my-project}\n\
+         digest: {enabled: true}\n",
+    );
+    let digest = one(&objects, "CronJob");
+    assert!(
+        digest["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with("-digest")
+    );
+    assert_eq!(digest["spec"]["schedule"], "0 9 * * 1");
+    let pod = &digest["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "analyze", "--since", "7d", "--source", "bigquery", "--slack"
+        ]
+    );
+    let env = |name: &str| {
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in the digest's environment"))
+    };
+    assert_eq!(
+        env("PIPELINE_HEALER_BIGQUERY_PROJECT")["value"],
+        "my-project"
+    );
+    let webhook = env("SLACK_WEBHOOK_URL");
+    assert_eq!(
+        webhook["valueFrom"]["secretKeyRef"]["name"],
+        "slack-webhooks"
+    );
+    assert_eq!(
+        webhook["valueFrom"]["secretKeyRef"]["key"],
+        "SLACK_WEBHOOK_URL"
+    );
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+
+    // From the cluster's HealingEvents, scoped like the controller.
+    let objects = render(
+        "slack: {existingSecret: s}\nwatchNamespace: pipeline\n\
+         digest: {enabled: true, source: cluster, since: 14d}\n",
+    );
+    let args =
+        one(&objects, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+            [0]["args"]
+            .clone();
+    assert_eq!(
+        args,
+        serde_json::json!([
+            "analyze",
+            "--since",
+            "14d",
+            "--source",
+            "cluster",
+            "--slack",
+            "--namespace",
+            "pipeline"
+        ])
+    );
+
+    // What it cannot do is refused with the value to set.
+    for (values, says) in [
+        ("digest: {enabled: true}", "slack.existingSecret"),
+        (
+            "slack: {existingSecret: s}\ndigest: {enabled: true}",
+            "google.bigqueryProject",
+        ),
+        ("digest: {since: 7x}", "/digest/since"),
+        ("digest: {source: firestore}", "/digest/source"),
+    ] {
+        let out = template(values);
+        assert!(!out.status.success(), "{values} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{values}: {stderr}");
+    }
 }
 
 #[test]
