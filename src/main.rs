@@ -757,7 +757,7 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
         source,
         output: args.output,
         export: args.export,
-        propose: args.propose.then(|| Propose {
+        propose: args.propose.then_some(Propose {
             min_occurrences: args.min_occurrences as usize,
             patch: args.propose_patch,
         }),

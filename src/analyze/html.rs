@@ -37,9 +37,9 @@ pub fn page(analysis: &Analysis, report_text: &str, plot: Option<&str>) -> Strin
         start = escape(&minute(r.start)),
         end = escape(&minute(r.end)),
     );
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<section class=\"figures\">{}{}{}{}</section>\n",
+        "<section class=\"figures\">{}{}{}{}</section>",
         figure("Healing actions", &r.total.to_string()),
         figure(
             "Success rate",

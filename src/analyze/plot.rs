@@ -308,7 +308,7 @@ mod tests {
 
     #[test]
     fn the_plot_carries_each_periods_numbers_and_its_causes() {
-        let records = vec![
+        let records = [
             record("2026-11-16T10:00:00Z", "injury", true),
             record("2026-11-17T10:00:00Z", "injury", false),
             record("2026-11-18T10:00:00Z", "timeout", true),

@@ -447,6 +447,9 @@ fn round_up(d: SignedDuration) -> SignedDuration {
     SignedDuration::from_secs((d.as_secs() / step + 1) * step)
 }
 
+/// One processor's re-runs: their dates, and the heals.
+type Reruns<'a> = (BTreeSet<Date>, Vec<&'a Heal<'a>>);
+
 /// Processors re-run for missing rows on at least 3 of the last 7 dates: the cause is
 /// upstream, and re-running hides it.
 fn recurring_reruns(namespace: Option<&str>, heals: &[Heal]) -> Vec<Proposal> {
@@ -475,7 +478,7 @@ fn recurring_reruns(namespace: Option<&str>, heals: &[Heal]) -> Vec<Proposal> {
         .iter()
         .filter(|h| h.is_action() && h.record.healing_type == PHASE_RERUN)
         .count();
-    let mut by_processor: BTreeMap<(&str, &str), (BTreeSet<Date>, Vec<&Heal>)> = BTreeMap::new();
+    let mut by_processor: BTreeMap<(&str, &str), Reruns> = BTreeMap::new();
     for (h, processor, table, date) in &reruns {
         if *date >= first {
             let entry = by_processor.entry((processor, table)).or_default();
