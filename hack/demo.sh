@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The demo: a local control plane and emulators, the CRDs and a HealingPolicy, the
 # controller, and a simulated pipeline in which a batch stalls at 92 % (an injured player
-# and two feature-store timeouts) and a Phase 4 date has an empty table. Shows the heal, the
-# phase re-run, `kubectl get pb,pr,he` and the analyze report, then stops everything it
+# and a feature-store timeout), three more stall on an injured player alone (the policy, as
+# the original's once did, lacks player_injury_out), and a Phase 4 date has an empty table.
+# Shows the heals, the phase re-run, `kubectl get pb,pr,he`, the analyze report and the
+# prevention loop (proposals, the patch, the trend, the HTML page), then stops everything it
 # started. Run it as `make demo`.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -35,13 +37,15 @@ eval "$("$HERE/cluster.sh" up | grep '^export ')"
 eval "$("$HERE/emulators.sh" up | grep '^export ')"
 kubectl create namespace "$NS" >/dev/null
 
-step "A HealingPolicy (stall after 20 s instead of 15 min, so the demo is short)"
+step "A HealingPolicy (stall after 20 s instead of 15 min; player_injury_out missing from the permanent skip reasons)"
 kubectl -n "$NS" apply --server-side -f - <<YAML
 apiVersion: healing.pipeline.dev/v1alpha1
 kind: HealingPolicy
 metadata: {name: default}
 spec:
   stallAfter: 20s
+  permanentSkipReasons: [no_features, player_not_found, no_prop_lines, game_not_found,
+    player_inactive, no_historical_data, invalid_features, quality_too_low]
   phaseHealing: {initialBackoff: 2s, maxBackoff: 8s}
 YAML
 
@@ -57,21 +61,30 @@ step "Running the controller (its http triggers allowed only to the local endpoi
   --trigger-allowed-url-prefix "http://127.0.0.1:$port/" 2> >(sed 's/^/[controller] /' >&2) &
 pids+=($!)
 
-step "A prediction batch: 23 of 25 players done (one of them injured), two timing out"
-kubectl -n "$NS" apply --server-side -f - <<YAML
+# batch NAME COMPLETED SKIPPED FAILING MISSING: a PredictionBatch of 25 players, as its
+# workers report it.
+batch() {
+  kubectl -n "$NS" apply --server-side -f - >/dev/null <<YAML
 apiVersion: healing.pipeline.dev/v1alpha1
 kind: PredictionBatch
-metadata: {name: batch-$DATE-demo}
+metadata: {name: batch-$DATE-$1}
 spec:
-  batchId: batch_${DATE}_demo
+  batchId: batch_${DATE}_$1
   gameDate: "$DATE"
   source: status
   expectedPlayers: 25
   correlationId: demo-run
 YAML
-kubectl -n "$NS" patch pb "batch-$DATE-demo" --subresource=status --type=merge -p "{\"status\":{\"report\":{
-  \"completed\": 22, \"skipped\": {\"player_injury_out\": 1}, \"failing\": {\"feature_store_timeout\": 2},
-  \"missingPlayers\": [\"lebronjames\", \"stephencurry\"], \"lastProgressTime\": \"$(date -u +%FT%TZ)\"}}}" >/dev/null
+  kubectl -n "$NS" patch pb "batch-$DATE-$1" --subresource=status --type=merge -p "{\"status\":{\"report\":{
+    \"completed\": $2, \"skipped\": $3, \"failing\": $4, \"missingPlayers\": $5,
+    \"lastProgressTime\": \"$(date -u +%FT%TZ)\"}}}" >/dev/null
+}
+step "A prediction batch: 23 of 25 players done, one injured, one timing out"
+batch demo 23 '{"player_injury_out": 1}' '{"feature_store_timeout": 1}' '["lebronjames", "stephencurry"]'
+step "Three more batches: 24 of 25 done, the last one injured"
+for i in 1 2 3; do
+  batch "late-$i" 24 '{"player_injury_out": 1}' '{}' '["kevindurant"]'
+done
 
 step "Phase 4 for $DATE, its processors re-run through the local endpoint"
 sed -e "s|https://nba-phase4-precompute.example.run.app/process-date|http://127.0.0.1:$port/process-date|" \
@@ -80,7 +93,7 @@ sed -e "s|https://nba-phase4-precompute.example.run.app/process-date|http://127.
 
 step "Waiting for the stall to be healed and the phase to complete"
 deadline=$((SECONDS + 90))
-until [ "$(kubectl -n "$NS" get pb "batch-$DATE-demo" -o jsonpath='{.status.state}')" = AutoCompleted ] &&
+until [ "$(kubectl -n "$NS" get pb -o jsonpath='{range .items[*]}{.status.state}{"\n"}{end}' | grep -c '^AutoCompleted$')" = 4 ] &&
       [ "$(kubectl -n "$NS" get pr "phase4-$DATE" -o jsonpath='{.status.state}')" = Complete ]; do
   [ $SECONDS -lt $deadline ] || die "the demo did not finish within 90 s"
   sleep 1
@@ -99,3 +112,14 @@ done
 
 step "pipeline-healer analyze --since 1h"
 "$BIN" analyze --since 1h --bigquery-project "$GOOGLE_CLOUD_PROJECT"
+
+OUT=$ROOT/target/demo
+mkdir -p "$OUT"
+step "Preventing recurrence: analyze --since 1h --propose --propose-patch $OUT/policy.yaml --trend day --html $OUT/report.html"
+"$BIN" analyze --since 1h --bigquery-project "$GOOGLE_CLOUD_PROJECT" --propose \
+  --propose-patch "$OUT/policy.yaml" --trend day --html "$OUT/report.html" |
+  sed -n '/^Proposals:/,$p'
+step "The proposed policy, as it would be committed ($OUT/policy.yaml), applied"
+cat "$OUT/policy.yaml"
+kubectl -n "$NS" apply --server-side --force-conflicts -f "$OUT/policy.yaml"
+log "the page with the report, the proposals and the trend plots: $OUT/report.html"

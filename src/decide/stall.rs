@@ -149,12 +149,13 @@ pub struct Stall {
     /// The instant the threshold was crossed: `last_progress + stall_after`.
     pub threshold_at: Timestamp,
     pub stalled_for: SignedDuration,
-    /// Stable key for grouping: the most common last failure reason of the outstanding
-    /// players, or `no_progress` when they reported none.
+    /// Stable key for grouping: the most common reason of the outstanding players (their last
+    /// failure, or a skip the policy does not count as permanent), or `no_progress` when they
+    /// reported none.
     pub root_cause: String,
     /// The same in words, with the numbers.
     pub trigger_reason: String,
-    /// Outstanding players not accounted for by a failure reason.
+    /// Outstanding players not accounted for by a failure or skip reason.
     pub silent_players: u64,
 }
 
@@ -262,11 +263,18 @@ pub fn decide(obs: &BatchObservation, policy: &StallPolicy, now: Timestamp) -> V
 
     let stalled_for = now.duration_since(last_progress);
     let outstanding = expected - completed;
-    let reported: u64 = obs.failing.values().fold(0u64, |a, n| a.saturating_add(*n));
+    // A player skipped for a reason the policy does not count is as outstanding as a failing
+    // one, and its reason as much a cause (the policy may be what lacks it).
+    let mut by_reason = obs.failing.clone();
+    for (reason, n) in obs.outstanding_skips(policy) {
+        let count = by_reason.entry(reason.to_owned()).or_default();
+        *count = count.saturating_add(n);
+    }
+    let reported: u64 = by_reason.values().fold(0u64, |a, n| a.saturating_add(*n));
     let silent_players = outstanding.saturating_sub(reported);
     Verdict::Stalled(Stall {
-        root_cause: root_cause(&obs.failing),
-        trigger_reason: trigger_reason(&progress, stalled_for, &obs.failing, silent_players),
+        root_cause: root_cause(&by_reason),
+        trigger_reason: trigger_reason(&progress, stalled_for, &by_reason, silent_players),
         progress,
         threshold_at,
         stalled_for,
@@ -591,6 +599,26 @@ mod tests {
         assert_eq!(
             s.trigger_reason,
             "Stalled at 92.0% (414/450) for 16 minutes; outstanding: 30 feature_store_timeout, 4 model_load_error, 2 without a reported reason"
+        );
+    }
+
+    #[test]
+    fn a_skip_the_policy_does_not_count_is_an_outstanding_reason() {
+        let mut p = policy();
+        p.permanent_skip_reasons.remove("player_injury_out");
+        let mut b = batch(414);
+        b.skipped.insert("player_injury_out".into(), 30);
+        b.skipped.insert("no_features".into(), 2);
+        b.failing.insert("rate_limited".into(), 3);
+        let Verdict::Stalled(s) = decide(&b, &p, t(LAST) + mins(16)) else {
+            panic!()
+        };
+        // 414 + 2 permanently skipped of 450: 34 outstanding, 33 of them with a reason.
+        assert_eq!(s.root_cause, "player_injury_out");
+        assert_eq!(s.silent_players, 1);
+        assert_eq!(
+            s.trigger_reason,
+            "Stalled at 92.4% (416/450) for 16 minutes; outstanding: 30 player_injury_out, 3 rate_limited, 1 without a reported reason"
         );
     }
 
