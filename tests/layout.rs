@@ -29,7 +29,8 @@ const RULES: &[(&str, &[&str])] = &[
             "timeouts",
         ],
     ),
-    ("analyze", &["api", "gcp", "sink"]),
+    // `decide`: proposals replay the controller's own stall decision.
+    ("analyze", &["api", "decide", "gcp", "sink"]),
 ];
 
 /// Modules that are not folders of their own and may be used by anyone.
