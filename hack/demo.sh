@@ -37,17 +37,20 @@ eval "$("$HERE/cluster.sh" up | grep '^export ')"
 eval "$("$HERE/emulators.sh" up | grep '^export ')"
 kubectl create namespace "$NS" >/dev/null
 
-step "A HealingPolicy (stall after 20 s instead of 15 min; player_injury_out missing from the permanent skip reasons)"
-kubectl -n "$NS" apply --server-side -f - <<YAML
+OUT=$ROOT/target/demo
+mkdir -p "$OUT"
+step "A HealingPolicy, as a GitOps repository would hold it ($OUT/healingpolicy.yaml): stall after 20 s instead of 15 min, player_injury_out missing from the permanent skip reasons"
+cat > "$OUT/healingpolicy.yaml" <<YAML
 apiVersion: healing.pipeline.dev/v1alpha1
 kind: HealingPolicy
-metadata: {name: default}
+metadata: {name: default, namespace: $NS}
 spec:
   stallAfter: 20s
   permanentSkipReasons: [no_features, player_not_found, no_prop_lines, game_not_found,
     player_inactive, no_historical_data, invalid_features, quality_too_low]
   phaseHealing: {initialBackoff: 2s, maxBackoff: 8s}
 YAML
+kubectl apply --server-side -f "$OUT/healingpolicy.yaml"
 
 step "The pipeline's BigQuery tables for $DATE: Phase 4 is missing player_daily_cache"
 python3 "$HERE/demo_pipeline.py" setup "$DATE"
@@ -113,13 +116,12 @@ done
 step "pipeline-healer analyze --since 1h"
 "$BIN" analyze --since 1h --bigquery-project "$GOOGLE_CLOUD_PROJECT"
 
-OUT=$ROOT/target/demo
-mkdir -p "$OUT"
-step "Preventing recurrence: analyze --since 1h --propose --propose-patch $OUT/policy.yaml --trend day --html $OUT/report.html"
+step "Preventing recurrence: analyze --since 1h --propose --policy $OUT/healingpolicy.yaml --propose-patch $OUT/policy.yaml --trend day --html $OUT/report.html"
 "$BIN" analyze --since 1h --bigquery-project "$GOOGLE_CLOUD_PROJECT" --propose \
-  --propose-patch "$OUT/policy.yaml" --trend day --html "$OUT/report.html" |
+  --policy "$OUT/healingpolicy.yaml" --propose-patch "$OUT/policy.yaml" \
+  --trend day --html "$OUT/report.html" |
   sed -n '/^Proposals:/,$p'
-step "The proposed policy, as it would be committed ($OUT/policy.yaml), applied"
-cat "$OUT/policy.yaml"
-kubectl -n "$NS" apply --server-side --force-conflicts -f "$OUT/policy.yaml"
+step "The proposed policy: the repository's file with the change ($OUT/policy.yaml), applied as committed"
+diff -u "$OUT/healingpolicy.yaml" "$OUT/policy.yaml" || true
+kubectl apply --server-side -f "$OUT/policy.yaml"
 log "the page with the report, the proposals and the trend plots: $OUT/report.html"

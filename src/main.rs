@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use pipeline_healer::analyze::propose::PolicyFile;
 use pipeline_healer::analyze::trend::Period;
 use pipeline_healer::analyze::{OutputFormat, Propose, Request, Source, SourceKind, window};
 use pipeline_healer::api::phase::PhaseRun;
@@ -289,12 +290,14 @@ struct AnalyzeArgs {
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
     /// Post a digest (the window's figures, their change against the window before, the top
-    /// proposals) to SLACK_WEBHOOK_URL; with --since 7d, the weekly digest.
+    /// proposals) to the Slack webhook in SLACK_WEBHOOK_URL (read from the environment only,
+    /// so the secret is never on a command line); with --since 7d, the weekly digest.
     #[arg(long)]
     slack: bool,
-    /// The Slack incoming webhook --slack posts to.
-    #[arg(long, env = "SLACK_WEBHOOK_URL", hide_env_values = true)]
-    slack_webhook_url: Option<String>,
+    /// With --propose: your HealingPolicy manifest (from the GitOps repository); patches to
+    /// its policy change this file and keep every other field.
+    #[arg(long, value_name = "FILE.yaml", requires = "propose")]
+    policy: Option<PathBuf>,
     #[command(flatten)]
     bigquery: BigQueryArgs,
 }
@@ -743,10 +746,27 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
             }
         },
     };
-    if args.slack && args.slack_webhook_url.is_none() {
-        eprintln!("error: --slack needs SLACK_WEBHOOK_URL (or --slack-webhook-url)");
-        return ExitCode::from(EXIT_BAD_ARGUMENTS);
-    }
+    let slack = match (args.slack, std::env::var("SLACK_WEBHOOK_URL")) {
+        (false, _) => None,
+        (true, Ok(url)) if !url.is_empty() => Some(url),
+        (true, _) => {
+            eprintln!("error: --slack posts to SLACK_WEBHOOK_URL, which is not set");
+            return ExitCode::from(EXIT_BAD_ARGUMENTS);
+        }
+    };
+    let policy = match args.policy.as_deref().map(|path| {
+        std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| PolicyFile::parse(&text))
+            .map_err(|e| format!("--policy {}: {e}", path.display()))
+    }) {
+        None => None,
+        Some(Ok(file)) => Some(file),
+        Some(Err(message)) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_BAD_ARGUMENTS);
+        }
+    };
     if args.output == OutputFormat::Csv && args.trend.is_none() {
         eprintln!("error: --output csv prints the trend: add --trend day|week");
         return ExitCode::from(EXIT_BAD_ARGUMENTS);
@@ -760,11 +780,12 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
         propose: args.propose.then_some(Propose {
             min_occurrences: args.min_occurrences as usize,
             patch: args.propose_patch,
+            policy,
         }),
         trend: args.trend,
         html: args.html,
         plot: args.plot,
-        slack: args.slack.then_some(args.slack_webhook_url).flatten(),
+        slack,
     };
     pipeline_healer::gcp::install_crypto_provider();
     let runtime = match tokio::runtime::Runtime::new() {

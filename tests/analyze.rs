@@ -768,6 +768,44 @@ async fn proposals_replay_the_controllers_records_the_originals_injury_example_i
         .expect("the API server admits the proposed policy");
     assert_eq!(created.spec.stall_after.as_str(), "15m");
 
+    // With the person's own file, the patch is that file changed: its other fields stay.
+    let own = dir.path().join("own.yaml");
+    std::fs::write(
+        &own,
+        format!(
+            "apiVersion: healing.pipeline.dev/v1alpha1\nkind: HealingPolicy\n\
+             metadata: {{name: gitops, namespace: {}}}\n\
+             spec:\n  dryRun: true\n  alerts: {{cooldown: 2h}}\n",
+            ns.name
+        ),
+    )
+    .unwrap();
+    let mut args = bigquery_args(&dataset, "healing_events");
+    args.extend(["--since", "1d", "--propose", "--output", "json"]);
+    args.extend([
+        "--policy",
+        own.to_str().unwrap(),
+        "--propose-patch",
+        patch_path,
+    ]);
+    report_of(&analyze(&args, &[]));
+    let changed: HealingPolicy =
+        serde_yaml::from_str(&std::fs::read_to_string(&patch_file).unwrap()).unwrap();
+    let created = ns
+        .api::<HealingPolicy>()
+        .create(&kube::api::PostParams::default(), &changed)
+        .await
+        .expect("the API server admits the changed file");
+    assert_eq!(created.metadata.name.as_deref(), Some("gitops"));
+    assert!(created.spec.dry_run);
+    assert_eq!(created.spec.alerts.cooldown.as_str(), "2h");
+    assert_eq!(created.spec.permanent_skip_reasons.len(), 9);
+    // A file that is not a HealingPolicy is refused before anything is read.
+    std::fs::write(&own, "kind: ConfigMap\nmetadata: {name: x}\n").unwrap();
+    let out = analyze(&args, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not HealingPolicy"));
+
     // The text says the same.
     let mut args = bigquery_args(&dataset, "healing_events");
     args.extend(["--since", "1d", "--propose"]);

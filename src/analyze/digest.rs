@@ -17,8 +17,14 @@ const PROPOSALS_SHOWN: usize = 3;
 /// The Slack message for `current` against `previous` (the window of the same length before).
 pub fn message(current: &Report, previous: &Report, proposals: &[Proposal]) -> Value {
     let minute = |t: jiff::Timestamp| t.strftime("%Y-%m-%d %H:%M").to_string();
-    let days = current.end.duration_since(current.start).as_secs() / 86_400;
-    let title = if days == 7 {
+    let seconds = current.end.duration_since(current.start).as_secs();
+    // The window as `--since` takes it, for the command the digest suggests.
+    let since = if seconds % 86_400 == 0 {
+        format!("{}d", seconds / 86_400)
+    } else {
+        format!("{}h", ((seconds + 3599) / 3600).max(1))
+    };
+    let title = if seconds == 7 * 86_400 {
         "Weekly healing digest".to_owned()
     } else {
         "Healing digest".to_owned()
@@ -53,12 +59,12 @@ pub fn message(current: &Report, previous: &Report, proposals: &[Proposal]) -> V
         "*Success rate:* {}{rate_change}",
         rate(current).map_or("n/a".into(), |r| format!("{r:.1}%"))
     );
-    let causes = |r: &Report| r.top_root_causes.len();
+    let causes = |r: &Report| i64::try_from(r.distinct_root_causes).unwrap_or(i64::MAX);
     let _ = writeln!(
         text,
-        "*Distinct root causes (top 5):* {} ({:+} against the period before)",
+        "*Distinct root causes:* {} ({:+} against the period before)",
         causes(current),
-        causes(current) as i64 - causes(previous) as i64
+        causes(current) - causes(previous)
     );
     let _ = writeln!(
         text,
@@ -70,7 +76,7 @@ pub fn message(current: &Report, previous: &Report, proposals: &[Proposal]) -> V
         let top: Vec<String> = current
             .top_root_causes
             .iter()
-            .map(|c| format!("`{}` ({})", escape(&c.key), c.count))
+            .map(|c| format!("`{}` ({})", shown(&c.key), c.count))
             .collect();
         let _ = writeln!(text, "*Top root causes:* {}", top.join(", "));
     }
@@ -86,17 +92,39 @@ pub fn message(current: &Report, previous: &Report, proposals: &[Proposal]) -> V
     } else {
         let _ = writeln!(text, "*Top proposals:*");
         for (i, p) in proposals.iter().take(PROPOSALS_SHOWN).enumerate() {
-            let _ = writeln!(text, "{}. {}", i + 1, escape(&p.summary));
+            let _ = writeln!(text, "{}. {}", i + 1, shown(&p.summary));
         }
         let _ = writeln!(
             text,
-            "The patch: `pipeline-healer analyze --since {days}d --propose --propose-patch policy.yaml`"
+            "The patch: `pipeline-healer analyze --since {since} --propose --propose-patch policy.yaml`"
         );
     }
+    // A section's text takes at most 3000 characters.
+    let text: String = text.chars().take(SECTION_CHARS).collect();
     json!({
         "text": format!("{title}: {} heals", current.total),
-        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+        // verbatim: Slack links and mentions nothing it finds in the text.
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text, "verbatim": true}}],
     })
+}
+
+const SECTION_CHARS: usize = 3000;
+/// The most of one record-derived text (a root cause, a proposal) the digest shows.
+const FIELD_CHARS: usize = 300;
+
+/// Record-derived text as the digest shows it: Slack's control characters escaped, no
+/// backtick to end a code span, no line break to forge a line, and short.
+fn shown(text: &str) -> String {
+    let plain: String = text
+        .chars()
+        .map(|c| match c {
+            '`' => '\'',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .take(FIELD_CHARS)
+        .collect();
+    escape(&plain)
 }
 
 #[cfg(test)]
@@ -107,26 +135,7 @@ mod tests {
     use crate::analyze::window::Window;
 
     fn record(id: usize, when: jiff::Timestamp, cause: &str) -> Record {
-        Record {
-            healing_id: format!("h{id}"),
-            namespace: Some("ns".into()),
-            timestamp: when,
-            healing_type: "batch_cleanup".into(),
-            trigger_reason: String::new(),
-            action_taken: String::new(),
-            success: true,
-            before_state: None,
-            after_state: None,
-            metadata: None,
-            root_cause: Some(cause.into()),
-            correlation_id: None,
-            target: None,
-            dry_run: false,
-            outcome: None,
-            heal_latency_seconds: None,
-            time_to_detect_seconds: None,
-            time_to_heal_seconds: None,
-        }
+        Record::sample(&format!("h{id}"), when, cause)
     }
 
     #[test]
@@ -141,19 +150,31 @@ mod tests {
             .map(|i| record(i, week.start - day * (i as i32 + 1), "a"))
             .collect();
         records.push(record(9, week.start + day, "<!channel>"));
+        records.push(record(
+            10,
+            week.start + day,
+            &format!("a`*b*\n{}", "x".repeat(5000)),
+        ));
         let now = report(&records, None, week, None);
         let before = report(&records, None, week.before(), None);
         let message = message(&now, &before, &[]);
         let text = message["blocks"][0]["text"]["text"].as_str().unwrap();
         assert!(text.starts_with("*Weekly healing digest*"), "{text}");
         assert!(
-            text.contains("*Heals:* 1 (down 75% from 4 the period before)"),
+            text.contains("*Heals:* 2 (down 50% from 4 the period before)"),
             "{text}"
         );
-        assert!(text.contains("(+0 against the period before)"), "{text}");
+        assert!(
+            text.contains("*Distinct root causes:* 2 (+1 against the period before)"),
+            "{text}"
+        );
+        // A record's text cannot end a code span, forge a line or overflow the section.
+        assert!(text.contains("`a'*b* xxx"), "{text}");
+        assert!(text.chars().count() <= 3000);
+        assert_eq!(message["blocks"][0]["text"]["verbatim"], true);
         // Slack control sequences from the records are shown, not acted on.
         assert!(text.contains("`&lt;!channel&gt;` (1)"), "{text}");
         assert!(!text.contains("<!channel>"));
-        assert!(text.contains("*Proposals:* none this period"));
+        assert!(text.contains("*Proposals:* none this period"), "{text}");
     }
 }

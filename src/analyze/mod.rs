@@ -78,6 +78,8 @@ pub struct Propose {
     pub min_occurrences: usize,
     /// Write the proposals' HealingPolicy manifest here.
     pub patch: Option<PathBuf>,
+    /// The person's own policy manifest, changed by the patch (`--policy`).
+    pub policy: Option<propose::PolicyFile>,
 }
 
 /// Fetches the records, writes the CSV export if asked, and returns the report to print.
@@ -86,9 +88,19 @@ pub async fn run(request: &Request) -> Result<String, Error> {
         Source::BigQuery(_) => ("bigquery", "querying BigQuery"),
         Source::Cluster { .. } => ("cluster", "listing HealingEvents"),
     };
+    let window = request.window;
+    let pictures = request.html.is_some() || request.plot.is_some();
+    let period = request
+        .trend
+        .or_else(|| pictures.then(|| plot_period(window)));
+    if let Some(period) = period {
+        trend::check(window, period).map_err(|message| Error::Invalid {
+            what: "--trend".into(),
+            message,
+        })?;
+    }
     let progress = Progress::start(what);
     // The digest sets the window against the one before it: both are read.
-    let window = request.window;
     let previous = window.before();
     let fetch_window = match request.slack {
         Some(_) => Window {
@@ -108,24 +120,25 @@ pub async fn run(request: &Request) -> Result<String, Error> {
             render::csv(&selection.records, file).map_err(std::io::Error::other)
         })?;
     }
-    let pictures = request.html.is_some() || request.plot.is_some();
-    let period = request
-        .trend
-        .or_else(|| pictures.then(|| plot_period(window)));
     let trend = period.map(|period| trend::trend(&selection.records, window, period));
     let mut analysis = render::Analysis {
         report: report::report(&records, batches.as_deref(), window, healing_type),
         proposals: None,
         trend: request.trend.and(trend.clone()),
     };
+    // The digest read the window before too: proposals rest on this window's batches only.
+    let finished: Option<Vec<record::BatchRecord>> = batches.as_ref().map(|all| {
+        all.iter()
+            .filter(|b| window.contains(b.finished_time))
+            .cloned()
+            .collect()
+    });
     let proposals = || {
-        let min = request
-            .propose
-            .as_ref()
-            .map_or(propose::DEFAULT_MIN_OCCURRENCES as usize, |p| {
-                p.min_occurrences
-            });
-        propose::propose(&selection.records, batches.as_deref(), min)
+        let (min, file) = match &request.propose {
+            Some(p) => (p.min_occurrences, p.policy.as_ref()),
+            None => (propose::DEFAULT_MIN_OCCURRENCES as usize, None),
+        };
+        propose::propose(&selection.records, finished.as_deref(), min, file)
     };
     if let Some(webhook) = &request.slack {
         let before = report::report(&records, batches.as_deref(), previous, healing_type);
@@ -135,10 +148,11 @@ pub async fn run(request: &Request) -> Result<String, Error> {
     if let Some(propose) = &request.propose {
         let proposals = proposals();
         if let Some(path) = &propose.patch {
-            let manifest = propose::combined_patch(&proposals).unwrap_or_else(|| {
-                "# `pipeline-healer analyze --propose` found no policy change to propose.\n"
-                    .to_owned()
-            });
+            let manifest = propose::combined_patch(&proposals, propose.policy.as_ref())
+                .unwrap_or_else(|| {
+                    "# `pipeline-healer analyze --propose` found no policy change to propose.\n"
+                        .to_owned()
+                });
             write_file(path, |file| file.write_all(manifest.as_bytes()))?;
         }
         analysis.proposals = Some(proposals);

@@ -5,7 +5,7 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::trend::Trend;
+use super::trend::{PeriodStats, Trend};
 
 /// Root causes drawn apart; the rest are stacked as `other`.
 const CAUSES_SHOWN: usize = 8;
@@ -150,7 +150,7 @@ fn heals_panel(area: &DrawingArea<SVGBackend, Shift>, trend: &Trend) -> Result<(
 }
 
 /// Heals of `cause` in the period; `other` sums the causes the legend leaves out.
-fn count_of(p: &super::trend::PeriodStats, cause: &str, legend: &[String]) -> usize {
+fn count_of(p: &PeriodStats, cause: &str, legend: &[String]) -> usize {
     if cause == OTHER && !p.by_root_cause.contains_key(OTHER) {
         return p
             .by_root_cause
@@ -162,13 +162,18 @@ fn count_of(p: &super::trend::PeriodStats, cause: &str, legend: &[String]) -> us
     p.by_root_cause.get(cause).copied().unwrap_or(0)
 }
 
-fn success_panel(area: &DrawingArea<SVGBackend, Shift>, trend: &Trend) -> Result<(), PlotError> {
-    let points: Vec<(f64, f64)> = trend
+/// One point per period that has `value`, at the middle of its period.
+fn points(trend: &Trend, value: impl Fn(&PeriodStats) -> Option<f64>) -> Vec<(f64, f64)> {
+    trend
         .periods
         .iter()
         .enumerate()
-        .filter_map(|(x, p)| Some((x as f64 + 0.5, p.success_rate? * 100.0)))
-        .collect();
+        .filter_map(|(x, p)| Some((x as f64 + 0.5, value(p)?)))
+        .collect()
+}
+
+fn success_panel(area: &DrawingArea<SVGBackend, Shift>, trend: &Trend) -> Result<(), PlotError> {
+    let points = points(trend, |p| Some(p.success_rate? * 100.0));
     line_panel(
         area,
         trend,
@@ -184,12 +189,7 @@ fn time_to_heal_panel(
     area: &DrawingArea<SVGBackend, Shift>,
     trend: &Trend,
 ) -> Result<(), PlotError> {
-    let points: Vec<(f64, f64)> = trend
-        .periods
-        .iter()
-        .enumerate()
-        .filter_map(|(x, p)| Some((x as f64 + 0.5, p.time_to_heal.p50_s?)))
-        .collect();
+    let points = points(trend, |p| p.time_to_heal.p50_s);
     let top = points.iter().map(|(_, y)| *y).fold(1.0, f64::max) * 1.25;
     line_panel(
         area,
@@ -268,24 +268,10 @@ mod tests {
 
     fn record(when: &str, cause: &str, success: bool) -> Record {
         Record {
-            healing_id: format!("{when}-{cause}"),
             namespace: None,
-            timestamp: when.parse().unwrap(),
-            healing_type: "batch_cleanup".into(),
-            trigger_reason: String::new(),
-            action_taken: String::new(),
             success,
-            before_state: None,
-            after_state: None,
-            metadata: None,
-            root_cause: Some(cause.into()),
-            correlation_id: None,
-            target: None,
-            dry_run: false,
-            outcome: None,
-            heal_latency_seconds: None,
-            time_to_detect_seconds: None,
             time_to_heal_seconds: Some(20.0),
+            ..Record::sample(&format!("{when}-{cause}"), when.parse().unwrap(), cause)
         }
     }
 

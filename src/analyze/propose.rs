@@ -8,7 +8,7 @@
 //! after day, heals that keep failing) and where upstream to look. A proposal without
 //! evidence is not made.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp};
@@ -18,7 +18,7 @@ use super::pyrepr::state_as_json;
 use super::record::{BatchRecord, Record};
 use super::report::root_cause_key;
 use crate::api::event::{BATCH_CLEANUP, PHASE_RERUN};
-use crate::api::schema::PositiveDuration;
+use crate::api::schema::{PositiveDuration, is_dns_label, is_snake_case};
 use crate::decide::stall::{RecordedDecision, StallPolicy, Verdict};
 
 /// Heals a skip reason must be outstanding in, and failures a root cause must have, before a
@@ -129,7 +129,7 @@ impl PolicyChange {
 
 /// Every proposal's policy change in one manifest per policy (several YAML documents when
 /// several namespaces have one); None when no proposal changes a policy.
-pub fn combined_patch(proposals: &[Proposal]) -> Option<String> {
+pub fn combined_patch(proposals: &[Proposal], file: Option<&PolicyFile>) -> Option<String> {
     let mut by_policy: BTreeMap<(Option<&str>, &str), Vec<&PolicyChange>> = BTreeMap::new();
     for change in proposals.iter().filter_map(|p| p.change.as_ref()) {
         by_policy
@@ -139,14 +139,22 @@ pub fn combined_patch(proposals: &[Proposal]) -> Option<String> {
     }
     let documents: Vec<String> = by_policy
         .into_values()
-        .filter_map(|changes| manifest(&changes))
+        .filter_map(|changes| manifest(&changes, file))
         .collect();
     (!documents.is_empty()).then(|| documents.join("---\n"))
 }
 
 impl Proposal {
+    /// The change this proposal's patch makes; none for a namespace that is not a name (a
+    /// row written outside the controller), which no manifest could be for.
     fn set_change(&mut self, change: PolicyChange) {
-        self.patch = manifest(&[&change]);
+        if change
+            .namespace
+            .as_deref()
+            .is_some_and(|ns| !is_dns_label(ns))
+        {
+            return;
+        }
         self.change = Some(change);
     }
 
@@ -191,7 +199,9 @@ impl<'a> Heal<'a> {
                 .and_then(|b| b.get("batch_id")?.as_str().map(str::to_owned)),
             // A record that was tampered with, or written before decisions were recorded,
             // simply cannot be replayed.
-            decision: details.and_then(|d| serde_json::from_value(d.get("decision")?.clone()).ok()),
+            decision: details
+                .and_then(|d| serde_json::from_value(d.get("decision")?.clone()).ok())
+                .filter(RecordedDecision::plausible),
         }
     }
 
@@ -202,11 +212,13 @@ impl<'a> Heal<'a> {
 }
 
 /// The proposals over `records` (already selected: in the window, each once, in time order)
-/// and the batches finished in the window (None: no outcomes to read).
+/// and the batches finished in the window (None: no outcomes to read); patches change `file`
+/// where it is the policy concerned.
 pub fn propose(
     records: &[&Record],
     batches: Option<&[BatchRecord]>,
     min_occurrences: usize,
+    file: Option<&PolicyFile>,
 ) -> Vec<Proposal> {
     let min_occurrences = min_occurrences.max(1);
     let mut by_namespace: BTreeMap<Option<&str>, Vec<Heal>> = BTreeMap::new();
@@ -238,19 +250,19 @@ pub fn propose(
         proposals.extend(failing_root_causes(*namespace, heals, min_occurrences));
     }
     proposals.sort_by(|a, b| {
-        (
-            a.kind,
-            std::cmp::Reverse(a.heals_avoided),
-            &a.namespace,
-            &a.reason,
-        )
-            .cmp(&(
-                b.kind,
-                std::cmp::Reverse(b.heals_avoided),
-                &b.namespace,
-                &b.reason,
-            ))
+        let key = |p: &Proposal| {
+            (
+                p.kind,
+                std::cmp::Reverse(p.heals_avoided),
+                p.namespace.clone(),
+                p.reason.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
     });
+    for p in &mut proposals {
+        p.patch = p.change.as_ref().and_then(|c| manifest(&[c], file));
+    }
     proposals
 }
 
@@ -274,18 +286,23 @@ fn skip_reasons(
     let mut outstanding_in: BTreeMap<&str, Vec<&Heal>> = BTreeMap::new();
     for h in &actions {
         if let Some(d) = &h.decision {
+            // Only a reason a HealingPolicy can hold is a proposal (the workers' reports may
+            // hold anything).
             for (reason, _) in d.observation.outstanding_skips(&d.policy) {
-                outstanding_in.entry(reason).or_default().push(h);
+                if is_snake_case(reason) {
+                    outstanding_in.entry(reason).or_default().push(h);
+                }
             }
         }
     }
+    let later = Later::index(stalls, finished);
     let replayed = actions.iter().filter(|h| h.decision.is_some()).count();
     let mut out = Vec::new();
     for (reason, occurrences) in outstanding_in {
         if occurrences.len() < min_occurrences
             || occurrences
                 .iter()
-                .any(|h| completed_afterwards(h, reason, stalls, finished))
+                .any(|h| later.completed_afterwards(h, reason))
         {
             continue;
         }
@@ -332,33 +349,57 @@ fn skip_reasons(
     out
 }
 
-/// Whether a later record shows players of `reason` in `heal`'s batch completing after all:
-/// a later observation of the batch with fewer of them skipped and more completed, or the
-/// batch finishing with every player done by its workers.
-fn completed_afterwards(
-    heal: &Heal,
-    reason: &str,
-    stalls: &[&Heal],
-    finished: &[&BatchRecord],
-) -> bool {
-    let (Some(batch_id), Some(decision)) = (&heal.batch_id, &heal.decision) else {
-        return false;
-    };
-    let skipped_then = decision.observation.skipped.get(reason).copied();
-    let later_observation = stalls.iter().any(|later| {
-        later.batch_id.as_ref() == Some(batch_id)
-            && later.record.timestamp > heal.record.timestamp
-            && later.decision.as_ref().is_some_and(|d| {
-                d.observation.skipped.get(reason).copied() < skipped_then
-                    && d.observation.completed > decision.observation.completed
+/// A namespace's records of each batch, to look for what happened after a heal.
+struct Later<'h> {
+    stalls: HashMap<&'h str, Vec<&'h Heal<'h>>>,
+    finished: HashMap<&'h str, Vec<&'h BatchRecord>>,
+}
+
+impl<'h> Later<'h> {
+    fn index(stalls: &[&'h Heal<'h>], finished: &[&'h BatchRecord]) -> Self {
+        let mut by_batch: HashMap<&str, Vec<&Heal>> = HashMap::new();
+        for h in stalls {
+            if let Some(id) = &h.batch_id {
+                by_batch.entry(id).or_default().push(h);
+            }
+        }
+        let mut finished_by_batch: HashMap<&str, Vec<&BatchRecord>> = HashMap::new();
+        for b in finished {
+            finished_by_batch.entry(&b.batch_id).or_default().push(b);
+        }
+        Self {
+            stalls: by_batch,
+            finished: finished_by_batch,
+        }
+    }
+
+    /// Whether a later record shows players of `reason` in `heal`'s batch completing after
+    /// all: a later observation of the batch with fewer of them skipped and more completed,
+    /// or the batch finishing with every player done by its workers.
+    fn completed_afterwards(&self, heal: &Heal, reason: &str) -> bool {
+        let (Some(batch_id), Some(decision)) = (&heal.batch_id, &heal.decision) else {
+            return false;
+        };
+        let skipped_then = decision.observation.skipped.get(reason).copied();
+        let later_observation = self.stalls.get(batch_id.as_str()).is_some_and(|of_batch| {
+            of_batch.iter().any(|later| {
+                later.record.timestamp > heal.record.timestamp
+                    && later.decision.as_ref().is_some_and(|d| {
+                        d.observation.skipped.get(reason).copied() < skipped_then
+                            && d.observation.completed > decision.observation.completed
+                    })
             })
-    });
-    let finished_by_workers = finished.iter().any(|b| {
-        &b.batch_id == batch_id
-            && b.finished_time > heal.record.timestamp
-            && b.completed_by_its_workers()
-    });
-    later_observation || finished_by_workers
+        });
+        let finished_by_workers = self
+            .finished
+            .get(batch_id.as_str())
+            .is_some_and(|of_batch| {
+                of_batch.iter().any(|b| {
+                    b.finished_time > heal.record.timestamp && b.completed_by_its_workers()
+                })
+            });
+        later_observation || finished_by_workers
+    }
 }
 
 /// With batches recorded as having paused at least as long as `stallAfter` and finished by
@@ -372,11 +413,12 @@ fn stall_after(
     let actions: Vec<&Heal> = stalls.iter().copied().filter(|h| h.is_action()).collect();
     let latest = latest_policy(&actions).or_else(|| latest_policy(stalls))?;
     let current = latest.policy.stall_after;
+    // A pause longer than a batch's maximum age cannot have happened: a tampered row.
     let recovered: Vec<(&BatchRecord, f64)> = finished
         .iter()
         .filter(|b| b.pauses > 0)
         .filter_map(|b| Some((*b, b.longest_pause_seconds?)))
-        .filter(|(_, s)| *s >= current.as_secs_f64())
+        .filter(|(_, s)| *s >= current.as_secs_f64() && *s <= latest.policy.max_age.as_secs_f64())
         .collect();
     let longest = recovered.iter().map(|(_, s)| *s).reduce(f64::max)?;
     let proposed = round_up(SignedDuration::try_from_secs_f64(longest).ok()?);
@@ -589,10 +631,104 @@ fn duration_text(d: SignedDuration) -> String {
         .map_or_else(|| format!("{}s", d.as_secs()), |p| p.as_str().to_owned())
 }
 
-/// The HealingPolicy manifest with `changes` (all to one policy) applied to the thresholds the
-/// latest heal recorded.
-fn manifest(changes: &[&PolicyChange]) -> Option<String> {
+/// The person's own HealingPolicy manifest (`--policy FILE`, from their GitOps repository): a
+/// patch to its policy is this file with the change made and every other field as written,
+/// and its name and namespace, not the records', say which policy it is.
+#[derive(Clone, Debug)]
+pub struct PolicyFile {
+    document: serde_yaml::Value,
+    name: String,
+    namespace: Option<String>,
+}
+
+impl PolicyFile {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let document: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| format!("not YAML: {e}"))?;
+        if document.get("kind").and_then(|k| k.as_str()) != Some("HealingPolicy") {
+            return Err("its kind is not HealingPolicy".into());
+        }
+        // Every spec field has a default, so a file may leave the spec out.
+        let mut typed = document.clone();
+        if let Some(root) = typed.as_mapping_mut()
+            && root.get("spec").is_none_or(serde_yaml::Value::is_null)
+        {
+            root.insert(
+                "spec".into(),
+                serde_yaml::Value::Mapping(Default::default()),
+            );
+        }
+        let policy: crate::api::HealingPolicy =
+            serde_yaml::from_value(typed).map_err(|e| format!("not a HealingPolicy: {e}"))?;
+        let name = policy
+            .metadata
+            .name
+            .ok_or_else(|| "metadata.name is missing".to_owned())?;
+        Ok(Self {
+            document,
+            name,
+            namespace: policy.metadata.namespace,
+        })
+    }
+
+    /// Whether `change` is to this file's policy: the same namespace, or, for a file without
+    /// one (kustomize sets it), the same name.
+    fn holds(&self, change: &PolicyChange) -> bool {
+        match &self.namespace {
+            Some(ns) => change.namespace.as_deref() == Some(ns.as_str()),
+            None => change.name == self.name,
+        }
+    }
+
+    /// The file with `changes` made.
+    fn changed(&self, changes: &[&PolicyChange]) -> Option<serde_yaml::Value> {
+        use serde_yaml::Value;
+        let mut document = self.document.clone();
+        let root = document.as_mapping_mut()?;
+        let spec = root
+            .entry(Value::from("spec"))
+            .or_insert_with(|| Value::Mapping(Default::default()));
+        if spec.is_null() {
+            *spec = Value::Mapping(Default::default());
+        }
+        let spec = spec.as_mapping_mut()?;
+        for change in changes {
+            match &change.edit {
+                Edit::AddSkipReason(reason) => {
+                    // Absent, the list is the defaults; written, it replaces them.
+                    let mut reasons: Vec<String> = match spec.get("permanentSkipReasons") {
+                        Some(list) => serde_yaml::from_value(list.clone()).ok()?,
+                        None => crate::api::policy::ORIGINAL_PERMANENT_SKIP_REASONS
+                            .map(str::to_owned)
+                            .to_vec(),
+                    };
+                    if !reasons.contains(reason) {
+                        reasons.push(reason.clone());
+                    }
+                    let reasons = serde_yaml::to_value(reasons).ok()?;
+                    spec.insert("permanentSkipReasons".into(), reasons);
+                }
+                Edit::StallAfter(d) => {
+                    spec.insert("stallAfter".into(), duration_text(*d).into());
+                }
+            }
+        }
+        Some(document)
+    }
+}
+
+/// The HealingPolicy manifest with `changes` (all to one policy) made: to `file` when it is
+/// that policy, else to the thresholds the latest heal recorded.
+fn manifest(changes: &[&PolicyChange], file: Option<&PolicyFile>) -> Option<String> {
     let first = changes.first()?;
+    let described: Vec<String> = changes.iter().map(|c| c.describe()).collect();
+    if let Some(file) = file.filter(|f| f.holds(first)) {
+        let yaml = serde_yaml::to_string(&file.changed(changes)?).ok()?;
+        return Some(format!(
+            "# Proposed by `pipeline-healer analyze --propose`: {}.\n{yaml}",
+            described.join("; ")
+        ));
+    }
     let mut policy = first.base.clone();
     for change in changes {
         change.apply(&mut policy);
@@ -635,11 +771,10 @@ fn manifest(changes: &[&PolicyChange]) -> Option<String> {
         "spec": spec,
     });
     let yaml = serde_yaml::to_string(&manifest).ok()?;
-    let described: Vec<String> = changes.iter().map(|c| c.describe()).collect();
     Some(format!(
         "# Proposed by `pipeline-healer analyze --propose`: {}.\n\
-         # The stall thresholds are the ones the heals recorded; keep any other field your\n\
-         # policy's file sets.\n{yaml}",
+         # The stall thresholds are the ones the heals recorded and no other field is set:\n\
+         # give your policy's file with --policy to have it changed instead.\n{yaml}",
         described.join("; ")
     ))
 }
@@ -686,30 +821,21 @@ mod tests {
             "{decision:?}"
         );
         Record {
-            healing_id: format!("batch-cleanup-{batch}-{minute}"),
             namespace: Some("nba".into()),
-            timestamp: at(minute),
-            healing_type: BATCH_CLEANUP.into(),
-            trigger_reason: "stalled".into(),
-            action_taken: "marked complete".into(),
-            success: true,
             before_state: Some(serde_json::json!({"batch_id": batch}).to_string()),
-            after_state: None,
             metadata: Some(serde_json::json!({"decision": decision}).to_string()),
-            root_cause: Some("no_progress".into()),
-            correlation_id: None,
-            target: None,
-            dry_run: false,
             outcome: Some("Succeeded".into()),
-            heal_latency_seconds: None,
-            time_to_detect_seconds: None,
-            time_to_heal_seconds: None,
+            ..Record::sample(
+                &format!("batch-cleanup-{batch}-{minute}"),
+                at(minute),
+                "no_progress",
+            )
         }
     }
 
     fn run(records: &[Record], batches: Option<&[BatchRecord]>) -> Vec<Proposal> {
         let refs: Vec<&Record> = records.iter().collect();
-        propose(&refs, batches, DEFAULT_MIN_OCCURRENCES as usize)
+        propose(&refs, batches, DEFAULT_MIN_OCCURRENCES as usize, None)
     }
 
     /// 13 stalls: 8 outstanding only on injured players (95 done, 5 injured), 5 also on
@@ -775,7 +901,7 @@ mod tests {
         let records: Vec<Record> = injury_example().into_iter().take(2).collect();
         assert!(run(&records, None).is_empty());
         let refs: Vec<&Record> = records.iter().collect();
-        assert_eq!(propose(&refs, None, 2).len(), 1);
+        assert_eq!(propose(&refs, None, 2, None).len(), 1);
     }
 
     #[test]
@@ -881,7 +1007,7 @@ mod tests {
             serde_yaml::from_str(p.patch.as_deref().unwrap()).unwrap();
         assert_eq!(patch.spec.stall_after.as_str(), "19m");
         // The combined manifest carries both changes to the one policy.
-        let combined = combined_patch(&proposals).unwrap();
+        let combined = combined_patch(&proposals, None).unwrap();
         let both: crate::api::HealingPolicy = serde_yaml::from_str(&combined).unwrap();
         assert_eq!(both.spec.stall_after.as_str(), "19m");
         assert!(both.spec.permanent_skip_reasons.iter().any(|r| r == INJURY));
@@ -908,6 +1034,95 @@ mod tests {
         assert_eq!(p.heals_delayed, Some(13));
         assert_eq!(p.mean_delay_s, Some(300.0));
         assert_eq!(p.evidence.len(), 13);
+    }
+
+    /// `record` with its recorded decision changed by `forge`.
+    fn forged(record: &Record, forge: impl Fn(&mut serde_json::Value)) -> Record {
+        let mut details: serde_json::Value =
+            serde_json::from_str(record.metadata.as_deref().unwrap()).unwrap();
+        forge(&mut details["decision"]);
+        Record {
+            metadata: Some(details.to_string()),
+            ..record.clone()
+        }
+    }
+
+    #[test]
+    fn forged_decisions_are_not_replayed_and_forged_reasons_not_proposed() {
+        let honest = injury_example();
+        type Forgery = fn(&mut serde_json::Value);
+        let forgeries: [(&str, Forgery); 4] = [
+            // Timestamp arithmetic near the end of time would overflow.
+            ("at", |d| d["at"] = "9999-12-31T23:59:59Z".into()),
+            ("policy name", |d| {
+                d["policy_name"] = "x\n---\nkind: ClusterRoleBinding".into()
+            }),
+            ("percent", |d| {
+                d["policy"]["min_completion_percent"] = (-5.0).into()
+            }),
+            ("reasons", |d| {
+                d["policy"]["permanent_skip_reasons"] = serde_json::json!(["Not Snake"])
+            }),
+        ];
+        for (what, forge) in forgeries {
+            let records: Vec<Record> = honest.iter().map(|r| forged(r, forge)).collect();
+            let proposals = run(&records, None);
+            assert!(proposals.is_empty(), "{what}: {proposals:#?}");
+        }
+        // A reason no HealingPolicy can hold is no proposal, however often it is outstanding.
+        let hostile = "player_injury_out\n---\nkind: Secret";
+        let records: Vec<Record> = (0..13)
+            .map(|i| heal(&format!("b{i}"), i * 30, 95, &[(hostile, 5)]))
+            .collect();
+        assert!(run(&records, None).is_empty());
+    }
+
+    #[test]
+    fn a_policy_file_is_changed_and_keeps_every_other_field() {
+        let file = PolicyFile::parse(
+            "apiVersion: healing.pipeline.dev/v1alpha1\nkind: HealingPolicy\n\
+             metadata: {name: nba-policy, namespace: nba}\n\
+             spec:\n  dryRun: true\n  pausedTypes: [phase_rerun]\n  stallAfter: 10m\n  \
+             permanentSkipReasons: [no_features, player_not_found]\n",
+        )
+        .unwrap();
+        let refs: Vec<Record> = injury_example();
+        let refs: Vec<&Record> = refs.iter().collect();
+        let proposals = propose(&refs, None, 3, Some(&file));
+        let patch: crate::api::HealingPolicy =
+            serde_yaml::from_str(proposals[0].patch.as_deref().unwrap()).unwrap();
+        // The file's name and fields, not the records' (which said `nba` and 15m).
+        assert_eq!(patch.metadata.name.as_deref(), Some("nba-policy"));
+        assert!(patch.spec.dry_run);
+        assert_eq!(patch.spec.paused_types, ["phase_rerun"]);
+        assert_eq!(patch.spec.stall_after.as_str(), "10m");
+        // The file's reasons, with the new one.
+        assert_eq!(
+            patch.spec.permanent_skip_reasons,
+            ["no_features", "player_not_found", INJURY]
+        );
+        // Another namespace's file does not apply.
+        let other = PolicyFile::parse(
+            "apiVersion: healing.pipeline.dev/v1alpha1\nkind: HealingPolicy\n\
+             metadata: {name: default, namespace: other}\n",
+        )
+        .unwrap();
+        let proposals = propose(&refs, None, 3, Some(&other));
+        assert!(
+            proposals[0]
+                .patch
+                .as_deref()
+                .unwrap()
+                .contains("name: nba\n")
+        );
+        for bad in [
+            "kind: ConfigMap\nmetadata: {name: x}",
+            "kind: HealingPolicy\n",
+            "[",
+            "kind: HealingPolicy\nmetadata: {name: x}\nspec: {stallAfter: soon}",
+        ] {
+            assert!(PolicyFile::parse(bad).is_err(), "{bad}");
+        }
     }
 
     fn rerun(date: &str, processor: &str, success: bool, minute: i64) -> Record {

@@ -36,6 +36,34 @@ pub struct Record {
     pub time_to_heal_seconds: Option<f64>,
 }
 
+#[cfg(test)]
+impl Record {
+    /// A succeeded `batch_cleanup` named `id` at `at` with `root_cause`, and nothing else: the
+    /// analysis' unit tests change what they are about.
+    pub fn sample(id: &str, at: Timestamp, root_cause: &str) -> Self {
+        Self {
+            healing_id: id.into(),
+            namespace: Some("ns".into()),
+            timestamp: at,
+            healing_type: crate::api::event::BATCH_CLEANUP.into(),
+            trigger_reason: "stalled".into(),
+            action_taken: "marked complete".into(),
+            success: true,
+            before_state: None,
+            after_state: None,
+            metadata: None,
+            root_cause: Some(root_cause.into()),
+            correlation_id: None,
+            target: None,
+            dry_run: false,
+            outcome: None,
+            heal_latency_seconds: None,
+            time_to_detect_seconds: None,
+            time_to_heal_seconds: None,
+        }
+    }
+}
+
 /// How a target is named in the report.
 pub fn target_key(
     kind: Option<&str>,

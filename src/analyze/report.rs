@@ -38,6 +38,8 @@ pub struct Report {
     /// Rows seen more than once (at-least-once export), each counted once.
     pub duplicate_rows: usize,
     pub by_type: BTreeMap<String, TypeStats>,
+    /// Distinct root causes among the actions (the top ones are listed below).
+    pub distinct_root_causes: usize,
     pub top_root_causes: Vec<RootCause>,
     /// The problem detectable (its threshold instant, else its onset) to noticed, over every
     /// action that records it.
@@ -255,6 +257,7 @@ pub fn report(
         cause.count += 1;
         cause.example = r.trigger_reason.clone();
     }
+    let distinct_root_causes = causes.len();
     let mut top_root_causes: Vec<RootCause> = causes.into_values().collect();
     top_root_causes.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
     top_root_causes.truncate(TOP_ROOT_CAUSES);
@@ -313,6 +316,7 @@ pub fn report(
         circuit_skipped,
         duplicate_rows,
         by_type,
+        distinct_root_causes,
         top_root_causes,
         time_to_detect,
         time_to_heal,

@@ -92,8 +92,28 @@ pub struct Change {
     pub time_to_heal_p50_s: Option<f64>,
 }
 
-/// The trend of `records` (the report's selection: in the window, each once) over the
-/// calendar periods that meet `window`.
+/// The most periods a trend shows: ten years of days, or as many weeks.
+pub const MAX_PERIODS: i64 = 3660;
+
+/// Whether `window` cut into `period`s is a trend one can print (at most [`MAX_PERIODS`]).
+pub fn check(window: Window, period: Period) -> Result<(), String> {
+    let days = window.end.duration_since(window.start).as_hours() / 24 + 1;
+    let periods = days / period.days() + 1;
+    if periods > MAX_PERIODS {
+        return Err(format!(
+            "the window holds {periods} {}s, more than the {MAX_PERIODS} a trend shows: \
+             narrow it or use a longer period",
+            serde_json::to_value(period)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+/// The trend of `records` (the report's selection: in the window, each once; any order) over
+/// the calendar periods that meet `window`.
 pub fn trend(records: &[&Record], window: Window, period: Period) -> Trend {
     let utc = |t: Timestamp| t.to_zoned(TimeZone::UTC).date();
     let midnight = |d: Date| {
@@ -101,11 +121,13 @@ pub fn trend(records: &[&Record], window: Window, period: Period) -> Trend {
             .to_zoned(TimeZone::UTC)
             .map(|z| z.timestamp())
     };
-    let actions: Vec<&Record> = records
+    let mut actions: Vec<&Record> = records
         .iter()
         .copied()
         .filter(|r| !r.dry_run && !r.circuit_skipped())
         .collect();
+    actions.sort_by_key(|r| r.timestamp);
+    let mut rest = actions.as_slice();
     let mut periods: Vec<PeriodStats> = Vec::new();
     let mut seen_causes: BTreeSet<String> = BTreeSet::new();
     let mut first = period.first_day(utc(window.start));
@@ -117,10 +139,14 @@ pub fn trend(records: &[&Record], window: Window, period: Period) -> Trend {
             break;
         };
         let Ok(end) = midnight(next) else { break };
-        let in_period: Vec<&Record> = actions
+        // The actions are in time order: each period takes the next run of them, so a long
+        // window of days is one pass, not one scan per day.
+        let (in_period, later) = rest.split_at(rest.partition_point(|r| r.timestamp < end));
+        rest = later;
+        let in_period: Vec<&Record> = in_period
             .iter()
             .copied()
-            .filter(|r| r.timestamp >= start && r.timestamp < end)
+            .filter(|r| r.timestamp >= start)
             .collect();
         let mut stats = stats_of(&in_period, &seen_causes);
         seen_causes.extend(stats.by_root_cause.keys().cloned());
@@ -189,24 +215,9 @@ mod tests {
 
     fn record(id: &str, when: &str, cause: &str, success: bool, heal_s: f64) -> Record {
         Record {
-            healing_id: id.into(),
-            namespace: Some("ns".into()),
-            timestamp: at(when),
-            healing_type: "batch_cleanup".into(),
-            trigger_reason: "stalled".into(),
-            action_taken: "marked complete".into(),
             success,
-            before_state: None,
-            after_state: None,
-            metadata: None,
-            root_cause: Some(cause.into()),
-            correlation_id: None,
-            target: None,
-            dry_run: false,
-            outcome: None,
-            heal_latency_seconds: None,
-            time_to_detect_seconds: None,
             time_to_heal_seconds: Some(heal_s),
+            ..Record::sample(id, at(when), cause)
         }
     }
 
@@ -286,6 +297,14 @@ mod tests {
             t.periods[2].change.as_ref().unwrap().heals_percent,
             Some(-100.0)
         );
+    }
+
+    #[test]
+    fn a_window_of_more_periods_than_a_trend_shows_is_refused() {
+        let century = window("1990-01-01T00:00:00Z", "2026-01-01T00:00:00Z");
+        let refused = check(century, Period::Day).unwrap_err();
+        assert!(refused.contains("more than the 3660"), "{refused}");
+        assert!(check(century, Period::Week).is_ok());
     }
 
     #[test]

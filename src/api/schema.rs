@@ -49,6 +49,31 @@ fn compile(pattern: &str) -> Regex {
     Regex::new(pattern).unwrap_or_else(|e| panic!("invalid built-in pattern {pattern}: {e}"))
 }
 
+/// Text matching [`SNAKE_CASE_PATTERN`] (a skip reason, a healing type), checked in Rust for
+/// values that did not come through admission (records read back).
+pub fn is_snake_case(text: &str) -> bool {
+    let mut chars = text.chars();
+    text.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// A DNS-1123 label: a namespace's name.
+pub fn is_dns_label(text: &str) -> bool {
+    text.len() <= 63 && !text.contains('.') && is_dns_subdomain(text)
+}
+
+/// A DNS-1123 subdomain: most objects' names (a HealingPolicy's).
+pub fn is_dns_subdomain(text: &str) -> bool {
+    let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (1..=253).contains(&text.len())
+        && text.starts_with(alphanumeric)
+        && text.ends_with(alphanumeric)
+        && text
+            .chars()
+            .all(|c| alphanumeric(c) || c == '-' || c == '.')
+}
+
 /// A value that did not pass its own validation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {what} {value:?}: {reason}")]
@@ -489,6 +514,36 @@ pub fn free_form_object(_: &mut SchemaGenerator) -> Schema {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_checked_in_rust_agree_with_their_patterns() {
+        let snake = compile(SNAKE_CASE_PATTERN);
+        for text in [
+            "player_injury_out",
+            "a",
+            "a1_b",
+            "",
+            "Player",
+            "1a",
+            "a-b",
+            "a\nb",
+        ] {
+            assert_eq!(is_snake_case(text), snake.is_match(text), "{text:?}");
+        }
+        assert!(!is_snake_case(&"a".repeat(64)));
+        for (text, label, subdomain) in [
+            ("nba", true, true),
+            ("nba.policy", false, true),
+            ("-nba", false, false),
+            ("nba-", false, false),
+            ("NBA", false, false),
+            ("a\n---", false, false),
+            ("", false, false),
+        ] {
+            assert_eq!(is_dns_label(text), label, "{text:?}");
+            assert_eq!(is_dns_subdomain(text), subdomain, "{text:?}");
+        }
+    }
 
     #[test]
     fn table_names_accept_the_originals_tables() {

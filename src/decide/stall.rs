@@ -12,6 +12,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::api::HealingPolicySpec;
+use crate::api::schema::{is_dns_subdomain, is_snake_case};
 
 /// Clocks disagree a little; a source timestamp this far ahead of ours is still believed.
 const CLOCK_SKEW_TOLERANCE: SignedDuration = SignedDuration::from_secs(5 * 60);
@@ -95,6 +96,33 @@ pub struct RecordedDecision {
 }
 
 impl RecordedDecision {
+    /// Whether a decision read back from a record (which anyone who can write the events
+    /// could have forged) is one this controller could have made: instants between 2000 and
+    /// 2200, durations positive and at most a century, a percentage, at most 64 snake-case
+    /// skip reasons, a Kubernetes name. Only such a decision is replayed (no arithmetic
+    /// overflows) or carried into a proposed policy.
+    pub fn plausible(&self) -> bool {
+        let earliest = Timestamp::constant(946_684_800, 0); // 2000-01-01
+        let latest = Timestamp::constant(7_258_118_400, 0); // 2200-01-01
+        let instant = |t: Timestamp| (earliest..latest).contains(&t);
+        let century = SignedDuration::from_hours(
+            i64::try_from(crate::api::schema::MAX_DURATION_HOURS).unwrap_or(i64::MAX),
+        );
+        let duration = |d: SignedDuration| d > SignedDuration::ZERO && d <= century;
+        let p = &self.policy;
+        let o = &self.observation;
+        instant(self.at)
+            && o.created_at.is_none_or(instant)
+            && o.last_progress.is_none_or(instant)
+            && duration(p.stall_after)
+            && duration(p.watch_after)
+            && duration(p.max_age)
+            && (0.0..=100.0).contains(&p.min_completion_percent)
+            && p.permanent_skip_reasons.len() <= 64
+            && p.permanent_skip_reasons.iter().all(|r| is_snake_case(r))
+            && self.policy_name.as_deref().is_none_or(is_dns_subdomain)
+    }
+
     /// The verdict under the recorded policy: the reconciler's decision.
     pub fn verdict(&self) -> Verdict {
         decide(&self.observation, &self.policy, self.at)
@@ -313,6 +341,12 @@ fn sanitize_key(reason: &str) -> String {
     }
 }
 
+/// Reasons a trigger reason names, and how much of each: the workers choose them, and the
+/// event takes at most 2048 characters, so a long or numerous report must not block the
+/// record of its heal.
+const REASONS_NAMED: usize = 10;
+const REASON_CHARS: usize = 64;
+
 fn trigger_reason(
     p: &Progress,
     stalled_for: SignedDuration,
@@ -320,11 +354,22 @@ fn trigger_reason(
     silent: u64,
 ) -> String {
     let minutes = stalled_for.as_secs() / 60;
-    let mut outstanding: Vec<String> = failing
+    let reported: Vec<(&String, &u64)> = failing.iter().filter(|(_, n)| **n > 0).collect();
+    let mut outstanding: Vec<String> = reported
         .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(reason, n)| format!("{n} {reason}"))
+        .take(REASONS_NAMED)
+        .map(|(reason, n)| {
+            let shown: String = reason
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(REASON_CHARS)
+                .collect();
+            format!("{n} {shown}")
+        })
         .collect();
+    if reported.len() > REASONS_NAMED {
+        outstanding.push(format!("{} more reasons", reported.len() - REASONS_NAMED));
+    }
     if silent > 0 {
         outstanding.push(format!("{silent} without a reported reason"));
     }
@@ -651,6 +696,28 @@ mod tests {
             panic!()
         };
         assert_eq!(s.root_cause, "r_503");
+    }
+
+    #[test]
+    fn a_trigger_reason_fits_its_event_whatever_the_workers_report() {
+        let mut b = batch(414);
+        for i in 0..500 {
+            b.failing.insert(format!("{i:03}{}\n", "x".repeat(5000)), 1);
+        }
+        let Verdict::Stalled(s) = decide(&b, &policy(), t(LAST) + mins(16)) else {
+            panic!()
+        };
+        assert!(
+            s.trigger_reason.chars().count() <= 2048,
+            "{}",
+            s.trigger_reason.len()
+        );
+        assert!(!s.trigger_reason.contains('\n'));
+        assert!(
+            s.trigger_reason.ends_with("490 more reasons"),
+            "{}",
+            s.trigger_reason
+        );
     }
 
     #[test]

@@ -68,8 +68,11 @@ pub fn escape(text: &str) -> String {
 /// timeout): for a one-shot command such as the digest, where the queue of [`Slack`] would
 /// outlive nothing.
 pub async fn post_now(webhook: &str, payload: &Value) -> Result<(), Error> {
+    // A webhook does not redirect; following one would hand the message (and the URL, as
+    // its Referer) to wherever it pointed.
     let client = reqwest::Client::builder()
         .timeout(crate::timeouts::SLACK_REQUEST)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| Error::Http {
             step: "building the Slack client",
