@@ -31,9 +31,12 @@ enum Command {
     /// Run the controller. Kubernetes access as kubectl has it: in-cluster, or KUBECONFIG.
     Run(Box<RunArgs>),
     /// Report on healing: success rates, root causes, time to heal, recurring targets and
-    /// recommendations, from BigQuery or the cluster's HealingEvents.
+    /// recommendations, from BigQuery or the cluster's HealingEvents; with --propose, the
+    /// policy changes and findings that would make healing needed less, replayed over the
+    /// window; with --trend, --html, --plot and --slack, how it changes period over period.
     ///
-    /// Exit codes: 0 report written, 1 the source could not be read, 2 bad arguments.
+    /// Exit codes: 0 report written, 1 the source could not be read or an output (a file,
+    /// the Slack digest) could not be written, 2 bad arguments.
     Analyze(Box<AnalyzeArgs>),
     /// Create the PhaseRun `<name>-<date>` from a template (a PhaseRun spec without its
     /// date), the date counted from today in --time-zone: the chart's daily CronJob runs
@@ -799,6 +802,11 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
         Ok(report) => {
             print!("{report}");
             ExitCode::SUCCESS
+        }
+        // What the arguments asked for cannot be done (a trend of too many periods).
+        Err(e) if e.category() == pipeline_healer::error::Category::Invalid => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_BAD_ARGUMENTS)
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -29,6 +29,7 @@ fn analyze(args: &[&str], env: &[(&str, &str)]) -> Output {
         .args(args)
         .env_remove("PIPELINE_HEALER_BIGQUERY_PROJECT")
         .env_remove("BIGQUERY_EMULATOR_HOST")
+        .env_remove("SLACK_WEBHOOK_URL")
         .envs(env.iter().copied())
         .output()
         .expect("run pipeline-healer analyze")
@@ -528,7 +529,34 @@ async fn the_originals_rows_are_read_grouped_and_exported_as_csv() {
 
 #[test]
 fn bad_arguments_exit_2_with_the_reason() {
-    let cases: [(&[&str], &str); 6] = [
+    let bq = [
+        "--bigquery-project",
+        "p",
+        "--bigquery-emulator-host",
+        "127.0.0.1:1",
+    ];
+    let too_long = [
+        &bq[..],
+        &[
+            "--trend",
+            "day",
+            "--start",
+            "1990-01-01",
+            "--end",
+            "2026-01-01",
+        ],
+    ]
+    .concat();
+    let csv_without_trend = [&bq[..], &["--output", "csv"]].concat();
+    let slack_without_webhook = [&bq[..], &["--slack"]].concat();
+    let cases: [(&[&str], &str); 10] = [
+        (&too_long, "more than the 3660 a trend shows"),
+        (&csv_without_trend, "add --trend day|week"),
+        (
+            &slack_without_webhook,
+            "SLACK_WEBHOOK_URL, which is not set",
+        ),
+        (&["--policy", "p.yaml"], "--propose"),
         (&["--start", "yesterday"], "YYYY-MM-DD HH:MM"),
         (
             &["--start", "2026-11-25 00:00", "--end", "2026-11-24 00:00"],
