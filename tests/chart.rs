@@ -233,7 +233,10 @@ fn a_full_values_set_scopes_rbac_and_adds_monitoring_slack_and_daily_phase_runs(
         Some("nba-raw-data".into())
     );
     assert_eq!(env("PIPELINE_HEALER_TRIGGER_ALLOWED_AUDIENCES"), None);
-    let sa = one(&objects, "ServiceAccount");
+    let sa = objects
+        .iter()
+        .find(|o| o["kind"] == "ServiceAccount" && o["metadata"]["name"] == "t-pipeline-healer")
+        .expect("the controller's ServiceAccount");
     assert_eq!(
         sa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"],
         "pipeline-healer@my-project.iam.gserviceaccount.com"
@@ -313,6 +316,18 @@ fn the_weekly_digest_is_a_cronjob_posting_to_the_slack_secrets_webhook() {
     );
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    // An identity of its own, not the controller's: from BigQuery it needs no RBAC at all.
+    let account = pod["serviceAccountName"].as_str().unwrap();
+    assert!(account.ends_with("-digest"), "{account}");
+    let accounts: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ServiceAccount")
+        .collect();
+    assert_eq!(accounts.len(), 2);
+    assert!(!objects.iter().any(|o| {
+        o["kind"].as_str().is_some_and(|k| k.ends_with("Binding"))
+            && o["subjects"][0]["name"] == account
+    }));
 
     // From the cluster's HealingEvents, scoped like the controller.
     let objects = render(
@@ -336,6 +351,17 @@ fn the_weekly_digest_is_a_cronjob_posting_to_the_slack_secrets_webhook() {
             "pipeline"
         ])
     );
+    // From the cluster it may read events and batches in the watched namespace, only.
+    let role = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "Role" && o["metadata"]["name"].as_str().unwrap().ends_with("-digest")
+        })
+        .expect("the digest's Role");
+    assert_eq!(role["metadata"]["namespace"], "pipeline");
+    for rule in role["rules"].as_array().unwrap() {
+        assert_eq!(rule["verbs"], serde_json::json!(["get", "list"]), "{rule}");
+    }
 
     // What it cannot do is refused with the value to set.
     for (values, says) in [
@@ -543,8 +569,10 @@ fn the_mirror_namespace_follows_watch_namespace_and_a_different_one_is_refused()
 
 #[test]
 fn every_rbac_rule_says_why() {
-    let rbac =
-        std::fs::read_to_string(project_root().join(CHART).join("templates/rbac.yaml")).unwrap();
+    let read = |file: &str| {
+        std::fs::read_to_string(project_root().join(CHART).join("templates").join(file)).unwrap()
+    };
+    let rbac = read("rbac.yaml") + &read("digest.yaml");
     let lines: Vec<&str> = rbac.lines().collect();
     let rules: Vec<usize> = lines
         .iter()
