@@ -299,6 +299,10 @@ fn skip_reasons(
     let replayed = actions.iter().filter(|h| h.decision.is_some()).count();
     let mut out = Vec::new();
     for (reason, occurrences) in outstanding_in {
+        // Added since (the latest heal's policy has it): done already.
+        if latest.policy.permanent_skip_reasons.contains(reason) {
+            continue;
+        }
         if occurrences.len() < min_occurrences
             || occurrences
                 .iter()
@@ -939,6 +943,40 @@ mod tests {
             ..finished[0].clone()
         }];
         assert_eq!(run(&injury_example(), Some(&healed)).len(), 1);
+    }
+
+    #[test]
+    fn a_reason_the_policy_has_gained_since_is_not_proposed_again() {
+        let mut records = injury_example();
+        // The latest heal was decided under a policy that counts injuries already.
+        let latest = records.last().unwrap().clone();
+        records.push(forged(
+            &Record {
+                healing_id: "after-the-change".into(),
+                timestamp: latest.timestamp + SignedDuration::from_mins(1),
+                ..latest
+            },
+            |d| {
+                d["policy"]["permanent_skip_reasons"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push("player_injury_out".into())
+            },
+        ));
+        let proposals = run(&records, None);
+        assert!(
+            proposals
+                .iter()
+                .all(|p| p.reason.as_deref() != Some(INJURY)),
+            "{proposals:#?}"
+        );
+        // Under that policy the last batch waited only on rate limits: adding those would
+        // have spared its heal (and no other).
+        let rate = proposals
+            .iter()
+            .find(|p| p.reason.as_deref() == Some("rate_limited"))
+            .expect("rate_limited proposed");
+        assert_eq!((rate.heals_avoided, rate.heals_considered), (1, 14));
     }
 
     #[test]
