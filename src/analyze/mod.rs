@@ -133,20 +133,21 @@ pub async fn run(request: &Request) -> Result<String, Error> {
             .cloned()
             .collect()
     });
-    let proposals = || {
+    // The digest lists the top proposals whether or not --propose was given.
+    let proposals = (request.propose.is_some() || request.slack.is_some()).then(|| {
         let (min, file) = match &request.propose {
             Some(p) => (p.min_occurrences, p.policy.as_ref()),
             None => (propose::DEFAULT_MIN_OCCURRENCES as usize, None),
         };
         propose::propose(&selection.records, finished.as_deref(), min, file)
-    };
+    });
     if let Some(webhook) = &request.slack {
         let before = report::report(&records, batches.as_deref(), previous, healing_type);
-        let message = digest::message(&analysis.report, &before, &proposals());
+        let listed = proposals.as_deref().unwrap_or_default();
+        let message = digest::message(&analysis.report, &before, listed);
         crate::sink::slack::post_now(webhook, &message).await?;
     }
-    if let Some(propose) = &request.propose {
-        let proposals = proposals();
+    if let (Some(propose), Some(proposals)) = (&request.propose, proposals) {
         if let Some(path) = &propose.patch {
             let manifest = propose::combined_patch(&proposals, propose.policy.as_ref())
                 .unwrap_or_else(|| {
